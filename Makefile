@@ -1,0 +1,21 @@
+# Two commands for a fresh machine:
+#   make run    builds .venv and runs the default study (offline, CPU is enough)
+#   make test   builds .venv and runs the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= 2
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+.PHONY: run test report
+run: $(VENV)/.installed
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+report: $(VENV)/.installed
+	$(VENV)/bin/snakemake --report results/report.html
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest

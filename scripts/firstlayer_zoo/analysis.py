@@ -1,0 +1,123 @@
+"""One checkpoint's analysis: its stem in its dataset's patch basis."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+from .basis import PatchBasis
+from .profiles import (
+    ProfileFit,
+    Whitening,
+    energy_profile,
+    fit_analytic_profile,
+    normalise,
+    whitening_spreads,
+)
+from .records import CheckpointSpec
+from .stems import Stem
+
+
+@dataclass
+class CheckpointAnalysis:
+    spec: dict
+    status: str
+    out_channels: int | None
+    stride: int | None
+    init_known: bool
+    init_subtracted: bool
+    eigenvalues: np.ndarray
+    energy: np.ndarray
+    energy_init: np.ndarray | None
+    fit: ProfileFit | None
+    whitening: Whitening | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def save(self, path: str | Path) -> None:
+        header = {
+            "spec": self.spec,
+            "status": self.status,
+            "out_channels": self.out_channels,
+            "stride": self.stride,
+            "init_known": self.init_known,
+            "init_subtracted": self.init_subtracted,
+            "fit": asdict(self.fit) if self.fit else None,
+            "whitening": asdict(self.whitening) if self.whitening else None,
+        }
+        arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
+        if self.energy_init is not None:
+            arrays["energy_init"] = self.energy_init
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CheckpointAnalysis":
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            return cls(
+                spec=header["spec"],
+                status=header["status"],
+                out_channels=header["out_channels"],
+                stride=header["stride"],
+                init_known=header["init_known"],
+                init_subtracted=header["init_subtracted"],
+                eigenvalues=data["eigenvalues"],
+                energy=data["energy"],
+                energy_init=data["energy_init"] if "energy_init" in data else None,
+                fit=ProfileFit(**header["fit"]) if header["fit"] else None,
+                whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
+            )
+
+
+def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None) -> CheckpointAnalysis:
+    empty = np.zeros(0)
+    return CheckpointAnalysis(
+        spec=spec.to_dict(), status=status,
+        out_channels=stem.out_channels if stem is not None and stem.weight.size else None,
+        stride=stem.stride if stem is not None else None,
+        init_known=bool(stem is not None and stem.init is not None), init_subtracted=False,
+        eigenvalues=empty, energy=empty, energy_init=None, fit=None, whitening=None,
+    )
+
+
+def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis, subtract_init: bool) -> CheckpointAnalysis:
+    """Energy profile, analytic fit and whitening of one stem in its basis."""
+    if stem.status != "ok":
+        return skipped_analysis(spec, stem.status, stem)
+    if (stem.in_chans, stem.kernel_size) != (basis.in_chans, basis.kernel_size):
+        return skipped_analysis(
+            spec,
+            f"skipped: stem takes {stem.in_chans} channels with a {stem.kernel_size}x{stem.kernel_size} "
+            f"kernel, the basis {basis.in_chans} channels with {basis.kernel_size}x{basis.kernel_size}",
+            stem,
+        )
+    init_subtracted = subtract_init and stem.init is not None
+    filters = stem.filters(subtract_init=init_subtracted)
+    raw = energy_profile(filters, basis.eigenvectors)
+    if not np.any(raw > 0):
+        return skipped_analysis(spec, "skipped: the stem equals its initialisation (no training signal)", stem)
+    energy = normalise(raw)
+    energy_init = None
+    if stem.init is not None:
+        energy_init = normalise(energy_profile(stem.init.reshape(stem.init.shape[0], -1), basis.eigenvectors))
+    return CheckpointAnalysis(
+        spec=spec.to_dict(),
+        status="ok",
+        out_channels=stem.out_channels,
+        stride=stem.stride,
+        init_known=stem.init is not None,
+        init_subtracted=init_subtracted,
+        eigenvalues=basis.eigenvalues,
+        energy=energy,
+        energy_init=energy_init,
+        fit=fit_analytic_profile(energy, basis.eigenvalues),
+        whitening=whitening_spreads(energy, basis.eigenvalues),
+    )

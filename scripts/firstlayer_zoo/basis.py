@@ -1,0 +1,80 @@
+"""A dataset's patch basis: mean, covariance and its eigendecomposition, stored as .npz."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .atomic import atomic_path
+
+
+@dataclass
+class PatchBasis:
+    """PCA basis of normalised patches: C = U diag(s) U^T, s descending."""
+
+    kernel_size: int
+    in_chans: int
+    mean: np.ndarray
+    covariance: np.ndarray
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    n_patches: int
+    n_images: int
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def dimension(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(
+                    handle,
+                    mean=self.mean,
+                    covariance=self.covariance,
+                    eigenvalues=self.eigenvalues,
+                    eigenvectors=self.eigenvectors,
+                    counts=np.array([self.n_patches, self.n_images, self.kernel_size, self.in_chans]),
+                    meta=np.array(json.dumps(self.meta, sort_keys=True)),
+                )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PatchBasis":
+        with np.load(path, allow_pickle=False) as data:
+            n_patches, n_images, kernel_size, in_chans = (int(v) for v in data["counts"])
+            return cls(
+                kernel_size=kernel_size,
+                in_chans=in_chans,
+                mean=data["mean"],
+                covariance=data["covariance"],
+                eigenvalues=data["eigenvalues"],
+                eigenvectors=data["eigenvectors"],
+                n_patches=n_patches,
+                n_images=n_images,
+                meta=json.loads(str(data["meta"])),
+            )
+
+
+def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues descending (rounding negatives clipped to 0), each vector's largest entry positive."""
+    values, vectors = np.linalg.eigh(covariance)
+    order = np.argsort(values)[::-1]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    pivot = np.argmax(np.abs(vectors), axis=0)
+    signs = np.sign(vectors[pivot, np.arange(vectors.shape[1])])
+    return values, vectors * signs
+
+
+def affine_normalisation(kernel_size: int, mean: Iterable[float], std: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and offset per patch coordinate mapping 0..255 to (v/255 - mean_c)/std_c."""
+    mean = np.asarray(list(mean), dtype=np.float64)
+    std = np.asarray(list(std), dtype=np.float64)
+    per_coordinate = kernel_size * kernel_size
+    scale = np.repeat(1.0 / (255.0 * std), per_coordinate)
+    offset = np.repeat(-mean / std, per_coordinate)
+    return scale, offset

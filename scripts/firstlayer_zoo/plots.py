@@ -1,0 +1,175 @@
+"""The study's figures, drawn from its tables only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .atomic import atomic_path  # noqa: E402
+from .profiles import analytic_profile  # noqa: E402
+
+GROUPS = ["arch", "labels", "seed"]
+
+
+def save(figure, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _ok(checkpoints: pd.DataFrame) -> pd.DataFrame:
+    return checkpoints[checkpoints["status"] == "ok"]
+
+
+def _last_steps(checkpoints: pd.DataFrame) -> pd.DataFrame:
+    """Each run's last checkpoint; checkpoints without a run or step stand for themselves."""
+    ok = _ok(checkpoints)
+    has_run = ok["run"].notna() & ok["step"].notna()
+    last = ok[has_run].sort_values("step").groupby(["zoo", "run"]).tail(1)
+    return pd.concat([last, ok[~has_run]])
+
+
+def _empty(path: str | Path, message: str) -> None:
+    figure, axis = plt.subplots(figsize=(5, 2))
+    axis.axis("off")
+    axis.text(0.5, 0.5, message, ha="center", va="center")
+    save(figure, path)
+
+
+def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str | Path) -> None:
+    """Normalised energy by component: trained (last step) against initialisation, per basis and arch."""
+    last = _last_steps(checkpoints)
+    data = profiles.merge(last[["checkpoint", "basis", "arch", "labels"]], on="checkpoint")
+    if data.empty:
+        _empty(path, "no analysed checkpoints")
+        return
+    data["labels"] = data["labels"].fillna("n/a")
+    trained = data.assign(kind="trained: " + data["labels"].astype(str) + " labels")
+    init = data.dropna(subset=["energy_init"]).assign(kind="initialisation", energy=lambda d: d["energy_init"])
+    long = pd.concat([trained, init], ignore_index=True)
+    long["panel"] = long["arch"] + "\n" + long["basis"]
+    kinds = sorted(long["kind"].unique(), key=lambda kind: kind == "initialisation")
+    palette = dict(zip(kinds, sns.color_palette("tab10", len(kinds))))
+    palette["initialisation"] = "0.55"
+    grid = sns.relplot(
+        data=long, x="component", y="energy", hue="kind", hue_order=kinds, palette=palette,
+        col="panel", col_wrap=min(3, long["panel"].nunique()), kind="line", errorbar=("pi", 100),
+        facet_kws={"sharex": False, "sharey": False}, height=2.8, aspect=1.3,
+    )
+    grid.set(yscale="log")
+    grid.set_titles("{col_name}", size=8)
+    grid.set_axis_labels("PCA component (descending variance)", "normalised energy e/max(e)")
+    grid.figure.suptitle("Stem energy profiles: trained checkpoints vs their initialisation", y=1.02)
+    save(grid.figure, path)
+
+
+def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis: str,
+                     path: str | Path) -> None:
+    """Clustered matrix of profile correlations within one basis, groups marked."""
+    pairs = consistency[consistency["basis"] == basis]
+    members = _ok(checkpoints)
+    members = members[members["basis"] == basis].set_index("checkpoint")
+    if len(members) < 2:
+        _empty(path, f"{basis}: fewer than two analysed checkpoints")
+        return
+    ids = list(members.index)
+    matrix = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
+    for a, b, r in pairs[["checkpoint_a", "checkpoint_b", "r"]].itertuples(index=False):
+        matrix.at[a, b] = r
+        matrix.at[b, a] = r
+    colours, handles = {}, []
+    palettes = ["tab10", "Set2", "Pastel1"]
+    for group, palette_name in zip(GROUPS, palettes):
+        values = members[group].astype(str)
+        palette = dict(zip(sorted(values.unique()), sns.color_palette(palette_name, values.nunique())))
+        colours[group] = values.map(palette)
+        handles += [Patch(color=colour, label=f"{group}: {value}") for value, colour in palette.items()]
+    side = min(0.18 * len(ids) + 4, 16)
+    grid = sns.clustermap(matrix, cmap="viridis", vmin=float(np.nanmin(matrix.to_numpy())), vmax=1,
+                          row_colors=pd.DataFrame(colours), figsize=(side, side),
+                          xticklabels=False, yticklabels=len(ids) <= 80,
+                          cbar_kws={"label": "Pearson r"})
+    grid.ax_heatmap.tick_params(axis="y", labelsize=6)
+    grid.ax_col_dendrogram.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                                  fontsize=7, frameon=False)
+    grid.figure.suptitle(f"Profile consistency in basis {basis} ({len(ids)} checkpoints)", y=1.01)
+    save(grid.figure, path)
+
+
+def plot_fit_examples(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd.DataFrame,
+                      count: int, path: str | Path) -> None:
+    """A few checkpoints' profiles with the fitted analytic profile, r in the title."""
+    last = _last_steps(checkpoints).drop_duplicates(subset=["arch", "labels"]).head(count)
+    chosen = fits[fits["checkpoint"].isin(last["checkpoint"])]
+    if chosen.empty:
+        _empty(path, "no fitted checkpoints")
+        return
+    columns = min(3, len(chosen))
+    rows = int(np.ceil(len(chosen) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    for axis, fit in zip(axes.flat, chosen.itertuples(index=False)):
+        profile = profiles[profiles["checkpoint"] == fit.checkpoint].sort_values("component")
+        analytic = analytic_profile(profile["eigenvalue"].to_numpy(), fit.tau)
+        axis.plot(profile["component"], profile["energy"], "o", ms=3, label="measured")
+        axis.plot(profile["component"], analytic / analytic.max(), "-", label=f"analytic, tau*s1={fit.tau_s1:.3g}")
+        axis.set_yscale("log")
+        axis.set_title(f"{fit.checkpoint}\nr = {fit.fit_r:.3f}", fontsize=8)
+        axis.set_xlabel("component")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(chosen):]:
+        axis.axis("off")
+    figure.tight_layout()
+    save(figure, path)
+
+
+def plot_fit_quality(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
+    data = fits.merge(checkpoints[["checkpoint", "arch"]], on="checkpoint")
+    if data.empty:
+        _empty(path, "no fitted checkpoints")
+        return
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    sns.histplot(data=data, x="fit_r", hue="arch", multiple="stack", bins=20, ax=axis)
+    axis.set_xlabel("Pearson r of the analytic fit")
+    axis.set_title(f"Analytic fit over {len(data)} checkpoints (median r = {data['fit_r'].median():.3f})")
+    save(figure, path)
+
+
+def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
+    """Fitted tau*s1 against training step: PCA-like early, towards whitening late."""
+    data = fits.merge(checkpoints[["checkpoint", "arch", "labels", "seed", "step"]], on="checkpoint")
+    data = data.dropna(subset=["step"])
+    if data.empty:
+        _empty(path, "no checkpoints with a training step")
+        return
+    data["labels"] = data["labels"].fillna("n/a")
+    figure, axis = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=data, x="step", y="tau_s1", hue="arch", style="labels", marker="o",
+                 errorbar=("pi", 100), ax=axis)
+    axis.set(xscale="log", yscale="log", xlabel="training step", ylabel="fitted tau * s1")
+    axis.set_title("Analytic training time along training")
+    save(figure, path)
+
+
+def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
+    data = fits.merge(checkpoints[["checkpoint", "arch", "labels"]], on="checkpoint")
+    if data.empty:
+        _empty(path, "no fitted checkpoints")
+        return
+    data["labels"] = data["labels"].fillna("n/a")
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    sns.scatterplot(data=data, x="input_spread", y="output_spread", hue="arch", style="labels", ax=axis)
+    top = float(np.nanmax(data[["input_spread", "output_spread"]].to_numpy())) * 1.05
+    axis.plot([0, top], [0, top], "k--", lw=1, label="no change")
+    axis.set(xlim=(0, top), ylim=(0, top),
+             xlabel="input spread log10(s1/sp)", ylabel="output spread log10(max/min e^2 s)")
+    axis.set_title("Whitening: output spread below input spread")
+    axis.legend(fontsize=7)
+    save(figure, path)

@@ -1,0 +1,63 @@
+"""Small records passed between the planner, the rules and the tables."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .preprocessing import Preprocessing
+
+
+@dataclass(frozen=True)
+class BasisKey:
+    dataset: str
+    preprocessing: str
+    kernel_size: int
+    in_chans: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}-{self.preprocessing}-k{self.kernel_size}c{self.in_chans}"
+
+    def path(self, outdir: str) -> str:
+        return f"{outdir}/bases/{self.dataset}/{self.preprocessing}/k{self.kernel_size}_c{self.in_chans}.npz"
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """What is known about a checkpoint before any of its bytes are read."""
+
+    zoo: str
+    name: str
+    source: str
+    arch: str
+    uri: str
+    first_conv: str
+    kernel_size: int
+    in_chans: int
+    dataset: str
+    preprocessing: Preprocessing
+    init_uri: str | None = None
+    step: int | None = None
+    seed: int | None = None
+    labels: str | None = None
+    run: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.zoo}/{self.name}"
+
+    @property
+    def basis(self) -> BasisKey:
+        return BasisKey(self.dataset, self.preprocessing.key, self.kernel_size, self.in_chans)
+
+    def to_dict(self) -> dict:
+        values = asdict(self)
+        values["preprocessing"] = self.preprocessing.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "CheckpointSpec":
+        values = dict(values)
+        values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
+        return cls(**values)

@@ -1,0 +1,28 @@
+"""What every rule script shares: its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def logged(snakemake) -> Iterator[None]:
+    """Send the job's stdout and stderr (progress bars included) to its log file.
+
+    A failure is written to the log and raised again, so Snakemake reports the
+    job as failed and deletes its outputs.
+    """
+    path = Path(snakemake.log[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", buffering=1) as log:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            try:
+                yield
+            except BaseException:
+                traceback.print_exc(file=log)
+                raise
+    sys.stdout.flush()

@@ -1,0 +1,104 @@
+"""The stem: the first conv layer's filter bank, read without executing checkpoint code."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_path
+
+
+class StemError(ValueError):
+    """A checkpoint whose stem cannot be analysed; the message says why."""
+
+
+@dataclass
+class Stem:
+    weight: np.ndarray  # (K, c, k, k) float64
+    init: np.ndarray | None
+    stride: int | None
+    first_conv: str
+    status: str = "ok"
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.weight.shape[2])
+
+    def filters(self, subtract_init: bool) -> np.ndarray:
+        """(K, p) rows in conv-weight order, minus the initialisation when asked and known."""
+        weight = self.weight - self.init if subtract_init and self.init is not None else self.weight
+        return weight.reshape(weight.shape[0], -1)
+
+    def save(self, path: str | Path) -> None:
+        arrays = {"weight": self.weight}
+        if self.init is not None:
+            arrays["init"] = self.init
+        header = {"stride": self.stride, "first_conv": self.first_conv,
+                  "status": self.status, "meta": self.meta}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Stem":
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            return cls(
+                weight=data["weight"],
+                init=data["init"] if "init" in data else None,
+                stride=header["stride"],
+                first_conv=header["first_conv"],
+                status=header["status"],
+                meta=header["meta"],
+            )
+
+    @classmethod
+    def skipped(cls, reason: str, first_conv: str, meta: dict) -> "Stem":
+        return cls(weight=np.zeros((0, 0, 0, 0)), init=None, stride=None,
+                   first_conv=first_conv, status=f"skipped: {reason}", meta=meta)
+
+
+def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:
+    """A stem weight must be a finite (K, c, k, k) square kernel; return it as float64."""
+    if weight.ndim != 4:
+        raise StemError(f"{source}: stem weight has shape {tuple(weight.shape)}, not (out, in, k, k)")
+    if weight.shape[2] != weight.shape[3]:
+        raise StemError(f"{source}: non-square {weight.shape[2]}x{weight.shape[3]} kernel has no square patch basis")
+    weight = np.asarray(weight, dtype=np.float64)
+    if not np.all(np.isfinite(weight)):
+        raise StemError(f"{source}: stem weight contains NaN or Inf")
+    return weight
+
+
+def read_safetensors_tensor(path: str | Path, key: str) -> np.ndarray:
+    """Read one tensor from a safetensors file; only that tensor's bytes are read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            if key not in handle.keys():
+                raise StemError(f"{path}: no tensor named {key!r}")
+            return handle.get_tensor(key)
+    except TypeError:
+        # bfloat16 and float8 have no numpy dtype; torch reads them.
+        with safe_open(str(path), framework="pt") as handle:
+            return handle.get_tensor(key).float().numpy()
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as handle:
+        return dict(handle.metadata() or {})

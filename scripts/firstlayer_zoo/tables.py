@@ -1,0 +1,175 @@
+"""The study's tables: their columns are declared here, once, and checked on write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .analysis import CheckpointAnalysis
+from .atomic import atomic_path
+from .profiles import consistency_matrix
+from .records import CheckpointSpec
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "checkpoints": pa.schema([
+        ("checkpoint", pa.string()),
+        ("zoo", pa.string()),
+        ("source", pa.string()),
+        ("arch", pa.string()),
+        ("uri", pa.string()),
+        ("first_conv", pa.string()),
+        ("kernel_size", pa.int64()),
+        ("in_chans", pa.int64()),
+        ("out_channels", pa.int64()),
+        ("stride", pa.int64()),
+        ("dataset", pa.string()),
+        ("preprocessing", pa.string()),
+        ("basis", pa.string()),
+        ("init_known", pa.bool_()),
+        ("init_subtracted", pa.bool_()),
+        ("step", pa.int64()),
+        ("seed", pa.int64()),
+        ("labels", pa.string()),
+        ("run", pa.string()),
+        ("status", pa.string()),
+    ]),
+    "profiles": pa.schema([
+        ("checkpoint", pa.string()),
+        ("component", pa.int64()),
+        ("eigenvalue", pa.float64()),
+        ("energy", pa.float64()),
+        ("energy_init", pa.float64()),
+    ]),
+    "fits": pa.schema([
+        ("checkpoint", pa.string()),
+        ("tau", pa.float64()),
+        ("tau_s1", pa.float64()),
+        ("fit_r", pa.float64()),
+        ("frac_whitened", pa.float64()),
+        ("input_spread", pa.float64()),
+        ("output_spread", pa.float64()),
+    ]),
+    "consistency": pa.schema([
+        ("basis", pa.string()),
+        ("checkpoint_a", pa.string()),
+        ("checkpoint_b", pa.string()),
+        ("r", pa.float64()),
+    ]),
+}
+
+
+def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    rows = []
+    for analysis in analyses:
+        spec = CheckpointSpec.from_dict(analysis.spec)
+        rows.append({
+            "checkpoint": spec.id,
+            "zoo": spec.zoo,
+            "source": spec.source,
+            "arch": spec.arch,
+            "uri": spec.uri,
+            "first_conv": spec.first_conv,
+            "kernel_size": spec.kernel_size,
+            "in_chans": spec.in_chans,
+            "out_channels": analysis.out_channels,
+            "stride": analysis.stride,
+            "dataset": spec.dataset,
+            "preprocessing": spec.preprocessing.key,
+            "basis": spec.basis.slug,
+            "init_known": analysis.init_known,
+            "init_subtracted": analysis.init_subtracted,
+            "step": spec.step,
+            "seed": spec.seed,
+            "labels": spec.labels,
+            "run": spec.run,
+            "status": analysis.status,
+        })
+    return _frame(rows, "checkpoints")
+
+
+def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    frames = []
+    for analysis in analyses:
+        if not analysis.ok:
+            continue
+        count = analysis.energy.shape[0]
+        frames.append(pd.DataFrame({
+            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "component": np.arange(1, count + 1),
+            "eigenvalue": analysis.eigenvalues,
+            "energy": analysis.energy,
+            "energy_init": analysis.energy_init if analysis.energy_init is not None else np.full(count, np.nan),
+        }))
+    if not frames:
+        return _frame([], "profiles")
+    return _frame(pd.concat(frames, ignore_index=True), "profiles")
+
+
+def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    rows = []
+    for analysis in analyses:
+        if not analysis.ok:
+            continue
+        rows.append({
+            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "tau": analysis.fit.tau,
+            "tau_s1": analysis.fit.tau_s1,
+            "fit_r": analysis.fit.fit_r,
+            "frac_whitened": analysis.fit.frac_whitened,
+            "input_spread": analysis.whitening.input_spread,
+            "output_spread": analysis.whitening.output_spread,
+        })
+    return _frame(rows, "fits")
+
+
+def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    """Pearson r of every unordered pair of ok checkpoints that share a basis."""
+    by_basis: dict[str, list[CheckpointAnalysis]] = {}
+    for analysis in analyses:
+        if analysis.ok:
+            basis = CheckpointSpec.from_dict(analysis.spec).basis.slug
+            by_basis.setdefault(basis, []).append(analysis)
+    frames = []
+    for basis, members in sorted(by_basis.items()):
+        ids = np.array([m.spec["zoo"] + "/" + m.spec["name"] for m in members])
+        matrix = consistency_matrix(np.stack([m.energy for m in members]))
+        upper_a, upper_b = np.triu_indices(len(members), k=1)
+        frames.append(pd.DataFrame({
+            "basis": basis,
+            "checkpoint_a": ids[upper_a],
+            "checkpoint_b": ids[upper_b],
+            "r": matrix[upper_a, upper_b],
+        }))
+    if not frames:
+        return _frame([], "consistency")
+    return _frame(pd.concat(frames, ignore_index=True), "consistency")
+
+
+def _frame(rows, name: str) -> pd.DataFrame:
+    schema = SCHEMAS[name]
+    frame = pd.DataFrame(rows, columns=schema.names) if not isinstance(rows, pd.DataFrame) else rows
+    return frame[schema.names]
+
+
+def write_table(frame: pd.DataFrame, name: str, path: str | Path) -> None:
+    table = pa.Table.from_pandas(frame, schema=SCHEMAS[name], preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+
+def build_tables(analyses: list[CheckpointAnalysis]) -> dict[str, pd.DataFrame]:
+    return {
+        "checkpoints": checkpoints_table(analyses),
+        "profiles": profiles_table(analyses),
+        "fits": fits_table(analyses),
+        "consistency": consistency_table(analyses),
+    }

@@ -1,0 +1,175 @@
+"""Zoo sources: one class per source, registered by name, like timm's model registry.
+
+A source turns its config entry into CheckpointSpecs at start-up, cheaply and
+deterministically; the bytes of a checkpoint are read later, in its own job.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from .atomic import write_text
+from .preprocessing import Preprocessing
+from .records import CheckpointSpec
+from .stems import Stem, StemError, read_safetensors_metadata, read_safetensors_tensor, validate_conv_weight
+
+ZOO_SOURCES: dict[str, type["ZooSource"]] = {}
+
+
+def register(cls: type["ZooSource"]) -> type["ZooSource"]:
+    ZOO_SOURCES[cls.source] = cls
+    return cls
+
+
+class GeometryCache:
+    """Stem geometry (first_conv, kernel size, channels, stride) by a source-defined key.
+
+    Building a model to read its stem costs seconds; the answer never changes
+    for a given key, so it is kept in a JSON file beside the results.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self._dirty = False
+
+    def get(self, key: str, compute: Callable[[], dict]) -> dict:
+        if key not in self.entries:
+            self.entries[key] = compute()
+            self._dirty = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if self._dirty:
+            write_text(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+            self._dirty = False
+
+
+def timm_stem_geometry(arch: str, model_kwargs: dict, in_chans: int) -> dict:
+    """Build the model on the meta device (no memory, no weights) and read its stem."""
+    import torch
+
+    from .training import build_model, first_conv_name
+
+    with torch.device("meta"):
+        model = build_model(arch, num_classes=2, in_chans=in_chans, model_kwargs=model_kwargs)
+    first_conv = first_conv_name(model)
+    weight = model.get_submodule(first_conv).weight
+    stride = model.get_submodule(first_conv).stride
+    return {
+        "first_conv": first_conv,
+        "out_channels": int(weight.shape[0]),
+        "in_chans": int(weight.shape[1]),
+        "kernel_size": int(weight.shape[-1]),
+        "stride": int(stride[0]),
+    }
+
+
+class ZooSource:
+    source: ClassVar[str]
+
+    def __init__(self, name: str, options: dict, outdir: str, cache: GeometryCache):
+        self.name = name
+        self.options = options
+        self.outdir = outdir
+        self.cache = cache
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        raise NotImplementedError
+
+    def runs(self) -> dict[str, dict]:
+        """Training runs this source performs itself, by name; most sources have none."""
+        return {}
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        """Read the stem (and its init, where known) of one checkpoint; raise StemError if unusable."""
+        raise NotImplementedError
+
+
+@register
+class TrainedHere(ZooSource):
+    """Small timm CNNs trained by the workflow, every (arch, seed, labels), init kept."""
+
+    source = "train"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.options["preprocessing"])
+
+    def _runs(self) -> list[dict]:
+        runs = []
+        for arch in self.options["archs"]:
+            for seed in self.options["seeds"]:
+                for labels in self.options["labels"]:
+                    runs.append({
+                        "zoo": self.name,
+                        "arch": arch["arch"],
+                        "model_kwargs": arch.get("model_kwargs", {}),
+                        "seed": seed,
+                        "labels": labels,
+                        "dataset": self.options["dataset"],
+                        "preprocessing": self.preprocessing.to_dict(),
+                        "steps": sorted({0, *self.options["steps"]}),
+                        **self.options["training"],
+                    })
+        return runs
+
+    @staticmethod
+    def run_name(run: dict) -> str:
+        return f"{run['arch']}-s{run['seed']}-{run['labels']}"
+
+    def run_dir(self, run: dict) -> str:
+        return f"{self.outdir}/zoos/{self.name}/runs/{self.run_name(run)}"
+
+    def runs(self) -> dict[str, dict]:
+        return {self.run_name(run): run for run in self._runs()}
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        prep = self.preprocessing
+        specs = []
+        for run in self._runs():
+            key = json.dumps(["timm", run["arch"], run["model_kwargs"], prep.in_chans], sort_keys=True)
+            geometry = self.cache.get(
+                key, lambda: timm_stem_geometry(run["arch"], run["model_kwargs"], prep.in_chans))
+            run_dir = self.run_dir(run)
+            for step in run["steps"]:
+                if step == 0:
+                    continue
+                specs.append(CheckpointSpec(
+                    zoo=self.name,
+                    name=f"{self.run_name(run)}-step{step:06d}",
+                    source=self.source,
+                    arch=run["arch"],
+                    uri=f"{run_dir}/step{step:06d}.safetensors",
+                    first_conv=geometry["first_conv"],
+                    kernel_size=geometry["kernel_size"],
+                    in_chans=geometry["in_chans"],
+                    dataset=run["dataset"],
+                    preprocessing=prep,
+                    init_uri=f"{run_dir}/step{0:06d}.safetensors",
+                    step=step,
+                    seed=run["seed"],
+                    labels=run["labels"],
+                    run=self.run_name(run),
+                ))
+        return specs
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        key = f"{spec.first_conv}.weight"
+        weight = validate_conv_weight(read_safetensors_tensor(spec.uri, key), spec.uri)
+        init = validate_conv_weight(read_safetensors_tensor(spec.init_uri, key), spec.init_uri)
+        metadata = read_safetensors_metadata(spec.uri)
+        return Stem(weight=weight, init=init, stride=int(metadata["stem_stride"]),
+                    first_conv=spec.first_conv)
+
+
+def extract_stem(spec: CheckpointSpec) -> Stem:
+    """The stem of one checkpoint, or a skipped Stem saying why it cannot be analysed."""
+    try:
+        return ZOO_SOURCES[spec.source].load_stem(spec)
+    except StemError as error:
+        return Stem.skipped(str(error), spec.first_conv, meta={"uri": spec.uri})

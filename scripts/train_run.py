@@ -1,0 +1,17 @@
+"""Rule train_run: train one (arch, seed, labels) run, keeping its init and checkpoints."""
+
+from pathlib import Path
+
+import torch
+
+from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.rule_io import logged
+from firstlayer_zoo.training import TrainRun, train
+
+with logged(snakemake):
+    torch.set_num_threads(snakemake.threads)
+    run = TrainRun.from_dict(snakemake.params.run)
+    source = dataset_source(run.dataset, snakemake.params.dataset_options)
+    images = [run.preprocessing.apply(image) for image in source.images(Path(snakemake.input[0]).parent)]
+    out = Path(snakemake.output[0])
+    train(run, images, {step: out / f"step{step:06d}.safetensors" for step in run.steps})

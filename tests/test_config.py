@@ -1,0 +1,38 @@
+"""A bad config is refused at start-up with a message that names the key."""
+
+import pytest
+
+from workflow_helpers import snakemake, write_config
+
+
+@pytest.mark.parametrize(
+    "changes,expected",
+    [
+        ({"zoos": {"z": {"source": "train", "dataset": "photos", "archs": [{"arch": "test_resnet"}],
+                         "seeds": [0], "labels": ["true"], "steps": [0], "preprocessing": {}}}},
+         "steps"),
+        ({"zoos": {"z": {"source": "train", "dataset": "photos", "archs": [{"arch": "test_resnet"}],
+                         "seeds": [0], "labels": [True], "steps": [5], "preprocessing": {}}}},
+         "labels"),
+        ({"datasets": {"photos": {"source": "skimage", "imagez": ["astronaut"]}}}, "imagez"),
+        ({"analysis": {"device": "tpu"}}, "device"),
+        ({"zoos": {"z": {"source": "nowhere", "dataset": "photos"}}}, "nowhere"),
+    ],
+)
+def test_schema_error_names_the_key(tmp_path, changes, expected):
+    config = write_config(tmp_path / "bad.yaml", changes)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "ValidationError" in output or "Error validating config" in output
+    assert expected in output
+
+
+def test_unknown_dataset_is_named(tmp_path):
+    config = write_config(tmp_path / "bad.yaml", {"zoos": {"z": {
+        "source": "train", "dataset": "imagenet", "archs": [{"arch": "test_resnet"}],
+        "seeds": [0], "labels": ["true"], "steps": [5], "preprocessing": {}}}})
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    assert result.returncode != 0
+    assert "zoos.z.dataset" in result.stdout + result.stderr
+    assert "'imagenet' is not a dataset" in result.stdout + result.stderr

@@ -1,0 +1,104 @@
+"""Conda environments, checked statically (conda channels are out of reach in CI).
+
+Every rule names an env that exists; every env pins exactly what requirements.txt
+pins; and each env holds every third-party package that its rules' scripts
+import at module level, following imports through the firstlayer_zoo package.
+"""
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
+IMPORT_TO_DISTRIBUTION = {
+    "PIL": "pillow",
+    "skimage": "scikit-image",
+    "yaml": "pyyaml",
+}
+PACKAGE = "firstlayer_zoo"
+
+
+def rule_blocks():
+    """(rule name, conda env path, script path) for every rule with a script."""
+    blocks = []
+    for smk in RULES:
+        text = smk.read_text()
+        for match in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+            body = match.group(2)
+            conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
+            script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", body)
+            if script:
+                blocks.append((match.group(1), conda and (smk.parent / conda.group(1)).resolve(),
+                               (smk.parent / script.group(1)).resolve()))
+    return blocks
+
+
+def pinned(lines):
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.strip().lower().replace("_", "-")] = version.strip()
+    return pins
+
+
+def env_pins(path):
+    env = yaml.safe_load(path.read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return pinned(pip)
+
+
+def module_imports(path: Path, seen: set) -> set:
+    """Top-level modules imported at module level by a file, following the package's own modules."""
+    if path in seen:
+        return set()
+    seen.add(path)
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names = [f"{PACKAGE}.{node.module}"]
+            elif node.module:
+                names = [node.module]
+        for name in names:
+            top = name.split(".")[0]
+            if top == PACKAGE:
+                module = ROOT / "scripts" / Path(*name.split(".")).with_suffix(".py")
+                found |= module_imports(module, seen)
+            else:
+                found.add(top)
+    return found
+
+
+def test_every_rule_names_an_existing_env():
+    blocks = rule_blocks()
+    assert len(blocks) >= 10
+    for rule, env, _ in blocks:
+        assert env is not None, f"rule {rule} declares no conda env"
+        assert env.is_file(), f"rule {rule} names {env}, which does not exist"
+
+
+@pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_env_pins_match_requirements(env):
+    requirements = pinned((ROOT / "requirements.txt").read_text().splitlines())
+    for name, version in env_pins(env).items():
+        assert requirements.get(name) == version, f"{env.name} pins {name}=={version}, requirements.txt {requirements.get(name)}"
+
+
+def test_each_env_holds_what_its_scripts_import():
+    stdlib = set(sys.stdlib_module_names)
+    for rule, env, script in rule_blocks():
+        wanted = {IMPORT_TO_DISTRIBUTION.get(m, m).lower().replace("_", "-")
+                  for m in module_imports(script, set()) if m not in stdlib and m != "__future__"}
+        missing = wanted - set(env_pins(env))
+        assert not missing, f"rule {rule}: {env.name} lacks {sorted(missing)} imported by {script.name}"

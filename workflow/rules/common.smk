@@ -1,0 +1,87 @@
+# Config -> paths and parameters. The study (checkpoints, runs, bases) is resolved
+# once here by the package; the other .smk files hold rules only.
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from firstlayer_zoo.plan import Study  # noqa: E402
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+try:
+    STUDY = Study(config)
+except ValueError as error:
+    raise WorkflowError(f"config: {error}") from None
+OUT = STUDY.outdir
+PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening"]
+TABLES = ["checkpoints", "profiles", "fits", "consistency"]
+
+
+wildcard_constraints:
+    dataset=r"[^/]+",
+    zoo=r"[^/]+",
+    name=r"[^/]+",
+    run=r"[^/]+",
+    prep=r"[^/]+",
+    basis=r"[^/]+",
+
+
+def dataset_manifest(wildcards):
+    return f"{OUT}/datasets/{wildcards.dataset}/manifest.json"
+
+
+def dataset_options(wildcards):
+    return STUDY.datasets[wildcards.dataset]
+
+
+def train_run(wildcards):
+    return STUDY.runs[(wildcards.zoo, wildcards.run)]
+
+
+def train_run_dataset_manifest(wildcards):
+    dataset = train_run(wildcards)["dataset"]
+    return f"{OUT}/datasets/{dataset}/manifest.json"
+
+
+def checkpoint_spec(wildcards):
+    return STUDY.checkpoint(wildcards.zoo, wildcards.name).to_dict()
+
+
+def checkpoint_files(wildcards):
+    """The files a checkpoint's stem is read from, where the DAG makes them."""
+    spec = STUDY.checkpoint(wildcards.zoo, wildcards.name)
+    if spec.run is not None:
+        return [f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}"]
+    return []
+
+
+def basis_file(wildcards):
+    return STUDY.checkpoint(wildcards.zoo, wildcards.name).basis.path(OUT)
+
+
+def basis_preprocessing(wildcards):
+    return STUDY.preprocessing[wildcards.prep].to_dict()
+
+
+def all_profiles():
+    return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in STUDY.checkpoints.values()]
+
+
+def consistency_plots():
+    return [f"{OUT}/plots/consistency/{basis.slug}.png" for basis in STUDY.bases]
+
+
+def study_outputs():
+    return (
+        [f"{OUT}/tables/{table}.parquet" for table in TABLES]
+        + [f"{OUT}/plots/{plot}.png" for plot in PLOTS]
+        + consistency_plots()
+    )
+
+
+def statistics_device():
+    device = config["analysis"]["device"]
+    return None if device == "auto" else device
