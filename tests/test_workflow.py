@@ -77,7 +77,7 @@ def test_plots_and_logs_exist(tiny_run):
     for name in ["profiles", "fits", "fit_quality", "training_time", "whitening"]:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((plots / "consistency").glob("*.png"))) == 1
-    assert (tiny_run / "results" / "logs" / "build_tables.log").read_text().count("rows") == 4
+    assert (tiny_run / "results" / "logs" / "build_tables.log").read_text().count("rows") == 5
 
 
 def test_rerun_has_nothing_to_do(tiny_run):
@@ -101,3 +101,19 @@ def test_train_run_keeps_init_and_metadata(tiny_run):
     meta = read_safetensors_metadata(run / "step000008.safetensors")
     assert meta["labels"] == "random" and meta["seed"] == "0" and meta["step"] == "8"
     assert json.loads(meta["preprocessing"])["resize"] == 48
+
+
+def test_consistency_summary_groups_every_pair_and_the_init(tiny_run):
+    summary = _table(tiny_run, "consistency_summary")
+    consistency = _table(tiny_run, "consistency")
+    init = summary[summary["relation"] == "trained vs its own initialisation"]
+    assert init["n_pairs"].sum() == 8
+    pairs = summary[summary["relation"] != "trained vs its own initialisation"]
+    assert pairs["n_pairs"].sum() == len(consistency)
+    # One architecture: every pair shares it; seeds, labels and steps vary.
+    assert pairs["relation"].str.startswith("same arch").all()
+    assert "same arch, other labels, other seed, other step" in set(pairs["relation"])
+    fits = _table(tiny_run, "fits")
+    assert fits["r_init"].between(-1, 1).all()
+    row = init.iloc[0]
+    assert row["median_r"] == pytest.approx(fits["r_init"].median())

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from .analysis import CheckpointAnalysis
 from .atomic import atomic_path
-from .profiles import consistency_matrix
+from .profiles import consistency_matrix, pearson
 from .records import CheckpointSpec
 
 SCHEMAS: dict[str, pa.Schema] = {
@@ -53,6 +53,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("frac_whitened", pa.float64()),
         ("input_spread", pa.float64()),
         ("output_spread", pa.float64()),
+        ("r_init", pa.float64()),
     ]),
     "consistency": pa.schema([
         ("basis", pa.string()),
@@ -60,7 +61,17 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("checkpoint_b", pa.string()),
         ("r", pa.float64()),
     ]),
+    "consistency_summary": pa.schema([
+        ("basis", pa.string()),
+        ("relation", pa.string()),
+        ("n_pairs", pa.int64()),
+        ("median_r", pa.float64()),
+        ("min_r", pa.float64()),
+        ("max_r", pa.float64()),
+    ]),
 }
+SUMMARY_GROUPS = ("arch", "labels", "seed", "step")
+TRAINED_VS_INIT = "trained vs its own initialisation"
 
 
 def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -123,6 +134,7 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "frac_whitened": analysis.fit.frac_whitened,
             "input_spread": analysis.whitening.input_spread,
             "output_spread": analysis.whitening.output_spread,
+            "r_init": pearson(analysis.energy, analysis.energy_init) if analysis.energy_init is not None else None,
         })
     return _frame(rows, "fits")
 
@@ -150,6 +162,32 @@ def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
     return _frame(pd.concat(frames, ignore_index=True), "consistency")
 
 
+def consistency_summary_table(checkpoints: pd.DataFrame, consistency: pd.DataFrame,
+                              fits: pd.DataFrame) -> pd.DataFrame:
+    """Pair correlations summarised by how the two checkpoints differ, per basis.
+
+    A relation names, for each of arch, labels, seed and step, whether the pair
+    shares it ("same seed") or not ("other seed"); trained-vs-init rows come from
+    each checkpoint's r against its own initialisation.
+    """
+    groups = [g for g in SUMMARY_GROUPS if checkpoints[g].notna().any()]
+    meta = checkpoints.set_index("checkpoint")[groups]
+    a = meta.loc[consistency["checkpoint_a"]].to_numpy()
+    b = meta.loc[consistency["checkpoint_b"]].to_numpy()
+    same = pd.DataFrame(a == b, columns=groups)
+    relation = same.apply(lambda row: ", ".join(("same " if row[g] else "other ") + g for g in groups), axis=1)
+    pairs = pd.DataFrame({"basis": consistency["basis"].to_numpy(), "relation": relation.to_numpy(),
+                          "r": consistency["r"].to_numpy()})
+    init = fits.dropna(subset=["r_init"]).merge(checkpoints[["checkpoint", "basis"]], on="checkpoint")
+    pairs = pd.concat([pairs, pd.DataFrame({"basis": init["basis"], "relation": TRAINED_VS_INIT,
+                                            "r": init["r_init"]})], ignore_index=True)
+    if pairs.empty:
+        return _frame([], "consistency_summary")
+    summary = pairs.groupby(["basis", "relation"])["r"].agg(
+        n_pairs="size", median_r="median", min_r="min", max_r="max").reset_index()
+    return _frame(summary, "consistency_summary")
+
+
 def _frame(rows, name: str) -> pd.DataFrame:
     schema = SCHEMAS[name]
     frame = pd.DataFrame(rows, columns=schema.names) if not isinstance(rows, pd.DataFrame) else rows
@@ -167,9 +205,12 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def build_tables(analyses: list[CheckpointAnalysis]) -> dict[str, pd.DataFrame]:
-    return {
+    tables = {
         "checkpoints": checkpoints_table(analyses),
         "profiles": profiles_table(analyses),
         "fits": fits_table(analyses),
         "consistency": consistency_table(analyses),
     }
+    tables["consistency_summary"] = consistency_summary_table(
+        tables["checkpoints"], tables["consistency"], tables["fits"])
+    return tables

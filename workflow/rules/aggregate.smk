@@ -10,6 +10,11 @@ rule build_tables:
         profiles=f"{OUT}/tables/profiles.parquet",
         fits=f"{OUT}/tables/fits.parquet",
         consistency=f"{OUT}/tables/consistency.parquet",
+        consistency_summary=report(
+            f"{OUT}/tables/consistency_summary.parquet",
+            caption="../report/consistency_summary.rst",
+            category="Tables",
+        ),
     log:
         f"{OUT}/logs/build_tables.log",
     conda:

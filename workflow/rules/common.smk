@@ -17,7 +17,7 @@ except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 OUT = STUDY.outdir
 PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening"]
-TABLES = ["checkpoints", "profiles", "fits", "consistency"]
+TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary"]
 
 
 wildcard_constraints:
