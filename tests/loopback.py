@@ -122,3 +122,58 @@ class LoopbackServer:
         self.sent[path] += len(body)
         if fault in ("drop", "long_length", "short_length"):
             handler.close_connection = True
+
+
+HUB_FILE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
+
+
+class HubImitation(LoopbackServer):
+    """The part of the Hugging Face Hub that file downloads use: /{repo}/resolve/{revision}/{filename}.
+
+    Answers with the headers huggingface_hub checks (X-Repo-Commit, ETag,
+    Content-Length, X-Error-Code on 404s) and honours Range on GET.
+    Bytes sent are counted under "{repo}/{filename}".
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.repos: dict[str, dict] = {}
+        self.handle_hook = self._hub_answer
+
+    def add_file(self, repo_id: str, filename: str, data: bytes) -> None:
+        import hashlib
+
+        repo = self.repos.setdefault(repo_id, {"commit": hashlib.sha1(repo_id.encode()).hexdigest(), "files": {}})
+        repo["files"][filename] = data
+
+    def _hub_answer(self, handler, head: bool) -> bool:
+        match = HUB_FILE.match(handler.path.split("?")[0])
+        if not match:
+            return False
+        repo = self.repos.get(match["repo"])
+        if repo is None:
+            return self._error(handler, 404, "RepoNotFound", None)
+        if match["revision"] not in ("main", repo["commit"]):
+            return self._error(handler, 404, "RevisionNotFound", None)
+        data = repo["files"].get(match["filename"])
+        if data is None:
+            return self._error(handler, 404, "EntryNotFound", repo["commit"])
+        import hashlib
+
+        key = f"{match['repo']}/{match['filename']}"
+        fault = self.faults[key].pop(0) if self.faults[key] else None
+        self.send_file(handler, key, data, head, fault, {
+            "X-Repo-Commit": repo["commit"],
+            "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+        })
+        return True
+
+    @staticmethod
+    def _error(handler, status: int, code: str, commit: str | None) -> bool:
+        handler.send_response(status)
+        handler.send_header("X-Error-Code", code)
+        if commit:
+            handler.send_header("X-Repo-Commit", commit)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+        return True

@@ -10,7 +10,6 @@ does it once (on the meta device: no memory, no weights, about 2.5 minutes on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -47,10 +46,13 @@ def main() -> None:
             build_error = None
         except Exception as error:  # noqa: BLE001 - one odd architecture must not stop the table
             model, build_error = None, f"{type(error).__name__}: {error}".splitlines()[0][:200]
+        # timm registers an architecture's default tag first: a bare name means that one.
+        default = next(iter(timm.models.get_arch_pretrained_cfgs(arch)))
         for tag in by_arch[arch]:
             cfg = timm.models.get_pretrained_cfg(tag).to_dict()
             row = stem_row(tag, cfg, model, build_error)
             row["dataset_tag"] = dataset_tag(tag)
+            row["default_tag"] = tag == default
             rows.append(row)
         if index % 100 == 0:
             print(f"{index}/{len(archs)} architectures, {time.perf_counter() - started:.0f} s", flush=True)

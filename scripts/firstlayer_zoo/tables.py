@@ -37,6 +37,9 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("labels", pa.string()),
         ("run", pa.string()),
         ("status", pa.string()),
+        ("dataset_tag", pa.string()),
+        ("bytes_fetched", pa.int64()),
+        ("file_size", pa.int64()),
     ]),
     "profiles": pa.schema([
         ("checkpoint", pa.string()),
@@ -88,6 +91,9 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "labels": spec.labels,
             "run": spec.run,
             "status": analysis.status,
+            "dataset_tag": spec.extra.get("dataset_tag"),
+            "bytes_fetched": analysis.stem_meta.get("bytes_fetched"),
+            "file_size": analysis.stem_meta.get("file_size"),
         })
     return _frame(rows, "checkpoints")
 

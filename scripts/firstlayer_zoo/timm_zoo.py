@@ -7,19 +7,29 @@ zoo reads a CSV instead of building models.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
+import os
 import re
+import urllib.parse
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
+
 from .preprocessing import INTERPOLATIONS, Preprocessing
+from .records import CheckpointSpec
+from .remote_tensors import load_state_dict, read_remote_safetensors
+from .stems import Stem, StemError, validate_conv_weight
+from .zoos import ZooSource, register
 
 TIMM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
 TIMM_TABLE_COLUMNS = [
     "tag", "arch", "first_conv", "module_type", "kernel_size", "in_chans", "out_channels", "stride",
     "std_eps", "std_scale", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
-    "hf_hub_id", "hf_hub_filename", "dataset_tag", "status",
+    "hf_hub_id", "hf_hub_filename", "dataset_tag", "default_tag", "status",
 ]
 WEIGHT_STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
 SCALED = ("ScaledStdConv2d", "ScaledStdConv2dSame")
@@ -117,3 +127,198 @@ def load_timm_table(path: str | Path = TIMM_TABLE) -> dict[str, dict]:
 
     with open(path, newline="") as handle:
         return {row["tag"]: row for row in csv.DictReader(handle)}
+
+
+def _number(value) -> float | None:
+    return None if value in (None, "") else float(value)
+
+
+def effective_filters(weights: dict[str, np.ndarray], spec_extra: dict, first_conv: str) -> np.ndarray:
+    """The filter bank the model applies, as (out, c, k, k), from the stored tensors.
+
+    Weight-standardised convs apply (w - mean) / sqrt(var + eps) per filter
+    (times gain * scale for the scaled variant), not w; Linear patch
+    embeddings hold a matrix over the flattened (c, k, k) patch.
+    """
+    weight = weights[f"{first_conv}.weight"]
+    module_type = spec_extra.get("module_type")
+    kernel, chans = spec_extra["kernel_size"], spec_extra["in_chans"]
+    if weight.ndim == 2:
+        if weight.shape[1] != chans * kernel * kernel:
+            raise StemError(f"{first_conv}.weight: Linear stem of shape {weight.shape} is no {chans}x{kernel}x{kernel} "
+                            "patch embedding")
+        weight = weight.reshape(weight.shape[0], chans, kernel, kernel)
+    if module_type in WEIGHT_STANDARDISED:
+        flat = weight.reshape(weight.shape[0], -1)
+        mean = flat.mean(axis=1, keepdims=True)
+        var = flat.var(axis=1, keepdims=True)
+        flat = (flat - mean) / np.sqrt(var + float(spec_extra["std_eps"]))
+        if module_type in SCALED:
+            gain = weights[f"{first_conv}.gain"].reshape(-1, 1)
+            flat = flat * gain * float(spec_extra["std_scale"])
+        weight = flat.reshape(weight.shape)
+    return weight
+
+
+@register
+class TimmSource(ZooSource):
+    """timm pretrained tags (names and glob patterns), weights from the Hugging Face Hub.
+
+    Planning reads the committed stem table; only tags missing from it build a
+    model (on the meta device, cached). The stem is read from model.safetensors
+    with Range requests; a repository with only a pickle is downloaded whole.
+    """
+
+    source = "timm"
+
+    def _resolve(self) -> list[dict]:
+        table = load_timm_table(self.options.get("table") or TIMM_TABLE)
+        exclude = self.options.get("exclude", [])
+        rows, seen = [], set()
+        for pattern in self.options["models"]:
+            if any(char in pattern for char in "*?["):
+                matches = sorted(tag for tag in table if fnmatch.fnmatchcase(tag, pattern))
+                if not matches:
+                    raise ValueError(f"zoos.{self.name}.models: {pattern!r} matches no timm pretrained tag")
+                found = [table[tag] for tag in matches if table[tag]["kernel_size"] not in ("", None)]
+            else:
+                found = [self._row(pattern, table)]
+            for row in found:
+                if row["tag"] not in seen and not any(fnmatch.fnmatchcase(row["tag"], ex) for ex in exclude):
+                    seen.add(row["tag"])
+                    rows.append(row)
+        return rows
+
+    def _row(self, name: str, table: dict[str, dict]) -> dict:
+        if "." not in name:
+            defaults = [row for row in table.values() if row["arch"] == name and row["default_tag"] == "True"]
+            if defaults:
+                return defaults[0]
+        if name in table and table[name]["kernel_size"] not in ("", None):
+            return table[name]
+        row = self.cache.get(json.dumps(["timm-tag", name]), lambda: _build_row(name))
+        if row.get("kernel_size") in ("", None):
+            raise ValueError(f"zoos.{self.name}.models: {name!r} has no readable stem ({row['status']}); "
+                             "remove it or list it under exclude")
+        return row
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        revisions = self.options.get("revisions", {})
+        specs = []
+        for row in self._resolve():
+            prep = eval_preprocessing(row)
+            kernel, chans = int(float(row["kernel_size"])), int(float(row["in_chans"]))
+            ok = row["status"] == "ok"
+            revision = revisions.get(row["tag"], self.options.get("revision", "main"))
+            specs.append(CheckpointSpec(
+                zoo=self.name,
+                name=row["tag"],
+                source=self.source,
+                arch=row["arch"],
+                uri=f"hf://{row['hf_hub_id']}@{revision}",
+                first_conv=row["first_conv"],
+                kernel_size=kernel,
+                # A stem that takes no image channels (TResNet's space-to-depth) is planned against the
+                # image's basis and reported as skipped by its extract job.
+                in_chans=chans if ok else prep.in_chans,
+                dataset=self.options["dataset"],
+                preprocessing=prep,
+                extra={
+                    "hf_hub_id": row["hf_hub_id"] or None,
+                    "hf_hub_filename": row["hf_hub_filename"] or None,
+                    "revision": revision,
+                    "module_type": row["module_type"],
+                    "kernel_size": kernel,
+                    "in_chans": chans,
+                    "stride": int(float(row["stride"])),
+                    "std_eps": _number(row["std_eps"]),
+                    "std_scale": _number(row["std_scale"]),
+                    "dataset_tag": row["dataset_tag"] or None,
+                    "table_status": row["status"],
+                },
+            ))
+        return specs
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        extra = spec.extra
+        if extra["table_status"] != "ok":
+            raise StemError(extra["table_status"].removeprefix("skipped: "))
+        if not extra["hf_hub_id"]:
+            raise StemError(f"{spec.name}: timm names no Hugging Face Hub repository for its weights")
+        keys = [f"{spec.first_conv}.weight"]
+        if extra["module_type"] in SCALED:
+            keys.append(f"{spec.first_conv}.gain")
+        fetched = fetch_hub_tensors(extra["hf_hub_id"], extra["revision"], keys, extra["hf_hub_filename"])
+        weight = validate_conv_weight(effective_filters(fetched.tensors, extra, spec.first_conv), spec.uri)
+        return Stem(weight=weight, init=None, stride=extra["stride"], first_conv=spec.first_conv,
+                    meta={"uri": spec.uri, "file_size": fetched.file_size, "bytes_fetched": fetched.bytes_fetched,
+                          **fetched.metadata})
+
+
+def _build_row(tag: str) -> dict:
+    """A table row for a tag the committed table lacks: the model is built on the meta device."""
+    import timm
+    import torch
+
+    cfg = timm.models.get_pretrained_cfg(tag)
+    if cfg is None:
+        return {"tag": tag, "status": f"skipped: {tag!r} is not a timm pretrained tag"}
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(tag.split(".")[0], pretrained=False)
+        error = None
+    except Exception as failure:  # noqa: BLE001 - reported in the row's status
+        model, error = None, f"{type(failure).__name__}: {failure}"[:200]
+    row = stem_row(tag, cfg.to_dict(), model, error)
+    row.update(dataset_tag=dataset_tag(tag), default_tag=False)
+    return {column: ("" if row.get(column) is None else str(row[column])) for column in TIMM_TABLE_COLUMNS}
+
+
+@dataclass
+class HubTensors:
+    tensors: dict[str, np.ndarray]
+    file_size: int | None
+    bytes_fetched: int
+    metadata: dict
+
+
+def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: str | None = None) -> HubTensors:
+    """The named tensors of a Hub repository's weights, fetching as little as the file format allows.
+
+    model.safetensors is read with Range requests (header, then each tensor);
+    a repository that only has a pickle (pytorch_model.bin) is downloaded
+    whole into huggingface_hub's cache and loaded with weights_only.
+    HF_ENDPOINT and HF_TOKEN are honoured; the revision is resolved to its commit.
+    """
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.utils import build_hf_headers
+
+    endpoint = os.environ.get("HF_ENDPOINT")
+    candidates = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    for candidate in candidates:
+        url = hf_hub_url(repo_id, candidate, revision=revision, endpoint=endpoint)
+        try:
+            meta = get_hf_file_metadata(url, endpoint=endpoint, retry_on_errors=True)
+        except EntryNotFoundError:
+            continue
+        provenance = {"filename": candidate, "commit": meta.commit_hash, "etag": meta.etag}
+        if candidate.endswith(".safetensors"):
+            headers = build_hf_headers()
+            if urllib.parse.urlsplit(meta.location).netloc != urllib.parse.urlsplit(url).netloc:
+                headers.pop("authorization", None)  # a signed CDN URL must not receive the token
+            remote = read_remote_safetensors(meta.location, keys, headers=headers,
+                                             optional=tuple(keys[1:]))
+            return HubTensors(remote.tensors, remote.file_size or meta.size, remote.bytes_fetched,
+                              {**provenance, "fetch": "range"})
+        print(f"{repo_id}: {candidate} is a pickle, which cannot be read in ranges: downloading all "
+              f"{meta.size} bytes")
+        path = hf_hub_download(repo_id, candidate, revision=meta.commit_hash or revision, endpoint=endpoint)
+        state = load_state_dict(path)
+        missing = [key for key in keys if key not in state]
+        if missing:
+            raise StemError(f"{repo_id}/{candidate}: no tensor named {missing[0]!r}")
+        tensors = {key: state[key].float().numpy().astype(np.float64) for key in keys}
+        return HubTensors(tensors, meta.size, meta.size or Path(path).stat().st_size, {**provenance, "fetch": "full"})
+    raise StemError(f"{repo_id}@{revision}: none of {candidates} exists; check the revision in the config")
