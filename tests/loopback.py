@@ -111,15 +111,15 @@ class LoopbackServer:
         if fault == "drop":
             body = body[: len(body) // 2]
         elif fault == "stall":
+            self.sent[path] += len(body) // 3
             handler.wfile.write(body[: len(body) // 3])
             handler.wfile.flush()
-            self.sent[path] += len(body) // 3
             time.sleep(self.stall_s)
             handler.close_connection = True
             return
+        self.sent[path] += len(body)  # counted before sending: the client may finish before this thread resumes
         handler.wfile.write(body)
         handler.wfile.flush()
-        self.sent[path] += len(body)
         if fault in ("drop", "long_length", "short_length"):
             handler.close_connection = True
 

@@ -1,14 +1,11 @@
 """The timm source: the committed stem table, planning from it, and stems read from a Hub imitation."""
 
-import json
-import math
 
 import numpy as np
 import pytest
 import torch
 
 from firstlayer_zoo.records import CheckpointSpec
-from firstlayer_zoo.stems import StemError
 from firstlayer_zoo.timm_zoo import (
     TIMM_TABLE,
     TimmSource,
@@ -93,14 +90,15 @@ def test_eval_preprocessing_matches_timms_own_eval_transform(tag):
     import timm
     from torchvision.transforms import CenterCrop, Normalize, Resize
 
-    transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=tag), is_training=False)
+    config = timm.data.resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(tag).to_dict())
+    transform = timm.data.create_transform(**config, is_training=False)
     steps = {type(step): step for step in transform.transforms}
     prep = eval_preprocessing(load_timm_table()[tag])
     assert prep.resize == steps[Resize].size
     assert prep.crop == steps[CenterCrop].size[0]
     assert prep.interpolation == steps[Resize].interpolation.value
-    assert prep.mean == pytest.approx(tuple(steps[Normalize].mean))
-    assert prep.std == pytest.approx(tuple(steps[Normalize].std))
+    assert prep.mean == pytest.approx([float(v) for v in steps[Normalize].mean])
+    assert prep.std == pytest.approx([float(v) for v in steps[Normalize].std])
 
 
 # Planning ----------------------------------------------------------------------------------------
@@ -212,12 +210,14 @@ def test_space_to_depth_stem_becomes_a_skipped_status_without_a_download(hub, tm
     assert spec.in_chans == 3 and hub.requests == []
 
 
-def test_unknown_revision_is_a_skipped_status_naming_the_revision(hub, tmp_path):
+def test_unknown_revision_fails_the_job_naming_the_revision(hub, tmp_path):
     import timm
+
+    from firstlayer_zoo.downloads import DownloadError
 
     _serve_model(hub, "test_resnet.r160_in1k", timm.create_model("test_resnet.r160_in1k"))
     (spec,) = _source(tmp_path, models=["test_resnet.r160_in1k"], revision="v9").checkpoints()
-    with pytest.raises(Exception, match="v9"):
+    with pytest.raises(DownloadError, match="no revision 'v9'; fix the zoo's revision"):
         extract_stem(spec)
 
 
@@ -234,3 +234,25 @@ def test_range_path_fetches_under_one_percent_of_a_resnet50_sized_file(hub, tmp_
     assert served == stem.meta["bytes_fetched"]
     assert served / size < 0.01
     print(f"resnet50 safetensors: {size} bytes, {served} fetched ({100 * served / size:.3f} %)")
+
+
+@pytest.mark.parametrize("channels_last, layout", [(True, "hwc"), (False, "chw")])
+def test_linear_patch_embedding_is_reshaped_in_the_models_patch_layout(channels_last, layout):
+    from timm.models.naflexvit import batch_patchify
+
+    from firstlayer_zoo.timm_zoo import effective_filters
+
+    chans, kernel = 3, 4
+    linear = torch.randn(5, chans * kernel * kernel, dtype=torch.float64)
+    patch = torch.randn(1, chans, kernel, kernel, dtype=torch.float64)
+    flat, _ = batch_patchify(patch, (kernel, kernel), channels_last=channels_last)
+    expected = (linear @ flat[0, 0]).numpy()
+    filters = effective_filters({"embed.proj.weight": linear.numpy()},
+                                {"module_type": "Linear", "kernel_size": kernel, "in_chans": chans,
+                                 "patch_layout": layout}, "embed.proj")
+    np.testing.assert_allclose(filters.reshape(5, -1) @ patch.flatten().numpy(), expected)
+
+
+def test_naflex_vit_is_recorded_with_a_channels_last_patch_layout():
+    row = _build_row("naflexvit_base_patch16_gap.e300_s576_in1k")
+    assert (row["module_type"], row["patch_layout"], row["kernel_size"]) == ("Linear", "hwc", "16")

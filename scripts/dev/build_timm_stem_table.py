@@ -57,8 +57,11 @@ def main() -> None:
         if index % 100 == 0:
             print(f"{index}/{len(archs)} architectures, {time.perf_counter() - started:.0f} s", flush=True)
     frame = pd.DataFrame(rows, columns=TIMM_TABLE_COLUMNS).sort_values("tag")
+    for column in ("kernel_size", "in_chans", "out_channels", "stride"):
+        frame[column] = frame[column].astype("Int64")  # integers, with blanks where the stem is unknown
     with atomic_path(args.out) as tmp:
         frame.to_csv(tmp, index=False)
+        tmp.chmod(0o644)
     print(f"{len(frame)} tags over {len(archs)} architectures in {time.perf_counter() - started:.0f} s "
           f"(timm {timm.__version__}) -> {args.out}")
 

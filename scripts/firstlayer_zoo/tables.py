@@ -40,6 +40,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("dataset_tag", pa.string()),
         ("bytes_fetched", pa.int64()),
         ("file_size", pa.int64()),
+        ("hyperparameters", pa.string()),
     ]),
     "profiles": pa.schema([
         ("checkpoint", pa.string()),
@@ -94,6 +95,7 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "dataset_tag": spec.extra.get("dataset_tag"),
             "bytes_fetched": analysis.stem_meta.get("bytes_fetched"),
             "file_size": analysis.stem_meta.get("file_size"),
+            "hyperparameters": spec.extra.get("hyperparameters"),
         })
     return _frame(rows, "checkpoints")
 

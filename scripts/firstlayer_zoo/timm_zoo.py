@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .downloads import DownloadError
 from .preprocessing import INTERPOLATIONS, Preprocessing
 from .records import CheckpointSpec
 from .remote_tensors import load_state_dict, read_remote_safetensors
@@ -29,13 +31,13 @@ TIMM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "t
 TIMM_TABLE_COLUMNS = [
     "tag", "arch", "first_conv", "module_type", "kernel_size", "in_chans", "out_channels", "stride",
     "std_eps", "std_scale", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
-    "hf_hub_id", "hf_hub_filename", "dataset_tag", "default_tag", "status",
+    "hf_hub_id", "hf_hub_filename", "dataset_tag", "default_tag", "patch_layout", "status",
 ]
 WEIGHT_STANDARDISED = ("StdConv2d", "StdConv2dSame", "ScaledStdConv2d", "ScaledStdConv2dSame")
 SCALED = ("ScaledStdConv2d", "ScaledStdConv2dSame")
 DATASET_TOKEN = re.compile(
     r"^(in\d+k|in21k|laion\d*[bmk]?|openai|dfn\d+b|webli|ig\d+b|sw\d+k|jft\d*[mb]?|merged\d*m?|cc\d+m|"
-    r"mim|datacomp\w*|metaclip\w*|yfcc\w*|lvd\d+m|inat\d+|places\d+|tv|tv2)$"
+    r"mim|datacomp\w*|metaclip\w*|yfcc\w*|lvd\d+m|inat\d+|places\d+)$"
 )
 
 
@@ -85,7 +87,11 @@ def stem_row(tag: str, cfg: dict, model, build_error: str | None) -> dict:
         kernel = math.isqrt(in_features // image_chans)
         if kernel * kernel * image_chans != in_features:
             return {**row, "status": f"skipped: Linear stem over {in_features} features is no c x k x k patch"}
-        row.update(kernel_size=kernel, in_chans=image_chans, out_channels=out_channels, stride=kernel)
+        # The flattened patch is (c, kh, kw) unless the embedding says channels come last (NaFlex ViTs).
+        parent = model.get_submodule(first_conv.rpartition(".")[0]) if "." in first_conv else model
+        layout = "hwc" if getattr(parent, "channels_last", False) is True else "chw"
+        row.update(kernel_size=kernel, in_chans=image_chans, out_channels=out_channels, stride=kernel,
+                   patch_layout=layout)
         return row
     if len(weight_shape) != 4:
         return {**row, "status": f"skipped: {module_type} stem has weight shape {weight_shape}"}
@@ -147,7 +153,10 @@ def effective_filters(weights: dict[str, np.ndarray], spec_extra: dict, first_co
         if weight.shape[1] != chans * kernel * kernel:
             raise StemError(f"{first_conv}.weight: Linear stem of shape {weight.shape} is no {chans}x{kernel}x{kernel} "
                             "patch embedding")
-        weight = weight.reshape(weight.shape[0], chans, kernel, kernel)
+        if spec_extra.get("patch_layout") == "hwc":
+            weight = weight.reshape(weight.shape[0], kernel, kernel, chans).transpose(0, 3, 1, 2)
+        else:
+            weight = weight.reshape(weight.shape[0], chans, kernel, kernel)
     if module_type in WEIGHT_STANDARDISED:
         flat = weight.reshape(weight.shape[0], -1)
         mean = flat.mean(axis=1, keepdims=True)
@@ -177,16 +186,20 @@ class TimmSource(ZooSource):
         rows, seen = [], set()
         for pattern in self.options["models"]:
             if any(char in pattern for char in "*?["):
-                matches = sorted(tag for tag in table if fnmatch.fnmatchcase(tag, pattern))
-                if not matches:
+                found = [table[tag] for tag in sorted(table) if fnmatch.fnmatchcase(tag, pattern)]
+                if not found:
                     raise ValueError(f"zoos.{self.name}.models: {pattern!r} matches no timm pretrained tag")
-                found = [table[tag] for tag in matches if table[tag]["kernel_size"] not in ("", None)]
             else:
                 found = [self._row(pattern, table)]
             for row in found:
-                if row["tag"] not in seen and not any(fnmatch.fnmatchcase(row["tag"], ex) for ex in exclude):
-                    seen.add(row["tag"])
-                    rows.append(row)
+                if row["tag"] in seen or any(fnmatch.fnmatchcase(row["tag"], ex) for ex in exclude):
+                    continue
+                seen.add(row["tag"])
+                if row.get("kernel_size") in ("", None):
+                    # No stem geometry means no patch basis to plan: the tag cannot be studied at all.
+                    print(f"zoos.{self.name}: leaving out {row['tag']}: {row['status']}", file=sys.stderr)
+                    continue
+                rows.append(row)
         return rows
 
     def _row(self, name: str, table: dict[str, dict]) -> dict:
@@ -194,12 +207,12 @@ class TimmSource(ZooSource):
             defaults = [row for row in table.values() if row["arch"] == name and row["default_tag"] == "True"]
             if defaults:
                 return defaults[0]
-        if name in table and table[name]["kernel_size"] not in ("", None):
+        if name in table:
             return table[name]
         row = self.cache.get(json.dumps(["timm-tag", name]), lambda: _build_row(name))
-        if row.get("kernel_size") in ("", None):
-            raise ValueError(f"zoos.{self.name}.models: {name!r} has no readable stem ({row['status']}); "
-                             "remove it or list it under exclude")
+        if row["status"].startswith("skipped: ") and "is not a timm pretrained tag" in row["status"]:
+            raise ValueError(f"zoos.{self.name}.models: {name!r} is not a timm pretrained tag "
+                             "(see timm.list_models(pretrained=True))")
         return row
 
     def checkpoints(self) -> list[CheckpointSpec]:
@@ -234,6 +247,7 @@ class TimmSource(ZooSource):
                     "std_eps": _number(row["std_eps"]),
                     "std_scale": _number(row["std_scale"]),
                     "dataset_tag": row["dataset_tag"] or None,
+                    "patch_layout": row.get("patch_layout") or None,
                     "table_status": row["status"],
                 },
             ))
@@ -261,7 +275,10 @@ def _build_row(tag: str) -> dict:
     import timm
     import torch
 
-    cfg = timm.models.get_pretrained_cfg(tag)
+    try:
+        cfg = timm.models.get_pretrained_cfg(tag)
+    except RuntimeError:  # the architecture exists, the tag does not
+        cfg = None
     if cfg is None:
         return {"tag": tag, "status": f"skipped: {tag!r} is not a timm pretrained tag"}
     try:
@@ -292,7 +309,7 @@ def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: st
     HF_ENDPOINT and HF_TOKEN are honoured; the revision is resolved to its commit.
     """
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-    from huggingface_hub.errors import EntryNotFoundError
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils import build_hf_headers
 
     endpoint = os.environ.get("HF_ENDPOINT")
@@ -303,6 +320,9 @@ def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: st
             meta = get_hf_file_metadata(url, endpoint=endpoint, retry_on_errors=True)
         except EntryNotFoundError:
             continue
+        except RevisionNotFoundError:
+            raise DownloadError(f"{repo_id}: the Hub has no revision {revision!r}; fix the zoo's revision or "
+                                "revisions entry in the config") from None
         provenance = {"filename": candidate, "commit": meta.commit_hash, "etag": meta.etag}
         if candidate.endswith(".safetensors"):
             headers = build_hf_headers()

@@ -176,4 +176,4 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
 
 
 # Remote sources live in their own modules and register themselves on import.
-from . import timm_zoo, torch_zoos  # noqa: E402,F401
+from . import archive_zoo, timm_zoo, torch_zoos  # noqa: E402,F401
