@@ -256,3 +256,15 @@ def test_linear_patch_embedding_is_reshaped_in_the_models_patch_layout(channels_
 def test_naflex_vit_is_recorded_with_a_channels_last_patch_layout():
     row = _build_row("naflexvit_base_patch16_gap.e300_s576_in1k")
     assert (row["module_type"], row["patch_layout"], row["kernel_size"]) == ("Linear", "hwc", "16")
+
+
+def test_server_without_ranges_falls_back_to_a_full_download_and_says_so(hub, tmp_path, capsys):
+    import timm
+
+    state, size = _serve_model(hub, "test_resnet.r160_in1k", timm.create_model("test_resnet.r160_in1k"))
+    hub.ignore_range.add("timm/test_resnet.r160_in1k/model.safetensors")
+    (spec,) = _source(tmp_path, models=["test_resnet.r160_in1k"]).checkpoints()
+    stem = extract_stem(spec)
+    np.testing.assert_array_equal(stem.weight, state["conv1.0.weight"].double().numpy())
+    assert stem.meta["fetch"] == "full" and stem.meta["bytes_fetched"] == size
+    assert "ignores Range requests: downloading all" in capsys.readouterr().out

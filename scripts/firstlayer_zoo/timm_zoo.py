@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .downloads import DownloadError
+from .downloads import DownloadError, RangeNotSupported
 from .preprocessing import INTERPOLATIONS, Preprocessing
 from .records import CheckpointSpec
 from .remote_tensors import load_state_dict, read_remote_safetensors
-from .stems import Stem, StemError, validate_conv_weight
+from .stems import Stem, StemError, read_safetensors_tensor, validate_conv_weight
 from .zoos import ZooSource, register
 
 TIMM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
@@ -328,10 +328,16 @@ def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: st
             headers = build_hf_headers()
             if urllib.parse.urlsplit(meta.location).netloc != urllib.parse.urlsplit(url).netloc:
                 headers.pop("authorization", None)  # a signed CDN URL must not receive the token
-            remote = read_remote_safetensors(meta.location, keys, headers=headers,
-                                             optional=tuple(keys[1:]))
-            return HubTensors(remote.tensors, remote.file_size or meta.size, remote.bytes_fetched,
-                              {**provenance, "fetch": "range"})
+            try:
+                remote = read_remote_safetensors(meta.location, keys, headers=headers,
+                                                 optional=tuple(keys[1:]))
+                return HubTensors(remote.tensors, remote.file_size or meta.size, remote.bytes_fetched,
+                                  {**provenance, "fetch": "range"})
+            except RangeNotSupported:
+                print(f"{repo_id}: the server ignores Range requests: downloading all {meta.size} bytes of {candidate}")
+            path = hf_hub_download(repo_id, candidate, revision=meta.commit_hash or revision, endpoint=endpoint)
+            tensors = {key: read_safetensors_tensor(path, key).astype(np.float64) for key in keys}
+            return HubTensors(tensors, meta.size, meta.size, {**provenance, "fetch": "full"})
         print(f"{repo_id}: {candidate} is a pickle, which cannot be read in ranges: downloading all "
               f"{meta.size} bytes")
         path = hf_hub_download(repo_id, candidate, revision=meta.commit_hash or revision, endpoint=endpoint)
