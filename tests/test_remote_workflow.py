@@ -13,7 +13,7 @@ from test_archive_zoo import archive_options, make_zoo_archive
 from workflow_helpers import snakemake, write_config
 
 pytestmark = pytest.mark.slow
-TAGS = ["test_resnet.r160_in1k", "test_byobnet.r160_in1k"]
+TAGS = ["test_byobnet.r160_in1k", "test_efficientnet.r160_in1k", "test_nfnet.r160_in1k"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def remote_run(tmp_path_factory):
         url = files.add("/zoos/zoo_archive.zip", archive)
         options = archive_options(url, hashlib.sha256(archive).hexdigest())
         config = write_config(workdir / "config.yaml", {"zoos": {
-            "hub": {"source": "timm", "dataset": "photos", "models": ["test_resnet.r160_in1k", "test_byob*"]},
+            "hub": {"source": "timm", "dataset": "photos", "models": [*TAGS[:2], "test_nfnet*"]},
             "mz": {key: value for key, value in options.items() if key not in ("step_pattern", "labels_key")},
         }})
         env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(workdir / "hf_home")}
@@ -44,8 +44,7 @@ def test_checkpoints_table_records_both_remote_zoos(remote_run):
     path = workdir / "results" / "tables" / "checkpoints.parquet"
     assert pq.read_schema(path).equals(SCHEMAS["checkpoints"], check_metadata=False)
     table = pd.read_parquet(path).set_index("checkpoint")
-    assert set(table.index) == {"hub/test_resnet.r160_in1k", "hub/test_byobnet.r160_in1k",
-                                "mz/00_seed=1-step000010", "mz/00_seed=1-step000020",
+    assert set(table.index) == {*(f"hub/{tag}" for tag in TAGS), "mz/00_seed=1-step000010", "mz/00_seed=1-step000020",
                                 "mz/01_seed=2-step000010", "mz/01_seed=2-step000020"}
     assert set(table["status"]) == {"ok"}
     timm_rows = table[table["source"] == "timm"]
@@ -62,10 +61,12 @@ def test_checkpoints_table_records_both_remote_zoos(remote_run):
 def test_profiles_of_every_checkpoint_are_in_the_tables(remote_run):
     workdir, _ = remote_run
     profiles = pd.read_parquet(workdir / "results" / "tables" / "profiles.parquet")
-    assert profiles["checkpoint"].nunique() == 6
+    assert profiles["checkpoint"].nunique() == 7
     assert profiles.groupby("checkpoint").size().eq(27).all()
     consistency = pd.read_parquet(workdir / "results" / "tables" / "consistency.parquet")
-    assert consistency["basis"].nunique() == 2  # timm's eval transform and the archive's own
+    # Three bases: byobnet and efficientnet share timm's eval transform, nfnet's (mean 0.5) has
+    # one checkpoint and so no pair, the archive's four checkpoints make six pairs.
+    assert consistency.groupby("basis").size().sort_values().tolist() == [1, 6]
 
 
 def test_a_second_run_has_nothing_to_do(remote_run):

@@ -144,6 +144,8 @@ def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             by_basis.setdefault(basis, []).append(analysis)
     frames = []
     for basis, members in sorted(by_basis.items()):
+        if len(members) < 2:
+            continue  # a basis with one checkpoint has no pair
         ids = np.array([m.spec["zoo"] + "/" + m.spec["name"] for m in members])
         matrix = consistency_matrix(np.stack([m.energy for m in members]))
         upper_a, upper_b = np.triu_indices(len(members), k=1)
