@@ -8,6 +8,7 @@ counted per path, so tests can show how much a reader fetched.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -135,19 +136,27 @@ class HubImitation(LoopbackServer):
     Bytes sent are counted under "{repo}/{filename}".
     """
 
-    def __init__(self):
+    def __init__(self, cdn: bool = False):
         super().__init__()
         self.repos: dict[str, dict] = {}
         self.handle_hook = self._hub_answer
+        self.cdn = cdn  # answer /resolve/ with a redirect to /cdn/..., as the Hub does for large files
+        self.authorization: list[tuple[str, str | None]] = []  # (path, Authorization header) per request
 
     def add_file(self, repo_id: str, filename: str, data: bytes) -> None:
-        import hashlib
-
         repo = self.repos.setdefault(repo_id, {"commit": hashlib.sha1(repo_id.encode()).hexdigest(), "files": {}})
         repo["files"][filename] = data
 
     def _hub_answer(self, handler, head: bool) -> bool:
-        match = HUB_FILE.match(handler.path.split("?")[0])
+        path = handler.path.split("?")[0]
+        self.authorization.append((path, handler.headers.get("Authorization")))
+        if path.startswith("/cdn/"):
+            repo_id, _, filename = path.removeprefix("/cdn/").rpartition("/")
+            key = f"{repo_id}/{filename}"
+            fault = self.faults[key].pop(0) if self.faults[key] else None
+            self.send_file(handler, key, self.repos[repo_id]["files"][filename], head, fault)
+            return True
+        match = HUB_FILE.match(path)
         if not match:
             return False
         repo = self.repos.get(match["repo"])
@@ -158,9 +167,17 @@ class HubImitation(LoopbackServer):
         data = repo["files"].get(match["filename"])
         if data is None:
             return self._error(handler, 404, "EntryNotFound", repo["commit"])
-        import hashlib
-
         key = f"{match['repo']}/{match['filename']}"
+        if self.cdn:
+            handler.send_response(302)
+            # Another host name for the same loopback server: the CDN is a different host for the client.
+            handler.send_header("Location", f"{self.url.replace('127.0.0.1', 'localhost')}/cdn/{key}")
+            handler.send_header("X-Repo-Commit", repo["commit"])
+            handler.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
+            handler.send_header("X-Linked-Size", str(len(data)))
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return True
         fault = self.faults[key].pop(0) if self.faults[key] else None
         self.send_file(handler, key, data, head, fault, {
             "X-Repo-Commit": repo["commit"],

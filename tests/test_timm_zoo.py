@@ -268,3 +268,19 @@ def test_server_without_ranges_falls_back_to_a_full_download_and_says_so(hub, tm
     np.testing.assert_array_equal(stem.weight, state["conv1.0.weight"].double().numpy())
     assert stem.meta["fetch"] == "full" and stem.meta["bytes_fetched"] == size
     assert "ignores Range requests: downloading all" in capsys.readouterr().out
+
+
+def test_redirect_to_a_cdn_keeps_the_token_off_the_cdn(monkeypatch, tmp_path):
+    import timm
+
+    with HubImitation(cdn=True) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        state, size = _serve_model(hub, "test_resnet.r160_in1k", timm.create_model("test_resnet.r160_in1k"))
+        (spec,) = _source(tmp_path, models=["test_resnet.r160_in1k"]).checkpoints()
+        stem = extract_stem(spec)
+    np.testing.assert_array_equal(stem.weight, state["conv1.0.weight"].double().numpy())
+    assert stem.meta["file_size"] == size and stem.meta["bytes_fetched"] < size
+    resolve = [auth for path, auth in hub.authorization if "/resolve/" in path]
+    cdn = [auth for path, auth in hub.authorization if path.startswith("/cdn/")]
+    assert resolve == ["Bearer hf_test_token"] and len(cdn) >= 2 and set(cdn) == {None}
