@@ -1,5 +1,7 @@
 """The timm source: the committed stem table, planning from it, and stems read from a Hub imitation."""
 
+import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -85,7 +87,8 @@ def test_dataset_tag_keeps_pretraining_then_fine_tuning():
     assert dataset_tag("resnet50.tv_in1k") == "in1k"
 
 
-@pytest.mark.parametrize("tag", ["resnet50.a1_in1k", "test_vit.r160_in1k", "convnext_tiny.fb_in1k"])
+@pytest.mark.parametrize("tag", ["resnet50.a1_in1k", "test_vit.r160_in1k", "convnext_tiny.fb_in1k",
+                                 "coat_lite_medium_384.in1k"])
 def test_eval_preprocessing_matches_timms_own_eval_transform(tag):
     import timm
     from torchvision.transforms import CenterCrop, Normalize, Resize
@@ -94,7 +97,9 @@ def test_eval_preprocessing_matches_timms_own_eval_transform(tag):
     transform = timm.data.create_transform(**config, is_training=False)
     steps = {type(step): step for step in transform.transforms}
     prep = eval_preprocessing(load_timm_table()[tag])
-    assert prep.resize == steps[Resize].size
+    size = steps[Resize].size
+    assert (prep.resize_mode, prep.resize) == (("squash", size[0]) if isinstance(size, (tuple, list)) else
+                                               ("shorter", size))
     assert prep.crop == steps[CenterCrop].size[0]
     assert prep.interpolation == steps[Resize].interpolation.value
     assert prep.mean == pytest.approx([float(v) for v in steps[Normalize].mean])
@@ -284,3 +289,18 @@ def test_redirect_to_a_cdn_keeps_the_token_off_the_cdn(monkeypatch, tmp_path):
     resolve = [auth for path, auth in hub.authorization if "/resolve/" in path]
     cdn = [auth for path, auth in hub.authorization if path.startswith("/cdn/")]
     assert resolve == ["Bearer hf_test_token"] and len(cdn) >= 2 and set(cdn) == {None}
+
+
+def test_squash_resizes_both_sides_and_keeps_older_preprocessing_keys():
+    from PIL import Image
+
+    from firstlayer_zoo.preprocessing import Preprocessing
+
+    image = np.random.default_rng(0).integers(0, 256, (30, 45, 3), dtype=np.uint8)
+    squashed = Preprocessing(resize=20, crop=16, interpolation="bicubic", resize_mode="squash").apply(image)
+    expected = np.asarray(Image.fromarray(image).resize((20, 20), Image.Resampling.BICUBIC))[2:18, 2:18]
+    np.testing.assert_array_equal(squashed, expected.transpose(2, 0, 1))
+    assert Preprocessing(resize=20).key == "r20c0-" + hashlib.sha1(json.dumps(
+        {"crop": None, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406], "resize": 20,
+         "std": [0.229, 0.224, 0.225]}, sort_keys=True).encode()).hexdigest()[:8]
+    assert Preprocessing(resize=20, resize_mode="squash").key != Preprocessing(resize=20).key

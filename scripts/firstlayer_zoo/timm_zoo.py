@@ -113,7 +113,8 @@ def stem_row(tag: str, cfg: dict, model, build_error: str | None) -> dict:
 
 
 def eval_preprocessing(row: dict) -> Preprocessing:
-    """timm's eval transform: shorter side to floor(size / crop_pct), centre crop to size, normalise."""
+    """timm's eval transform: shorter side (or, for crop_mode squash, both sides) to floor(size / crop_pct),
+    centre crop to size, normalise. crop_mode border (6 tags) is taken as centre."""
     size = int(json.loads(row["input_size"])[-1])
     crop_pct = float(row["crop_pct"]) if row.get("crop_pct") not in (None, "") else 0.875
     interpolation = row.get("interpolation") or "bilinear"
@@ -123,6 +124,7 @@ def eval_preprocessing(row: dict) -> Preprocessing:
         interpolation=interpolation if interpolation in INTERPOLATIONS else "bilinear",
         mean=tuple(json.loads(row["mean"])),
         std=tuple(json.loads(row["std"])),
+        resize_mode="squash" if row.get("crop_mode") == "squash" else "shorter",
     )
 
 
@@ -144,7 +146,7 @@ def effective_filters(weights: dict[str, np.ndarray], spec_extra: dict, first_co
 
     Weight-standardised convs apply (w - mean) / sqrt(var + eps) per filter
     (times gain * scale for the scaled variant), not w; Linear patch
-    embeddings hold a matrix over the flattened (c, k, k) patch.
+    embeddings hold a matrix over the patch flattened in the model's layout.
     """
     weight = weights[f"{first_conv}.weight"]
     module_type = spec_extra.get("module_type")
