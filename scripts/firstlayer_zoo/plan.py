@@ -44,5 +44,5 @@ class Study:
 
     @property
     def bases(self) -> list[BasisKey]:
-        return sorted({spec.basis for spec in self.checkpoints.values()},
+        return sorted({spec.basis for spec in self.checkpoints.values() if spec.basis is not None},
                       key=lambda key: key.slug)
