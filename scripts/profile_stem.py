@@ -8,7 +8,7 @@ from firstlayer_zoo.stems import Stem
 
 with logged(snakemake):
     spec = CheckpointSpec.from_dict(snakemake.params.spec)
-    basis = PatchBasis.load(snakemake.input.basis) if snakemake.input.basis else None
+    basis = PatchBasis.load(snakemake.input.basis[0]) if snakemake.input.basis else None
     analysis = analyse_stem(spec, Stem.load(snakemake.input.stem), basis, snakemake.params.subtract_init)
     print(f"{spec.id}: {analysis.status}" + (f", fit r={analysis.fit.fit_r:.4f}" if analysis.fit else ""))
     if snakemake.params.strict:

@@ -83,7 +83,7 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
         "one_by_one.safetensors": "{path}: 1x1 stem only mixes colours; it has no spatial patch basis to be "
                                   "profiled in",
         "non_square.safetensors": "{path}: non-square 3x5 kernel has no square patch basis",
-        "gray.safetensors": "stem takes 1 input channel(s) per filter, the photos preprocessing gives 3: "
+        "gray.safetensors": "{path}: stem takes 1 input channel(s) per filter, the photos preprocessing gives 3: "
                             "a stem for 1-channel images or a grouped conv; no patch basis fits",
         "nan.ckpt": "{path}: stem weight contains NaN or Inf",
     }

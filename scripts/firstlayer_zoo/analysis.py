@@ -92,10 +92,10 @@ def no_basis_reason(spec: CheckpointSpec, stem: Stem) -> str:
     """Why a readable stem was planned without a patch basis."""
     data_chans = spec.preprocessing.in_chans
     if stem.in_chans != data_chans:
-        return (f"skipped: stem takes {stem.in_chans} input channel(s) per filter, the {spec.dataset} "
+        return (f"skipped: {spec.uri}: stem takes {stem.in_chans} input channel(s) per filter, the {spec.dataset} "
                 f"preprocessing gives {data_chans}: a stem for {stem.in_chans}-channel images or a grouped conv; "
                 "no patch basis fits")
-    return ("skipped: the stem's geometry could not be read when the study was planned; "
+    return (f"skipped: {spec.uri}: the stem's geometry could not be read when the study was planned; "
             "run snakemake again to plan its basis")
 
 
