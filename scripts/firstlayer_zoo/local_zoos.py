@@ -157,6 +157,12 @@ class FolderSource(LocalFiles):
             raise ValueError(f"zoos.{self.name}.arch: {arch!r} is not a timm model with a first_conv ({error}); "
                              "give a timm model name or set stem_key instead") from None
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not (self.options.get("stem_key") or self.options.get("arch")):
+            raise ValueError(f"zoos.{self.name}: give arch (a timm model name) or stem_key (the stem's weight "
+                             "in the state dict, e.g. conv1.weight) so the stem can be found")
+
     def stem_options(self) -> dict:
         if self.options.get("stem_key"):
             key = self.options["stem_key"]
