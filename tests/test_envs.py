@@ -66,8 +66,10 @@ def module_imports(path: Path, seen: set) -> set:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
+            if node.level and node.module:
                 names = [f"{PACKAGE}.{node.module}"]
+            elif node.level:  # from . import module
+                names = [f"{PACKAGE}.{alias.name}" for alias in node.names]
             elif node.module:
                 names = [node.module]
         for name in names:
