@@ -82,6 +82,12 @@ def test_adding_one_file_plans_only_its_jobs_and_the_aggregates(mixed_run):
     assert planned_checkpoints(output, "profile_stem") == ["good3.safetensors"]
 
     (workdir / "zoo" / "good3.safetensors").unlink()
+    write_good(workdir / "zoo", "good1.safetensors", seed=11)  # replaced by a newer file
+    plan = snakemake(workdir, "--dry-run", config=config)
+    output = plan.stdout + plan.stderr
+    assert planned_jobs(output) == {"extract_stem": 1, "profile_stem": 1, **AGGREGATES}
+    assert planned_checkpoints(output, "extract_stem") == ["good1.safetensors"]
+
     (workdir / "zoo" / "good2.safetensors").unlink()
     plan = snakemake(workdir, "--dry-run", config=config)
     output = plan.stdout + plan.stderr
