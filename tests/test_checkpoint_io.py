@@ -158,7 +158,7 @@ def test_metadata_from_config_path_pattern_and_sidecar(tmp_path):
     write_good(folder / "seed3", "step00100.safetensors", seed=0)
     write_good(folder / "seed3", "step00200.safetensors", seed=1)
     write_good(folder, "init.safetensors", seed=2)
-    (folder / "seed3" / "step00200.json").write_text(json.dumps({"labels": "random", "lr": 0.1, "step": 250}))
+    (folder / "seed3" / "step00200.json").write_text(json.dumps({"labels": "random", "lr": 0.1, "step": 250, "stride": "4"}))
     source = folder_source(folder, tmp_path / "cache.json", patterns=["seed*/*.safetensors"],
                            path_pattern=r"seed(?P<seed>\d+)/step(?P<step>\d+)", metadata={"labels": "true",
                                                                                          "run": "sweep"},
@@ -167,7 +167,9 @@ def test_metadata_from_config_path_pattern_and_sidecar(tmp_path):
     assert (first.name, first.seed, first.step, first.labels, first.run) == (
         "seed3--step00100.safetensors", 3, 100, "true", "sweep")
     assert (second.seed, second.step, second.labels, second.extra["metadata"]) == (3, 250, "random", {"lr": 0.1})
+    assert (first.extra["stride"], second.extra["stride"]) == (None, 4)
     assert first.arch == "my-cnn" and first.init_uri == str(folder / "init.safetensors")
+    assert (first.kernel_size, first.in_chans, first.extra["planning_error"]) == (5, 3, None)
     stem = extract_stem(first)
     np.testing.assert_array_equal(stem.init, stem_weights(2).double().numpy())
 

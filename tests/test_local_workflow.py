@@ -4,11 +4,12 @@ and incremental reruns read from Snakemake's own plan."""
 import re
 import shutil
 
+import onnx
 import pandas as pd
 import pytest
 import yaml
 
-from hostile_corpus import expected_status, write_corpus, write_good
+from hostile_corpus import expected_status, onnx_conv_model, stem_weights, write_corpus, write_good
 from workflow_helpers import snakemake
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,9 @@ def folder_config(workdir, **analysis):
         "datasets": {"photos": {"source": "skimage", "images": ["astronaut", "coffee", "chelsea"]}},
         "zoos": {"local": {"source": "folder", "dataset": "photos", "root": str(workdir / "zoo"),
                            "stem_key": "stem.weight", "path_pattern": r"good(?P<seed>\d+)",
-                           "preprocessing": {"resize": 48}}},
+                           "preprocessing": {"resize": 48}},
+                  "exported": {"source": "onnx", "dataset": "photos", "root": str(workdir / "onnx"),
+                               "preprocessing": {"resize": 48}}},
         "analysis": analysis,
         "plots": {"fit_examples": 2},
     }
@@ -50,6 +53,9 @@ def mixed_run(tmp_path_factory):
     expected = write_corpus(workdir / "zoo", marker)
     for seed in range(3):
         write_good(workdir / "zoo", f"good{seed}.safetensors", seed=seed)
+    (workdir / "onnx").mkdir()
+    onnx.save(onnx_conv_model(stem_weights(20).numpy()), str(workdir / "onnx" / "net.onnx"))
+    onnx.save(onnx_conv_model(stem_weights(21, (6, 1, 5, 5)).numpy(), group=3), str(workdir / "onnx" / "grouped.onnx"))
     config = folder_config(workdir)
     snakemake(workdir, "--cores", "2", config=config)
     return workdir, config, marker, expected
@@ -63,13 +69,19 @@ def test_mixed_folder_completes_with_a_status_row_per_file(mixed_run):
         assert table.loc[f"local/{name}", "status"] == expected_status(template, workdir / "zoo" / name), name
     good = table.loc[[f"local/good{seed}.safetensors" for seed in range(3)]]
     assert set(good["status"]) == {"ok"} and list(good["seed"]) == [0, 1, 2]
-    assert len(table) == len(expected) + 3
+    onnx_row = table.loc["exported/net.onnx"]
+    assert (onnx_row["status"], onnx_row["stride"], onnx_row["first_conv"]) == ("ok", 2, "stem")
+    assert table.loc["exported/grouped.onnx", "status"] == (
+        f"skipped: {workdir / 'onnx' / 'grouped.onnx'}: grouped stem (group=3): each filter sees 1 of the input "
+        "channels; no c*k*k patch basis fits")
+    assert len(table) == len(expected) + 3 + 2
     fits = pd.read_parquet(workdir / "results" / "tables" / "fits.parquet")
-    assert sorted(fits["checkpoint"]) == [f"local/good{seed}.safetensors" for seed in range(3)]
-    assert len(pd.read_parquet(workdir / "results" / "tables" / "consistency.parquet")) == 3
+    assert sorted(fits["checkpoint"]) == ["exported/net.onnx"] + [f"local/good{s}.safetensors" for s in range(3)]
+    # All four ok stems share one basis (5x5, RGB, same preprocessing): 4 * 3 / 2 pairs.
+    assert len(pd.read_parquet(workdir / "results" / "tables" / "consistency.parquet")) == 6
 
 
-def test_adding_one_file_plans_only_its_jobs_and_the_aggregates(mixed_run):
+def test_adding_removing_or_replacing_a_file_plans_only_its_jobs_and_the_aggregates(mixed_run):
     workdir, config, _, _ = mixed_run
     before = snakemake(workdir, "--dry-run", config=config)
     assert "Nothing to be done" in before.stdout + before.stderr
@@ -82,21 +94,21 @@ def test_adding_one_file_plans_only_its_jobs_and_the_aggregates(mixed_run):
     assert planned_checkpoints(output, "profile_stem") == ["good3.safetensors"]
 
     (workdir / "zoo" / "good3.safetensors").unlink()
-    write_good(workdir / "zoo", "good1.safetensors", seed=11)  # replaced by a newer file
-    plan = snakemake(workdir, "--dry-run", config=config)
-    output = plan.stdout + plan.stderr
-    assert planned_jobs(output) == {"extract_stem": 1, "profile_stem": 1, **AGGREGATES}
-    assert planned_checkpoints(output, "extract_stem") == ["good1.safetensors"]
-
     (workdir / "zoo" / "good2.safetensors").unlink()
     plan = snakemake(workdir, "--dry-run", config=config)
     output = plan.stdout + plan.stderr
     assert planned_jobs(output) == AGGREGATES
     assert "Set of input files has changed since last execution" in output
+
+    write_good(workdir / "zoo", "good1.safetensors", seed=11)  # replaced by a newer file
+    plan = snakemake(workdir, "--dry-run", config=config)
+    output = plan.stdout + plan.stderr
+    assert planned_jobs(output) == {"extract_stem": 1, "profile_stem": 1, **AGGREGATES}
+    assert planned_checkpoints(output, "extract_stem") == ["good1.safetensors"]
     snakemake(workdir, "--cores", "2", config=config)
     table = pd.read_parquet(workdir / "results" / "tables" / "checkpoints.parquet")
     assert "local/good2.safetensors" not in set(table["checkpoint"])
-    assert (table["status"] == "ok").sum() == 2
+    assert (table["status"] == "ok").sum() == 3
 
 
 def test_strict_mode_fails_naming_the_file(tmp_path):

@@ -3,40 +3,12 @@
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.local_zoos import OnnxSource
 from firstlayer_zoo.zoos import GeometryCache, extract_stem
-
-
-def conv_model(weight: np.ndarray, *, as_constant=False, group=1, strides=(2, 2), decoy=True) -> onnx.ModelProto:
-    """input -> Sub(mean) -> Conv(stem) -> Relu -> Conv(second); a decoy Conv on constants comes first in node order."""
-    second = np.ones((4, weight.shape[0], 3, 3), np.float32)
-    nodes, initializers = [], [numpy_helper.from_array(second, "second_w"),
-                               numpy_helper.from_array(np.full((1, 3, 1, 1), 0.5, np.float32), "mean")]
-    if decoy:
-        initializers += [numpy_helper.from_array(np.zeros((1, 3, 8, 8), np.float32), "decoy_x"),
-                         numpy_helper.from_array(np.zeros((2, 3, 7, 7), np.float32), "decoy_w")]
-        nodes.append(helper.make_node("Conv", ["decoy_x", "decoy_w"], ["decoy_y"], name="decoy"))
-    if as_constant:
-        nodes.append(helper.make_node("Constant", [], ["stem_w"], value=numpy_helper.from_array(weight, "stem_w")))
-    else:
-        initializers.append(numpy_helper.from_array(weight, "stem_w"))
-    nodes += [
-        helper.make_node("Sub", ["image", "mean"], ["centred"]),
-        helper.make_node("Conv", ["centred", "stem_w"], ["stem_y"], name="stem", group=group,
-                         strides=list(strides), kernel_shape=list(weight.shape[2:])),
-        helper.make_node("Relu", ["stem_y"], ["act"]),
-        helper.make_node("Conv", ["act", "second_w"], ["out"], name="second"),
-    ]
-    graph = helper.make_graph(
-        nodes, "net",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
-        initializer=initializers,
-    )
-    return helper.make_model(graph)
+from hostile_corpus import onnx_conv_model as conv_model
 
 
 def weights(shape=(8, 3, 5, 5), seed=0):

@@ -20,8 +20,8 @@ from .records import CheckpointSpec
 from .stems import Stem, StemError, validate_conv_weight
 from .zoos import ZooSource, register, timm_stem_geometry
 
-# Metadata fields that become CheckpointSpec fields (and table columns); others are kept in spec.extra.
-SPEC_FIELDS = {"seed": int, "step": int, "labels": str, "run": str, "arch": str, "init": str}
+# Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
+FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
 
 
 class LocalFiles(ZooSource):
@@ -69,7 +69,7 @@ class LocalFiles(ZooSource):
             if not isinstance(found, dict):
                 raise ValueError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, step")
             values.update(found)
-        for key, kind in SPEC_FIELDS.items():
+        for key, kind in FIELD_TYPES.items():
             if key in values and values[key] is not None:
                 try:
                     values[key] = kind(values[key])
@@ -107,8 +107,8 @@ class LocalFiles(ZooSource):
             metadata = self.metadata(path)
             geometry = self.geometry(path)
             init = metadata.pop("init", None) or self.options.get("init")
-            init_uri = str(self.root / init if not Path(init).is_absolute() else Path(init)) if init else None
-            stride = metadata.get("stride", self.options.get("stride", geometry.get("stride")))
+            init_uri = str(self.root / init) if init else None  # an absolute init stays absolute
+            stride = metadata.pop("stride", None) or self.options.get("stride") or geometry.get("stride")
             specs.append(CheckpointSpec(
                 zoo=self.name,
                 name=path.relative_to(self.root).as_posix().replace("/", "--"),
@@ -146,8 +146,9 @@ class FolderSource(LocalFiles):
     default_patterns = ["**/*.safetensors", "**/*.pt", "**/*.pth", "**/*.bin", "**/*.ckpt"]
 
     def arch_geometry(self) -> dict | None:
+        """The timm model's stem geometry, when the arch (not a stem_key) locates the stem."""
         arch = self.options.get("arch")
-        if not arch:
+        if not arch or self.options.get("stem_key"):
             return None
         in_chans = self.preprocessing.in_chans
         key = json.dumps(["timm", arch, {}, in_chans], sort_keys=True)
@@ -165,7 +166,7 @@ class FolderSource(LocalFiles):
 
     def stem_options(self) -> dict:
         if self.options.get("stem_key"):
-            key = self.options["stem_key"]
+            key = self.options["stem_key"]  # then arch is only a label
         else:
             key = f"{self.arch_geometry()['first_conv']}.weight"
         return {"key": key, "patch_size": self.options.get("patch_size"),
