@@ -15,14 +15,16 @@ from workflow_helpers import snakemake
 pytestmark = pytest.mark.slow
 
 
-def folder_config(workdir, **analysis):
+def folder_config(workdir, with_onnx=False, **analysis):
+    zoos = {"local": {"source": "folder", "dataset": "photos", "root": str(workdir / "zoo"),
+                      "stem_key": "stem.weight", "path_pattern": r"good(?P<seed>\d+)",
+                      "preprocessing": {"resize": 48}}}
+    if with_onnx:
+        zoos["exported"] = {"source": "onnx", "dataset": "photos", "root": str(workdir / "onnx"),
+                            "preprocessing": {"resize": 48}}
     config = {
         "datasets": {"photos": {"source": "skimage", "images": ["astronaut", "coffee", "chelsea"]}},
-        "zoos": {"local": {"source": "folder", "dataset": "photos", "root": str(workdir / "zoo"),
-                           "stem_key": "stem.weight", "path_pattern": r"good(?P<seed>\d+)",
-                           "preprocessing": {"resize": 48}},
-                  "exported": {"source": "onnx", "dataset": "photos", "root": str(workdir / "onnx"),
-                               "preprocessing": {"resize": 48}}},
+        "zoos": zoos,
         "analysis": analysis,
         "plots": {"fit_examples": 2},
     }
@@ -56,7 +58,7 @@ def mixed_run(tmp_path_factory):
     (workdir / "onnx").mkdir()
     onnx.save(onnx_conv_model(stem_weights(20).numpy()), str(workdir / "onnx" / "net.onnx"))
     onnx.save(onnx_conv_model(stem_weights(21, (6, 1, 5, 5)).numpy(), group=3), str(workdir / "onnx" / "grouped.onnx"))
-    config = folder_config(workdir)
+    config = folder_config(workdir, with_onnx=True)
     snakemake(workdir, "--cores", "2", config=config)
     return workdir, config, marker, expected
 
