@@ -36,3 +36,22 @@ def test_unknown_dataset_is_named(tmp_path):
     assert result.returncode != 0
     assert "zoos.z.dataset" in result.stdout + result.stderr
     assert "'imagenet' is not a dataset" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "zoo,expected",
+    [
+        ({"source": "folder", "dataset": "photos", "root": "."},
+         "zoos.z: give arch (a timm model name) or stem_key"),
+        ({"source": "folder", "dataset": "photos", "root": "no/such/folder", "stem_key": "conv1.weight"},
+         "zoos.z.root: no/such/folder is not a folder"),
+        ({"source": "folder", "dataset": "photos", "root": ".", "stem_key": "w", "patch_layout": "whc"},
+         "whc"),
+        ({"source": "onnx", "dataset": "photos", "root": ".", "stem_key": "w"}, "stem_key"),
+    ],
+)
+def test_local_zoo_config_errors_name_the_key(tmp_path, zoo, expected):
+    config = write_config(tmp_path / "bad.yaml", {"zoos": {"z": zoo}})
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr

@@ -19,7 +19,7 @@ from .profiles import (
     whitening_spreads,
 )
 from .records import CheckpointSpec
-from .stems import Stem
+from .stems import Stem, StemError
 
 
 @dataclass
@@ -92,10 +92,24 @@ def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None
     )
 
 
-def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis, subtract_init: bool) -> CheckpointAnalysis:
-    """Energy profile, analytic fit and whitening of one stem in its basis."""
+def no_basis_reason(spec: CheckpointSpec, stem: Stem) -> str:
+    """Why a readable stem was planned without a patch basis."""
+    data_chans = spec.preprocessing.in_chans
+    if stem.in_chans != data_chans:
+        return (f"skipped: {spec.uri}: stem takes {stem.in_chans} input channel(s) per filter, the {spec.dataset} "
+                f"preprocessing gives {data_chans}: a stem for {stem.in_chans}-channel images or a grouped conv; "
+                "no patch basis fits")
+    return (f"skipped: {spec.uri}: the stem's geometry could not be read when the study was planned; "
+            "run snakemake again to plan its basis")
+
+
+def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
+                 subtract_init: bool) -> CheckpointAnalysis:
+    """Energy profile, analytic fit and whitening of one stem in its basis (None: planned without one)."""
     if stem.status != "ok":
         return skipped_analysis(spec, stem.status, stem)
+    if basis is None:
+        return skipped_analysis(spec, no_basis_reason(spec, stem), stem)
     if (stem.in_chans, stem.kernel_size) != (basis.in_chans, basis.kernel_size):
         return skipped_analysis(
             spec,
@@ -126,3 +140,9 @@ def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis, subtract_i
         whitening=whitening_spreads(energy, basis.eigenvalues),
         stem_meta=stem.meta,
     )
+
+
+def require_ok(spec: CheckpointSpec, status: str) -> None:
+    """Under analysis.strict, a checkpoint that cannot be analysed fails its job instead of becoming a status row."""
+    if status != "ok":
+        raise StemError(f"analysis.strict: checkpoint {spec.id} ({spec.uri}) cannot be analysed: {status}")

@@ -19,11 +19,10 @@ from .atomic import write_text
 from .downloads import download
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
-from .remote_tensors import load_state_dict
-from .stems import Stem, StemError, read_safetensors_tensor, validate_conv_weight
+from .checkpoint_io import read_tensor
+from .stems import Stem, StemError, validate_conv_weight
 from .zoos import ZooSource, register
 
-SAFETENSORS_SUFFIX = ".safetensors"
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -138,10 +137,5 @@ class ArchiveSource(ZooSource):
 
 
 def _read_stem(path: str, first_conv: str) -> np.ndarray:
-    key = f"{first_conv}.weight"
-    if path.endswith(SAFETENSORS_SUFFIX):
-        return validate_conv_weight(read_safetensors_tensor(path, key), path)
-    state = load_state_dict(path)
-    if key not in state:
-        raise StemError(f"{path}: no tensor named {key!r} (its first keys: {list(state)[:5]})")
-    return validate_conv_weight(state[key].float().numpy(), path)
+    _, weight = read_tensor(path, f"{first_conv}.weight")
+    return validate_conv_weight(weight, path)

@@ -43,7 +43,7 @@ class Study:
         cache.save()
         planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
-        self._bases = sorted({spec.basis for spec in planned}, key=lambda key: key.slug)
+        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
     def indexed_checkpoints(self, zoo: str) -> dict[str, CheckpointSpec]:
         """A dynamic zoo's checkpoints by name, from the index its checkpoint rule wrote."""

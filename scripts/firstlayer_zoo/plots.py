@@ -71,6 +71,15 @@ def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str |
     save(grid.figure, path)
 
 
+def _group_label(value) -> str:
+    """Missing metadata (no seed for an exported model) reads n/a; a seed column with gaps is float: show 3, not 3.0."""
+    if pd.isna(value):
+        return "n/a"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis: str,
                      path: str | Path) -> None:
     """Clustered matrix of profile correlations within one basis, groups marked."""
@@ -88,7 +97,7 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis
     colours, handles = {}, []
     palettes = ["tab10", "Set2", "Pastel1"]
     for group, palette_name in zip(GROUPS, palettes):
-        values = members[group].astype(str)
+        values = members[group].map(_group_label)
         palette = dict(zip(sorted(values.unique()), sns.color_palette(palette_name, values.nunique())))
         colours[group] = values.map(palette)
         handles += [Patch(color=colour, label=f"{group}: {value}") for value, colour in palette.items()]

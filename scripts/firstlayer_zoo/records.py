@@ -48,7 +48,13 @@ class CheckpointSpec:
         return f"{self.zoo}/{self.name}"
 
     @property
-    def basis(self) -> BasisKey:
+    def basis(self) -> BasisKey | None:
+        """None when no patch basis fits: geometry unreadable at planning, a 1x1 stem, or channels unlike the data's.
+
+        Such a checkpoint is still planned; its profile job writes a `skipped:` row saying why.
+        """
+        if self.kernel_size < 2 or self.in_chans != self.preprocessing.in_chans:
+            return None
         return BasisKey(self.dataset, self.preprocessing.key, self.kernel_size, self.in_chans)
 
     def to_dict(self) -> dict:

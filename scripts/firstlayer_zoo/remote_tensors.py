@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -72,20 +71,3 @@ def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str
         fetched += len(raw)
         tensors[key] = _decode(raw, entry["dtype"], entry["shape"], key, url)
     return RemoteTensors(tensors, total, fetched, metadata)
-
-
-def load_state_dict(path: str | Path) -> dict:
-    """A pickled state dict, loaded without executing code from the file (weights_only)."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types for a refused or broken pickle
-        raise StemError(f"{path}: cannot be loaded safely ({type(error).__name__}: {str(error)[:200]}); "
-                        "convert it to safetensors") from None
-    for wrapper in ("state_dict", "model", "model_state_dict", "net"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict):
-        raise StemError(f"{path}: holds a {type(state).__name__}, not a state dict")
-    return state

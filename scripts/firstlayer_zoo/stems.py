@@ -71,11 +71,13 @@ class Stem:
 
 
 def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:
-    """A stem weight must be a finite (K, c, k, k) square kernel; return it as float64."""
+    """A stem weight must be a finite (K, c, k, k) square kernel with k > 1; return it as float64."""
     if weight.ndim != 4:
         raise StemError(f"{source}: stem weight has shape {tuple(weight.shape)}, not (out, in, k, k)")
     if weight.shape[2] != weight.shape[3]:
         raise StemError(f"{source}: non-square {weight.shape[2]}x{weight.shape[3]} kernel has no square patch basis")
+    if weight.shape[2] == 1:
+        raise StemError(f"{source}: 1x1 stem only mixes colours; it has no spatial patch basis to be profiled in")
     weight = np.asarray(weight, dtype=np.float64)
     if not np.all(np.isfinite(weight)):
         raise StemError(f"{source}: stem weight contains NaN or Inf")

@@ -23,7 +23,8 @@ import numpy as np
 from .downloads import DownloadError, RangeNotSupported
 from .preprocessing import INTERPOLATIONS, Preprocessing
 from .records import CheckpointSpec
-from .remote_tensors import load_state_dict, read_remote_safetensors
+from .checkpoint_io import load_torch_state_dict
+from .remote_tensors import read_remote_safetensors
 from .stems import Stem, StemError, read_safetensors_tensor, validate_conv_weight
 from .zoos import ZooSource, register
 
@@ -343,7 +344,7 @@ def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: st
         print(f"{repo_id}: {candidate} is a pickle, which cannot be read in ranges: downloading all "
               f"{meta.size} bytes")
         path = hf_hub_download(repo_id, candidate, revision=meta.commit_hash or revision, endpoint=endpoint)
-        state = load_state_dict(path)
+        state = load_torch_state_dict(path)
         missing = [key for key in keys if key not in state]
         if missing:
             raise StemError(f"{repo_id}/{candidate}: no tensor named {missing[0]!r}")

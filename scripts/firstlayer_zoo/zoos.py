@@ -175,5 +175,5 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
         return Stem.skipped(str(error), spec.first_conv, meta={"uri": spec.uri})
 
 
-# Remote sources live in their own modules and register themselves on import.
-from . import archive_zoo, timm_zoo, torch_zoos  # noqa: E402,F401
+# Sources in their own modules register themselves on import.
+from . import archive_zoo, local_zoos, timm_zoo, torch_zoos  # noqa: E402,F401

@@ -55,13 +55,16 @@ def checkpoint_files(wildcards):
     if wildcards.zoo in STUDY.dynamic_zoos:
         return [STUDY.dynamic_zoos[wildcards.zoo].index_path]
     spec = STUDY.checkpoint(wildcards.zoo, wildcards.name)
-    if spec.run is not None:
+    if spec.source == "train":
         return [f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}"]
-    return []
+    # Local files are inputs, so replacing one reruns its jobs; a missing init is the job's to report.
+    return [path for path in (spec.uri, spec.init_uri) if path and Path(path).is_file()]
 
 
 def basis_file(wildcards):
-    return STUDY.checkpoint(wildcards.zoo, wildcards.name).basis.path(OUT)
+    """The checkpoint's patch basis; none where no basis fits (its profile job says why)."""
+    basis = STUDY.checkpoint(wildcards.zoo, wildcards.name).basis
+    return [basis.path(OUT)] if basis is not None else []
 
 
 def basis_preprocessing(wildcards):

@@ -9,6 +9,7 @@ rule profile_stem:
     params:
         spec=checkpoint_spec,
         subtract_init=config["analysis"]["subtract_init"],
+        strict=config["analysis"]["strict"],
     conda:
         "../../envs/analysis.yaml"
     threads: 1

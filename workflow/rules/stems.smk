@@ -7,6 +7,7 @@ rule extract_stem:
         f"{OUT}/logs/extract_stem/{{zoo}}/{{name}}.log",
     params:
         spec=checkpoint_spec,
+        strict=config["analysis"]["strict"],
     conda:
         "../../envs/torch.yaml"
     threads: 1

@@ -1,0 +1,226 @@
+"""Zoo sources for checkpoints already on disk: `folder` (state dicts) and `onnx` (exported models).
+
+Files are found by glob at start-up in sorted order, so the checkpoint list is
+deterministic; each file's stem geometry is read from its header (or a
+weights-only, memory-mapped load) once and cached by (path, size, mtime), so
+re-planning a large folder costs a stat per file. A file whose geometry cannot
+be read is still planned, without a basis: its own jobs write a `skipped:` row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import ClassVar
+
+from .checkpoint_io import as_conv_weight, conv_shape, onnx_stem, read_onnx_stem, read_tensor, tensor_shape
+from .preprocessing import Preprocessing
+from .records import CheckpointSpec
+from .stems import Stem, StemError, validate_conv_weight
+from .zoos import ZooSource, register, timm_stem_geometry
+
+# Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
+FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
+
+
+class LocalFiles(ZooSource):
+    """Files under `root` matching `patterns`, each with metadata from the config, its path and a sidecar."""
+
+    default_patterns: ClassVar[list[str]]
+
+    @property
+    def root(self) -> Path:
+        root = Path(self.options["root"])
+        if not root.is_dir():
+            raise ValueError(f"zoos.{self.name}.root: {root} is not a folder; give the folder that holds the files")
+        return root
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.options.get("preprocessing", {}))
+
+    def files(self) -> list[Path]:
+        root = self.root
+        found: set[Path] = set()
+        for pattern in self.options.get("patterns", self.default_patterns):
+            found.update(path for path in root.glob(pattern) if path.is_file())
+        # Hidden files are other programs' partial writes (our own atomic writes use them too).
+        return sorted(path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts))
+
+    def metadata(self, path: Path) -> dict:
+        """Config `metadata`, then named groups of `path_pattern` on the relative path, then `<file>.json`."""
+        relative = path.relative_to(self.root).as_posix()
+        values = dict(self.options.get("metadata", {}))
+        if self.options.get("path_pattern"):
+            try:
+                pattern = re.compile(self.options["path_pattern"])
+            except re.error as error:
+                raise ValueError(f"zoos.{self.name}.path_pattern: not a regular expression ({error})") from None
+            match = pattern.search(relative)
+            if match:
+                values.update({key: value for key, value in match.groupdict().items() if value is not None})
+        sidecar = path.with_suffix(".json")
+        if self.options.get("sidecar", True) and sidecar.is_file():
+            try:
+                found = json.loads(sidecar.read_text())
+            except ValueError as error:
+                raise ValueError(f"{sidecar}: sidecar metadata is not valid JSON ({error}); fix or remove it") from None
+            if not isinstance(found, dict):
+                raise ValueError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, step")
+            values.update(found)
+        for key, kind in FIELD_TYPES.items():
+            if key in values and values[key] is not None:
+                try:
+                    values[key] = kind(values[key])
+                except (TypeError, ValueError):
+                    raise ValueError(f"{path}: metadata {key}={values[key]!r} is not {kind.__name__}") from None
+        return values
+
+    def file_key(self, path: Path) -> list:
+        stat = path.stat()
+        return [self.source, str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+
+    def geometry(self, path: Path) -> dict:
+        """Stem geometry of one file (cached by path, size and mtime); unreadable files get an `error` entry."""
+        key = json.dumps(self.file_key(path) + [self.stem_options()], sort_keys=True)
+
+        def compute() -> dict:
+            try:
+                return self.read_geometry(path)
+            except Exception as error:  # noqa: BLE001 - a bad file must not sink the DAG; its job reports it
+                return {"first_conv": "", "kernel_size": 0, "in_chans": 0, "stride": None,
+                        "error": f"{type(error).__name__}: {error}"}
+
+        return self.cache.get(key, compute)
+
+    def stem_options(self) -> dict:
+        return {}
+
+    def read_geometry(self, path: Path) -> dict:
+        raise NotImplementedError
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        prep = self.preprocessing
+        specs = []
+        for path in self.files():
+            metadata = self.metadata(path)
+            geometry = self.geometry(path)
+            init = metadata.pop("init", None) or self.options.get("init")
+            init_uri = str(self.root / init) if init else None  # an absolute init stays absolute
+            stride = metadata.pop("stride", None) or self.options.get("stride") or geometry.get("stride")
+            specs.append(CheckpointSpec(
+                zoo=self.name,
+                name=path.relative_to(self.root).as_posix().replace("/", "--"),
+                source=self.source,
+                arch=metadata.pop("arch", None) or self.options.get("arch") or "unknown",
+                uri=str(path),
+                first_conv=geometry["first_conv"],
+                kernel_size=geometry["kernel_size"],
+                in_chans=geometry["in_chans"],
+                dataset=self.options["dataset"],
+                preprocessing=prep,
+                init_uri=init_uri,
+                step=metadata.pop("step", None),
+                seed=metadata.pop("seed", None),
+                labels=metadata.pop("labels", None),
+                run=metadata.pop("run", None),
+                extra={"stem": self.stem_options(), "stride": stride, "metadata": metadata,
+                       "planning_error": geometry.get("error")},
+            ))
+        return specs
+
+
+def _square_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(kernel_size, in_chans) of a square (K, c, k, k) weight; (0, 0) for anything else (its job says why)."""
+    if len(shape) == 4 and shape[2] == shape[3]:
+        return shape[2], shape[1]
+    return 0, 0
+
+
+@register
+class FolderSource(LocalFiles):
+    """State dicts on disk (.safetensors, .pt/.pth/.bin, Lightning .ckpt); the stem by timm arch or by key."""
+
+    source = "folder"
+    default_patterns = ["**/*.safetensors", "**/*.pt", "**/*.pth", "**/*.bin", "**/*.ckpt"]
+
+    def arch_geometry(self) -> dict | None:
+        """The timm model's stem geometry, when the arch (not a stem_key) locates the stem."""
+        arch = self.options.get("arch")
+        if not arch or self.options.get("stem_key"):
+            return None
+        in_chans = self.preprocessing.in_chans
+        key = json.dumps(["timm", arch, {}, in_chans], sort_keys=True)
+        try:
+            return self.cache.get(key, lambda: timm_stem_geometry(arch, {}, in_chans))
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"zoos.{self.name}.arch: {arch!r} is not a timm model with a first_conv ({error}); "
+                             "give a timm model name or set stem_key instead") from None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not (self.options.get("stem_key") or self.options.get("arch")):
+            raise ValueError(f"zoos.{self.name}: give arch (a timm model name) or stem_key (the stem's weight "
+                             "in the state dict, e.g. conv1.weight) so the stem can be found")
+
+    def stem_options(self) -> dict:
+        if self.options.get("stem_key"):
+            key = self.options["stem_key"]  # then arch is only a label
+        else:
+            key = f"{self.arch_geometry()['first_conv']}.weight"
+        return {"key": key, "patch_size": self.options.get("patch_size"),
+                "patch_layout": self.options.get("patch_layout", "chw")}
+
+    def read_geometry(self, path: Path) -> dict:
+        options = self.stem_options()
+        key, shape = tensor_shape(path, options["key"])
+        kernel_size, in_chans = _square_geometry(conv_shape(shape, options["patch_size"]))
+        arch = self.arch_geometry()
+        return {"first_conv": key.removesuffix(".weight"), "kernel_size": kernel_size, "in_chans": in_chans,
+                "stride": arch["stride"] if arch else None}
+
+    @classmethod
+    def read_weight(cls, uri: str, options: dict) -> tuple[str, object]:
+        key, array = read_tensor(uri, options["key"])
+        return key, validate_conv_weight(as_conv_weight(array, options["patch_size"], options["patch_layout"], uri),
+                                         uri)
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        options = spec.extra["stem"]
+        key, weight = cls.read_weight(spec.uri, options)
+        init = None
+        if spec.init_uri:
+            if not Path(spec.init_uri).is_file():
+                raise StemError(f"{spec.uri}: its init file {spec.init_uri} does not exist; fix `init` in the "
+                                "config or the sidecar")
+            _, init = cls.read_weight(spec.init_uri, options)
+            if init.shape != weight.shape:
+                raise StemError(f"{spec.uri}: init {spec.init_uri} has a stem of shape {init.shape}, "
+                                f"the checkpoint {weight.shape}; they are not the same model")
+        return Stem(weight=weight, init=init, stride=spec.extra.get("stride"), first_conv=key.removesuffix(".weight"),
+                    meta={"uri": spec.uri, "key": key})
+
+
+@register
+class OnnxSource(LocalFiles):
+    """Exported ONNX models; the stem is the first Conv reached from the graph input."""
+
+    source = "onnx"
+    default_patterns = ["**/*.onnx"]
+
+    def read_geometry(self, path: Path) -> dict:
+        stem = onnx_stem(path)
+        kernel_size, in_chans = _square_geometry(stem.shape) if stem.group == 1 else (0, 0)
+        return {"first_conv": stem.node, "kernel_size": kernel_size, "in_chans": in_chans, "stride": stem.stride}
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        stem, array = read_onnx_stem(spec.uri)
+        if stem.group != 1:
+            raise StemError(f"{spec.uri}: grouped stem (group={stem.group}): each filter sees "
+                            f"{stem.shape[1]} of the input channels; no c*k*k patch basis fits")
+        weight = validate_conv_weight(array, spec.uri)
+        return Stem(weight=weight, init=None, stride=stem.stride, first_conv=stem.node,
+                    meta={"uri": spec.uri, "weight": stem.weight_name})
