@@ -2,12 +2,19 @@
 
 Images reach the engine as uint8 (after the geometric part of preprocessing),
 so every patch coordinate is v_j in 0..255 and the normalised value is the
-affine x_j = a_j v_j + b_j. The engine accumulates the integer sums of v and of
-v v^T *exactly* and applies the affine map once at the end:
-- on the CPU, float32 GEMMs over chunks of 1,024 patches of v - 128 are exact
-  (each product is at most 2^14, each chunk sum at most 2^24) and are summed in
-  float64, which stays exact below 2^53;
-- on a GPU, the GEMM runs in float64, exact for the same reason.
+affine x_j = a_j v_j + b_j. The engine accumulates the integer sums of v - 128
+and of (v - 128)(v - 128)^T *exactly* and applies the affine map once at the end.
+
+The patch matrix is never materialised. Each image is copied k times into
+horizontal strips (one per column offset dx, all rows kept); the rows of the
+strips for row offset dy are then a strided view, so the Gram block of row
+offsets (dy1, dy2) is one batched GEMM of two views of the same strips. Only
+the k(k+1)/2 blocks with dy1 <= dy2 are computed; the rest follow by symmetry.
+- When an image has at most 1,024 patches, the GEMMs run in float32 and are
+  exact (each product is at most 2^14, each per-image sum at most 2^24); the
+  per-image sums are added in float64, exact below 2^53.
+- Otherwise (large images, and always on a GPU) they run in float64, exact for
+  the same reason up to 2^39 patches per image.
 The covariance n*S2 - S1 S1^T is then formed in Python integers, so the only
 rounding in the whole computation is the final conversion to float64.
 """
@@ -22,10 +29,11 @@ from tqdm import tqdm
 
 from .basis import PatchBasis, affine_normalisation, eigendecomposition
 
-EXACT_FLOAT32_CHUNK = 1024
+EXACT_FLOAT32_PATCHES = 1024
 PIXEL_OFFSET = 128
-# Patches formed at once; bounds memory at about 300 MB of float32 at p=147.
-PATCHES_PER_STEP = 1 << 19
+# Bytes of patch columns formed at once: small enough to stay in cache on a CPU,
+# large enough to keep a GPU busy. Memory stays bounded whatever the dataset size.
+COLUMN_BYTES = {"cpu": 4 << 20, "cuda": 1 << 30}
 
 
 def patch_dimension(kernel_size: int, in_chans: int) -> int:
@@ -39,6 +47,23 @@ def extract_patches(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel_size * kernel_size)
 
 
+def patch_columns(images: torch.Tensor, kernel_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, c, H, W) uint8 -> (N, c*k*k, H'*W'): each image's patches of v - 128 as columns.
+
+    Built by k*k slice copies of whole images, which streams memory far better
+    than unfold's gather: the layout is the one a batched GEMM reads directly.
+    """
+    n, c, height, width = images.shape
+    k = kernel_size
+    out_height, out_width = height - k + 1, width - k + 1
+    centred = images.to(dtype) - PIXEL_OFFSET
+    columns = torch.empty(n, c, k, k, out_height, out_width, dtype=dtype, device=images.device)
+    for dy in range(k):
+        for dx in range(k):
+            columns[:, :, dy, dx] = centred[:, :, dy:dy + out_height, dx:dx + out_width]
+    return columns.view(n, c * k * k, out_height * out_width)
+
+
 class PatchMoments:
     """Streaming exact first and second moments of uint8 image patches."""
 
@@ -49,11 +74,11 @@ class PatchMoments:
         p = patch_dimension(kernel_size, in_chans)
         self.n_patches = 0
         self.n_images = 0
-        self._sum = torch.zeros(p, dtype=torch.int64, device=self.device)
+        self._sum = torch.zeros(p, dtype=torch.float64, device=self.device)
         self._outer = torch.zeros(p, p, dtype=torch.float64, device=self.device)
 
     def update(self, images: torch.Tensor) -> None:
-        """Add a batch of same-sized uint8 images of shape (N, c, H, W)."""
+        """Add a batch of same-sized uint8 images of shape (N, c, H, W), on any device."""
         if images.dtype != torch.uint8:
             raise TypeError(f"patch statistics take uint8 images, got {images.dtype}")
         if images.ndim != 4 or images.shape[1] != self.in_chans:
@@ -65,34 +90,25 @@ class PatchMoments:
         if height < k or width < k:
             raise ValueError(f"image of {height}x{width} pixels is smaller than a {k}x{k} patch")
         per_image = (height - k + 1) * (width - k + 1)
-        step = max(1, PATCHES_PER_STEP // per_image)
+        dtype = torch.float32 if self.device.type == "cpu" and per_image <= EXACT_FLOAT32_PATCHES else torch.float64
+        step = max(1, COLUMN_BYTES.get(self.device.type, COLUMN_BYTES["cuda"])
+                   // (patch_dimension(k, self.in_chans) * per_image * dtype.itemsize))
         for batch in images.split(step):
-            self._accumulate(batch.to(self.device, non_blocking=True))
+            self._accumulate(batch.to(self.device, non_blocking=True), dtype)
         self.n_images += images.shape[0]
+        self.n_patches += images.shape[0] * per_image
 
-    def _accumulate(self, batch: torch.Tensor) -> None:
-        exact_dtype = torch.float32 if self.device.type == "cpu" else torch.float64
-        centred = batch.to(exact_dtype) - PIXEL_OFFSET
-        patches = extract_patches(centred, self.kernel_size)
-        self.n_patches += patches.shape[0]
-        self._sum += patches.sum(0, dtype=torch.float64).round().to(torch.int64)
-        if exact_dtype == torch.float64:
-            self._outer += patches.T @ patches
-            return
-        whole = patches.shape[0] // EXACT_FLOAT32_CHUNK * EXACT_FLOAT32_CHUNK
-        if whole:
-            chunks = patches[:whole].reshape(-1, EXACT_FLOAT32_CHUNK, patches.shape[1])
-            self._outer += torch.bmm(chunks.transpose(1, 2), chunks).sum(0, dtype=torch.float64)
-        rest = patches[whole:]
-        if rest.shape[0]:
-            self._outer += (rest.T @ rest).to(torch.float64)
+    def _accumulate(self, batch: torch.Tensor, dtype: torch.dtype) -> None:
+        columns = patch_columns(batch, self.kernel_size, dtype)
+        self._sum += columns.sum((0, 2), dtype=torch.float64)
+        self._outer += torch.bmm(columns, columns.transpose(1, 2)).sum(0, dtype=torch.float64)
 
     def pixel_covariance(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of raw 0..255 patch values, from exact integer sums."""
         if self.n_patches == 0:
             raise ValueError("no patches were accumulated")
         n = self.n_patches
-        sums = [int(v) for v in self._sum.cpu().numpy()]
+        sums = [int(v) for v in self._sum.cpu().numpy().astype(np.int64)]
         outer = self._outer.cpu().numpy().astype(np.int64).astype(object)
         centred_outer = outer * n - np.outer(np.array(sums, dtype=object), np.array(sums, dtype=object))
         covariance = (centred_outer.astype(np.float64)) / float(n) / float(n)
