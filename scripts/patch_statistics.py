@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from firstlayer_zoo.datasets import dataset_source
-from firstlayer_zoo.patchstats import dataset_basis
+from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.rule_io import logged
 
@@ -16,11 +16,15 @@ with logged(snakemake):
     if preprocessing.in_chans != int(wildcards.c):
         raise ValueError(f"preprocessing {wildcards.prep} has {preprocessing.in_chans} channels, not {wildcards.c}")
     source = dataset_source(wildcards.dataset, snakemake.params.options)
-    basis = dataset_basis(
-        source.images(Path(snakemake.params.root)),
+    basis = source_basis(
+        source,
+        Path(snakemake.params.root),
         preprocessing,
         int(wildcards.k),
         device=snakemake.params.device,
+        decode=snakemake.params.decode,
+        # The main process runs the GEMMs; the other threads decode images.
+        workers=snakemake.threads - 1,
         meta={"dataset": wildcards.dataset},
     )
     basis.save(snakemake.output[0])

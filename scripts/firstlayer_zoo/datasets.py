@@ -53,6 +53,11 @@ class DatasetSource:
         """Image `index` as uint8 (H, W, C) or (H, W)."""
         raise NotImplementedError
 
+    def path_of(self, root: Path, index: int) -> Path:
+        """The file image `index` is read from, for sources that read files (GPU decoding needs it)."""
+        raise ValueError(f"dataset {self.name!r}: source {self.source!r} has no image files to decode on the GPU; "
+                         f"set analysis.decode: cpu")
+
     @property
     def subsample(self) -> dict | None:
         return self.options.get("subsample")
@@ -188,11 +193,11 @@ class ImageFolder(DatasetSource):
     def count(self, root: Path) -> int:
         return len(self.files())
 
-    def path(self, index: int) -> Path:
+    def path_of(self, root: Path, index: int) -> Path:
         return self.files()[index]
 
     def load(self, root: Path, index: int) -> np.ndarray:
-        with Image.open(self.path(index)) as image:
+        with Image.open(self.path_of(root, index)) as image:
             return np.asarray(image.convert("RGB"))
 
 

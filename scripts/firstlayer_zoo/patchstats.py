@@ -21,13 +21,16 @@ rounding in the whole computation is the final conversion to float64.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from .basis import PatchBasis, affine_normalisation, eigendecomposition
+from .loaders import cpu_batches, gpu_batches, same_size_batches
+from .preprocessing import Preprocessing
 
 EXACT_FLOAT32_PATCHES = 1024
 PIXEL_OFFSET = 128
@@ -139,28 +142,48 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def same_size_batches(images: Iterable[np.ndarray], max_batch: int = 256) -> Iterator[np.ndarray]:
-    """Stack consecutive images of equal shape, so whole batches go through one GEMM."""
-    batch: list[np.ndarray] = []
-    for image in images:
-        if batch and (image.shape != batch[0].shape or len(batch) == max_batch):
-            yield np.stack(batch)
-            batch = []
-        batch.append(image)
-    if batch:
-        yield np.stack(batch)
-
-
-def dataset_basis(images: Iterable[np.ndarray], preprocessing, kernel_size: int,
-                  device: str | None = None, total: int | None = None,
-                  progress: bool = True, meta: dict | None = None) -> PatchBasis:
-    """Exact patch basis of a stream of raw uint8 images under one preprocessing."""
+def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
+                       device: str | None = None, total: int | None = None, progress: bool = True,
+                       meta: dict | None = None) -> PatchBasis:
+    """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches."""
     moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device())
-    prepared = (preprocessing.apply(image) for image in
-                tqdm(images, total=total, desc=f"patch statistics k={kernel_size}",
-                     unit="img", disable=not progress, mininterval=2))
-    for batch in same_size_batches(prepared):
-        moments.update(torch.from_numpy(batch))
+    with tqdm(total=total, desc=f"patch statistics k={kernel_size}", unit="img",
+              disable=not progress, mininterval=2) as bar:
+        for batch in batches:
+            moments.update(batch)
+            bar.update(batch.shape[0])
     return basis_from_moments(moments, preprocessing.mean, preprocessing.std,
                               meta={**(meta or {}), "device": str(moments.device),
                                     "preprocessing": preprocessing.to_dict()})
+
+
+def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, kernel_size: int,
+                  device: str | None = None, total: int | None = None,
+                  progress: bool = True, meta: dict | None = None) -> PatchBasis:
+    """Exact patch basis of a stream of raw uint8 images under one preprocessing."""
+    prepared = same_size_batches(preprocessing.apply(image) for image in images)
+    return basis_from_batches((torch.from_numpy(batch) for batch in prepared), preprocessing, kernel_size,
+                              device=device, total=total, progress=progress, meta=meta)
+
+
+def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
+                 device: str | None = None, decode: str = "cpu", workers: int = 0,
+                 progress: bool = True, meta: dict | None = None) -> PatchBasis:
+    """Exact patch basis of a dataset source's selected images.
+
+    decode="cpu" loads and preprocesses with PIL in `workers` DataLoader
+    processes (timm's exact pixels); decode="gpu" decodes the source's JPEG
+    files on the GPU (see loaders.gpu_batches).
+    """
+    device = device or default_device()
+    indices = source.indices(root)
+    if decode == "gpu":
+        if not device.startswith("cuda"):
+            raise ValueError("analysis.decode: gpu needs analysis.device cuda (or auto on a machine with a GPU)")
+        paths = [source.path_of(root, int(index)) for index in indices]
+        batches = gpu_batches(paths, preprocessing, device=device)
+    else:
+        batches = cpu_batches(source, root, preprocessing, workers=workers)
+    meta = {**(meta or {}), "subsample": source.subsample, "decode": decode}
+    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
+                              progress=progress, meta=meta)

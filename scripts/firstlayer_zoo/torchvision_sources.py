@@ -217,7 +217,9 @@ class Imagenette(TorchvisionSource):
     def count(self, root: Path) -> int:
         return len(self.dataset(root)._samples)
 
+    def path_of(self, root: Path, index: int) -> Path:
+        return Path(self.dataset(root)._samples[index][0])
+
     def load(self, root: Path, index: int) -> np.ndarray:
-        path, _ = self.dataset(root)._samples[index]
-        with Image.open(path) as image:
+        with Image.open(self.path_of(root, index)) as image:
             return np.asarray(image.convert("RGB"))
