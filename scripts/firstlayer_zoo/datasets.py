@@ -202,4 +202,4 @@ class ImageFolder(DatasetSource):
 
 
 # Registers the torchvision-backed sources; imported last because it subclasses DatasetSource.
-from . import torchvision_sources  # noqa: E402,F401
+from .torchvision_sources import TorchvisionSource  # noqa: E402,F401
