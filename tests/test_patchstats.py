@@ -129,7 +129,7 @@ requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU 
 @pytest.mark.parametrize("kernel_size,in_chans", [(3, 3), (7, 3), (16, 3), (5, 1)])
 def test_gpu_and_cpu_moments_are_identical(kernel_size, in_chans):
     rng = np.random.default_rng(kernel_size)
-    for shape in [(40, in_chans, 32, 32), (3, in_chans, 70, 90)]:
+    for shape in [(40, in_chans, 32, 32), (2, in_chans, 300, 90)]:  # the second is cut into row bands
         images = torch.from_numpy(rng.integers(0, 256, size=shape, dtype=np.uint8))
         cpu, gpu = PatchMoments(kernel_size, in_chans, "cpu"), PatchMoments(kernel_size, in_chans, "cuda")
         cpu.update(images)

@@ -5,16 +5,16 @@ so every patch coordinate is v_j in 0..255 and the normalised value is the
 affine x_j = a_j v_j + b_j. The engine accumulates the integer sums of v - 128
 and of (v - 128)(v - 128)^T *exactly* and applies the affine map once at the end.
 
-The patch matrix is never materialised. Each image is copied k times into
-horizontal strips (one per column offset dx, all rows kept); the rows of the
-strips for row offset dy are then a strided view, so the Gram block of row
-offsets (dy1, dy2) is one batched GEMM of two views of the same strips. Only
-the k(k+1)/2 blocks with dy1 <= dy2 are computed; the rest follow by symmetry.
-- When an image has at most 1,024 patches, the GEMMs run in float32 and are
-  exact (each product is at most 2^14, each per-image sum at most 2^24); the
-  per-image sums are added in float64, exact below 2^53.
-- Otherwise (large images, and always on a GPU) they run in float64, exact for
-  the same reason up to 2^39 patches per image.
+The dataset's patch matrix is never formed. Patches are built a few images
+(or row bands of images) at a time, by k*k slice copies into the (N, p, L)
+layout a batched GEMM reads directly, which streams memory far better than
+unfold's gather; each batch's Gram matrix is added to the running sums, so
+memory stays bounded whatever the number of images.
+- On the CPU, images are cut into row bands of at most 1,024 patches and the
+  GEMMs run in float32, exact (each product is at most 2^14, each per-band
+  sum at most 2^24); the per-band sums are added in float64, exact below 2^53.
+- On a GPU (and for images wider than 1,024 patches) they run in float64,
+  exact for the same reason up to 2^39 patches per band.
 The covariance n*S2 - S1 S1^T is then formed in Python integers, so the only
 rounding in the whole computation is the final conversion to float64.
 """
@@ -22,7 +22,7 @@ rounding in the whole computation is the final conversion to float64.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from .loaders import cpu_batches, gpu_batches, same_size_batches
 from .preprocessing import Preprocessing
 
 EXACT_FLOAT32_PATCHES = 1024
+# Patches per batched-GEMM item on a GPU: images are cut into row bands of about
+# this many patches so that the GEMM batch is wide enough to fill the device.
+GPU_BAND_PATCHES = 8192
 PIXEL_OFFSET = 128
 # Bytes of patch columns formed at once: small enough to stay in cache on a CPU,
 # large enough to keep a GPU busy. Memory stays bounded whatever the dataset size.
@@ -67,6 +70,25 @@ def patch_columns(images: torch.Tensor, kernel_size: int, dtype: torch.dtype) ->
     return columns.view(n, c * k * k, out_height * out_width)
 
 
+def row_bands(images: torch.Tensor, kernel_size: int, band_rows: int) -> Iterator[torch.Tensor]:
+    """Cut (N, c, H, W) images into horizontal bands holding `band_rows` rows of patches each.
+
+    Bands overlap by k-1 pixel rows, so every patch lies in exactly one band;
+    full bands come stacked along the batch dimension, then the remainder.
+    """
+    n, c, height, width = images.shape
+    out_height = height - kernel_size + 1
+    if out_height <= band_rows:
+        yield images
+        return
+    full = out_height // band_rows
+    span = band_rows + kernel_size - 1
+    stacked = images[:, :, :full * band_rows + kernel_size - 1].unfold(2, span, band_rows)
+    yield stacked.permute(0, 2, 1, 4, 3).reshape(n * full, c, span, width)
+    if out_height > full * band_rows:
+        yield images[:, :, full * band_rows:]
+
+
 class PatchMoments:
     """Streaming exact first and second moments of uint8 image patches."""
 
@@ -92,14 +114,18 @@ class PatchMoments:
         k = self.kernel_size
         if height < k or width < k:
             raise ValueError(f"image of {height}x{width} pixels is smaller than a {k}x{k} patch")
-        per_image = (height - k + 1) * (width - k + 1)
-        dtype = torch.float32 if self.device.type == "cpu" and per_image <= EXACT_FLOAT32_PATCHES else torch.float64
-        step = max(1, COLUMN_BYTES.get(self.device.type, COLUMN_BYTES["cuda"])
-                   // (patch_dimension(k, self.in_chans) * per_image * dtype.itemsize))
-        for batch in images.split(step):
-            self._accumulate(batch.to(self.device, non_blocking=True), dtype)
+        out_width = width - k + 1
+        on_cpu = self.device.type == "cpu"
+        dtype = torch.float32 if on_cpu and out_width <= EXACT_FLOAT32_PATCHES else torch.float64
+        band_rows = max(1, (EXACT_FLOAT32_PATCHES if on_cpu else GPU_BAND_PATCHES) // out_width)
+        for bands in row_bands(images.to(self.device, non_blocking=True), k, band_rows):
+            per_item = (bands.shape[2] - k + 1) * out_width
+            step = max(1, COLUMN_BYTES[self.device.type if on_cpu else "cuda"]
+                       // (patch_dimension(k, self.in_chans) * per_item * dtype.itemsize))
+            for batch in bands.split(step):
+                self._accumulate(batch, dtype)
         self.n_images += images.shape[0]
-        self.n_patches += images.shape[0] * per_image
+        self.n_patches += images.shape[0] * (height - k + 1) * out_width
 
     def _accumulate(self, batch: torch.Tensor, dtype: torch.dtype) -> None:
         columns = patch_columns(batch, self.kernel_size, dtype)
