@@ -105,11 +105,11 @@ def reference_eigenvalues(images: np.ndarray, kernel_size: int, preprocessing: P
 
 
 def our_eigenvalues_of_array(images: np.ndarray, kernel_size: int, preprocessing: Preprocessing,
-                             device: str, batch: int = 2048) -> tuple[np.ndarray, float, float]:
+                             device: str, batch: int = 2048, threads: int = 1) -> tuple[np.ndarray, float, float]:
     """(eigenvalues, wall seconds, CPU seconds) of the whole computation for uint8 (N, H, W, C) images."""
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     wall, cpu = time.perf_counter(), time.process_time()
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device)
+    moments = PatchMoments(kernel_size, preprocessing.in_chans, device, threads=threads)
     for chunk in tensor.split(batch):
         moments.update(chunk)
     eigenvalues = basis_from_moments(moments, preprocessing.mean, preprocessing.std).eigenvalues
@@ -127,7 +127,8 @@ def read_cifar(root: Path) -> np.ndarray:
 
 
 def run_cifar(args) -> None:
-    torch.set_num_threads(args.threads)
+    # The engine runs batches in parallel threads; the reference's big GEMMs use torch's and BLAS's own threads.
+    torch.set_num_threads(1)
     preprocessing = Preprocessing()
     if args.cifar_root:
         images = read_cifar(Path(args.cifar_root))[: args.images]
@@ -139,11 +140,11 @@ def run_cifar(args) -> None:
           f"{args.threads} threads, torch {torch.__version__}")
     for attempt in range(args.repeats):
         with PeakMemory() as memory:
-            _, wall, cpu = our_eigenvalues_of_array(images, args.kernel, preprocessing, "cpu")
+            _, wall, cpu = our_eigenvalues_of_array(images, args.kernel, preprocessing, "cpu", threads=args.threads)
         print(f"ours, all {len(images)} images, run {attempt + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU "
               f"(all threads), peak memory {memory.gib:.2f} GiB above the images")
     subset = images[: args.reference_images]
-    ours_subset, _, _ = our_eigenvalues_of_array(subset, args.kernel, preprocessing, "cpu")
+    ours_subset, _, _ = our_eigenvalues_of_array(subset, args.kernel, preprocessing, "cpu", threads=args.threads)
     with PeakMemory() as memory:
         wall, cpu = time.perf_counter(), time.process_time()
         reference = reference_eigenvalues(subset, args.kernel, preprocessing)
@@ -170,7 +171,7 @@ def generate_jpegs(folder: Path, n: int, height: int, width: int, workers: int) 
     start = time.perf_counter()
     for group in range((n + 999) // 1000):
         (folder / f"{group:03d}").mkdir(parents=True, exist_ok=True)
-    per_job = 250
+    per_job = 50  # about 1 GB of float64 fields per process at 500x375
     jobs = [(str(folder), first, min(per_job, n - first), height, width, first) for first in range(0, n, per_job)]
     with ProcessPoolExecutor(workers) as pool:
         assert sum(pool.map(_write_jpegs, jobs)) == n
@@ -178,12 +179,12 @@ def generate_jpegs(folder: Path, n: int, height: int, width: int, workers: int) 
 
 
 def run_imagenet_gpu(args) -> None:
-    if not torch.cuda.is_available():
-        sys.exit("imagenet-gpu needs a CUDA device; none is visible")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("imagenet-gpu needs a CUDA device; none is visible (--device cpu runs a smoke test)")
     cores = os.cpu_count() or 1
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU only"
     print(f"imagenet-gpu: {args.images} JPEGs {args.width}x{args.height} (1 in 3 portrait) -> resize 256, crop 224, "
-          f"{args.kernel}x{args.kernel} patches; {torch.cuda.get_device_name()}, {cores} CPU cores, "
-          f"torch {torch.__version__}")
+          f"{args.kernel}x{args.kernel} patches; {name}, {cores} CPU cores, torch {torch.__version__}")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         folder = Path(tmp) / "jpegs"
         seconds = generate_jpegs(folder, args.images, args.height, args.width, cores)
@@ -192,25 +193,27 @@ def run_imagenet_gpu(args) -> None:
         preprocessing = Preprocessing(resize=256, crop=224, interpolation="bilinear")
         results = {}
         for decode in args.decode:
-            torch.cuda.reset_peak_memory_stats()
+            if args.device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
             try:
-                basis = source_basis(source, None, preprocessing, args.kernel, device="cuda", decode=decode,
+                basis = source_basis(source, None, preprocessing, args.kernel, device=args.device, decode=decode,
                                      workers=cores - 1, progress=False)
             except Exception as error:  # a benchmark reports what failed and goes on
                 print(f"ours, decode={decode}: failed: {error!r}")
                 continue
             seconds = time.perf_counter() - start
             results[decode] = basis.eigenvalues
+            peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
             print(f"ours, decode={decode}: {seconds:.1f} s end to end for {basis.n_images} images "
                   f"({basis.n_images / seconds:.0f} images/s, {basis.n_patches:.3g} patches), "
-                  f"GPU peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+                  f"GPU peak {peak:.2f} GiB")
         if {"cpu", "gpu"} <= results.keys():
             print(f"decode=gpu against decode=cpu: {agreement(results['gpu'], results['cpu'])}")
         subset = dataset_source("bench", {"source": "folder", "path": str(folder),
                                           "subsample": {"count": args.reference_images, "seed": 0}})
         images = np.stack([preprocessing.apply(image).transpose(1, 2, 0) for image in subset.images(None)])
-        ours_subset, _, _ = our_eigenvalues_of_array(images, args.kernel, preprocessing, "cuda", batch=64)
+        ours_subset, _, _ = our_eigenvalues_of_array(images, args.kernel, preprocessing, args.device, batch=64)
         with PeakMemory() as memory:
             start = time.perf_counter()
             reference = reference_eigenvalues(images, args.kernel, preprocessing)
@@ -227,13 +230,15 @@ def main() -> None:
     parser.add_argument("--kernel", type=int, help="patch size (3 for cifar, 7 for imagenet-gpu)")
     parser.add_argument("--reference-images", type=int,
                         help="images the reference runs on (10,000 for cifar as in the issue; 50 for imagenet-gpu)")
-    parser.add_argument("--threads", type=int, default=2, help="cifar: torch threads")
+    parser.add_argument("--threads", type=int, default=2, help="cifar: threads of the engine")
     parser.add_argument("--repeats", type=int, default=3, help="cifar: timed runs of ours")
     parser.add_argument("--cifar-root", help="cifar: read CIFAR-10 from here instead of generating images")
     parser.add_argument("--height", type=int, default=375, help="imagenet-gpu: JPEG height (ImageNet's median)")
     parser.add_argument("--width", type=int, default=500, help="imagenet-gpu: JPEG width (ImageNet's median)")
     parser.add_argument("--decode", nargs="+", choices=["cpu", "gpu"], default=["gpu", "cpu"],
                         help="imagenet-gpu: decoding paths to time")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="imagenet-gpu: cpu only smoke-tests the script on a machine without a GPU")
     parser.add_argument("--workdir", help="imagenet-gpu: where the JPEGs are written (a temporary folder)")
     args = parser.parse_args()
     if args.mode == "cifar":

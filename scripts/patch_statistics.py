@@ -10,7 +10,8 @@ from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.rule_io import logged
 
 with logged(snakemake):
-    torch.set_num_threads(snakemake.threads)
+    # Parallel over batches (PatchMoments threads), not within each small op.
+    torch.set_num_threads(1)
     wildcards = snakemake.wildcards
     preprocessing = Preprocessing.from_dict(snakemake.params.preprocessing)
     if preprocessing.in_chans != int(wildcards.c):
@@ -23,8 +24,9 @@ with logged(snakemake):
         int(wildcards.k),
         device=snakemake.params.device,
         decode=snakemake.params.decode,
-        # The main process runs the GEMMs; the other threads decode images.
+        # Decoding workers feed the GEMM threads; on a GPU the threads matter little.
         workers=snakemake.threads - 1,
+        threads=snakemake.threads,
         meta={"dataset": wildcards.dataset},
     )
     basis.save(snakemake.output[0])

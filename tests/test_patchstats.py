@@ -152,3 +152,13 @@ def test_gpu_decoding_gives_nearly_the_cpu_basis(tmp_path):
     assert gpu.n_patches == cpu.n_patches
     # nvJPEG and GPU resampling differ from libjpeg and PIL in the last bits of some pixels.
     np.testing.assert_allclose(gpu.eigenvalues[:10], cpu.eigenvalues[:10], rtol=0.05)
+
+
+def test_parallel_batches_give_identical_moments():
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, size=(120, 3, 40, 36), dtype=np.uint8))
+    serial, parallel = PatchMoments(4, 3), PatchMoments(4, 3, threads=2)
+    for half in images.split(60):
+        serial.update(half)
+        parallel.update(half)
+    for ours, theirs in zip(parallel.pixel_covariance(), serial.pixel_covariance()):
+        np.testing.assert_array_equal(ours, theirs)

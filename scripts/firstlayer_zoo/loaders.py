@@ -35,20 +35,25 @@ class PreprocessedImages(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, position: int) -> np.ndarray:
-        return self.preprocessing.apply(self.source.load(self.root, int(self.indices[position])))
+    def __getitem__(self, position: int) -> torch.Tensor:
+        # A tensor, so that DataLoader workers hand it over in shared memory rather than through a pipe.
+        return torch.from_numpy(self.preprocessing.apply(self.source.load(self.root, int(self.indices[position]))))
 
 
 def same_size_batches(images, max_batch: int = 256) -> Iterator[np.ndarray]:
-    """Stack consecutive images of equal shape, so whole batches go through one GEMM."""
-    batch: list[np.ndarray] = []
+    """Stack consecutive images (arrays or tensors) of equal shape, so whole batches go through one GEMM."""
+    batch: list = []
     for image in images:
         if batch and (image.shape != batch[0].shape or len(batch) == max_batch):
-            yield np.stack(batch)
+            yield _stack(batch)
             batch = []
         batch.append(image)
     if batch:
-        yield np.stack(batch)
+        yield _stack(batch)
+
+
+def _stack(images: list):
+    return torch.stack(images) if isinstance(images[0], torch.Tensor) else np.stack(images)
 
 
 def _as_list(batch: list) -> list:
@@ -56,14 +61,13 @@ def _as_list(batch: list) -> list:
 
 
 def cpu_batches(source, root: Path | None, preprocessing: Preprocessing, workers: int = 0,
-                batch_size: int = 64) -> Iterator[torch.Tensor]:
+                batch_size: int = 256) -> Iterator[torch.Tensor]:
     """Preprocessed images in the source's order, decoded by `workers` processes (0: in this one)."""
     loader = DataLoader(PreprocessedImages(source, root, preprocessing), batch_size=batch_size,
                         num_workers=workers, collate_fn=_as_list, persistent_workers=False,
                         prefetch_factor=4 if workers else None)
     for images in loader:
-        for batch in same_size_batches(images, max_batch=batch_size):
-            yield torch.from_numpy(batch)
+        yield from same_size_batches(images, max_batch=batch_size)
 
 
 def gpu_resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:

@@ -21,6 +21,7 @@ rounding in the whole computation is the final conversion to float64.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -92,10 +93,16 @@ def row_bands(images: torch.Tensor, kernel_size: int, band_rows: int) -> Iterato
 class PatchMoments:
     """Streaming exact first and second moments of uint8 image patches."""
 
-    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu"):
+    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu", threads: int = 1):
+        """threads > 1 (CPU): batches run concurrently in that many Python threads.
+
+        Each torch op then works on one batch; set torch.set_num_threads(1) so that
+        they do not also split it, since many small ops parallelise poorly within.
+        """
         self.kernel_size = kernel_size
         self.in_chans = in_chans
         self.device = torch.device(device)
+        self._pool = ThreadPoolExecutor(threads) if self.device.type == "cpu" and threads > 1 else None
         p = patch_dimension(kernel_size, in_chans)
         self.n_patches = 0
         self.n_images = 0
@@ -118,19 +125,25 @@ class PatchMoments:
         on_cpu = self.device.type == "cpu"
         dtype = torch.float32 if on_cpu and out_width <= EXACT_FLOAT32_PATCHES else torch.float64
         band_rows = max(1, (EXACT_FLOAT32_PATCHES if on_cpu else GPU_BAND_PATCHES) // out_width)
+        batches = []
         for bands in row_bands(images.to(self.device, non_blocking=True), k, band_rows):
             per_item = (bands.shape[2] - k + 1) * out_width
             step = max(1, COLUMN_BYTES[self.device.type if on_cpu else "cuda"]
                        // (patch_dimension(k, self.in_chans) * per_item * dtype.itemsize))
-            for batch in bands.split(step):
-                self._accumulate(batch, dtype)
+            batches += bands.split(step)
+        moments = (self._pool.map(self._moments, batches, [dtype] * len(batches)) if self._pool
+                   else (self._moments(batch, dtype) for batch in batches))
+        for sums, outer in moments:
+            self._sum += sums
+            self._outer += outer
         self.n_images += images.shape[0]
         self.n_patches += images.shape[0] * (height - k + 1) * out_width
 
-    def _accumulate(self, batch: torch.Tensor, dtype: torch.dtype) -> None:
+    def _moments(self, batch: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact float64 sums of one batch's patches and of their outer products."""
         columns = patch_columns(batch, self.kernel_size, dtype)
-        self._sum += columns.sum((0, 2), dtype=torch.float64)
-        self._outer += torch.bmm(columns, columns.transpose(1, 2)).sum(0, dtype=torch.float64)
+        return (columns.sum((0, 2), dtype=torch.float64),
+                torch.bmm(columns, columns.transpose(1, 2)).sum(0, dtype=torch.float64))
 
     def pixel_covariance(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of raw 0..255 patch values, from exact integer sums."""
@@ -170,9 +183,9 @@ def default_device() -> str:
 
 def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
                        device: str | None = None, total: int | None = None, progress: bool = True,
-                       meta: dict | None = None) -> PatchBasis:
+                       meta: dict | None = None, threads: int = 1) -> PatchBasis:
     """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches."""
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device())
+    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device(), threads=threads)
     with tqdm(total=total, desc=f"patch statistics k={kernel_size}", unit="img",
               disable=not progress, mininterval=2) as bar:
         for batch in batches:
@@ -194,7 +207,7 @@ def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, ke
 
 def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
                  device: str | None = None, decode: str = "cpu", workers: int = 0,
-                 progress: bool = True, meta: dict | None = None) -> PatchBasis:
+                 progress: bool = True, meta: dict | None = None, threads: int = 1) -> PatchBasis:
     """Exact patch basis of a dataset source's selected images.
 
     decode="cpu" loads and preprocesses with PIL in `workers` DataLoader
@@ -212,4 +225,4 @@ def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel
         batches = cpu_batches(source, root, preprocessing, workers=workers)
     meta = {**(meta or {}), "subsample": source.subsample, "decode": decode}
     return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
-                              progress=progress, meta=meta)
+                              progress=progress, meta=meta, threads=threads)
