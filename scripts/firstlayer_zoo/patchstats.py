@@ -71,6 +71,21 @@ def patch_columns(images: torch.Tensor, kernel_size: int, dtype: torch.dtype) ->
     return columns.view(n, c * k * k, out_height * out_width)
 
 
+def window_sums(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Sum of v - 128 over all patches, per patch coordinate (c, dy, dx), in float64.
+
+    Coordinate (c, dy, dx) of every patch together covers one window of the
+    pixel-wise sum over the batch, so this reads the images once instead of
+    the k*k times larger patch columns.
+    """
+    n, c, height, width = images.shape
+    k = kernel_size
+    total = (images.sum(0, dtype=torch.int64) - PIXEL_OFFSET * n).to(torch.float64)
+    windows = [total[:, dy:dy + height - k + 1, dx:dx + width - k + 1].sum((1, 2))
+               for dy in range(k) for dx in range(k)]
+    return torch.stack(windows, 1).reshape(-1)
+
+
 def row_bands(images: torch.Tensor, kernel_size: int, band_rows: int) -> Iterator[torch.Tensor]:
     """Cut (N, c, H, W) images into horizontal bands holding `band_rows` rows of patches each.
 
@@ -142,7 +157,7 @@ class PatchMoments:
     def _moments(self, batch: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact float64 sums of one batch's patches and of their outer products."""
         columns = patch_columns(batch, self.kernel_size, dtype)
-        return (columns.sum((0, 2), dtype=torch.float64),
+        return (window_sums(batch, self.kernel_size),
                 torch.bmm(columns, columns.transpose(1, 2)).sum(0, dtype=torch.float64))
 
     def pixel_covariance(self) -> tuple[np.ndarray, np.ndarray]:
