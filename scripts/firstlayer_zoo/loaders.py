@@ -11,6 +11,9 @@ Two ways in:
 
 from __future__ import annotations
 
+import warnings
+from collections import deque
+from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -93,14 +96,23 @@ def gpu_batches(paths: list[Path], preprocessing: Preprocessing, batch_size: int
     non_jpeg = [p for p in paths if Path(p).suffix.lower() not in JPEG_SUFFIXES]
     if non_jpeg:
         raise ValueError(f"GPU decoding reads JPEG files only; {non_jpeg[0]} is not one: set analysis.decode: cpu")
+    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec, once per call; say it once.
+    warnings.filterwarnings("once", category=DeprecationWarning, module="torchvision.io.image")
     mode = ImageReadMode.GRAY if preprocessing.in_chans == 1 else ImageReadMode.RGB
-    chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+    chunks = iter([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)])
     with ThreadPoolExecutor(readers) as pool:
-        pending = pool.map(lambda chunk: [read_file(str(p)) for p in chunk], chunks)
-        for encoded in pending:
+        # At most `readers` chunks of encoded bytes are held ahead of the decoder: bounded memory.
+        pending = deque(pool.submit(_read_all, chunk, read_file) for chunk in islice(chunks, readers))
+        while pending:
+            encoded = pending.popleft().result()
+            pending.extend(pool.submit(_read_all, chunk, read_file) for chunk in islice(chunks, 1))
             decoded = decode_jpeg(encoded, mode=mode, device=device)
             images = [gpu_resize_and_crop(image, preprocessing) for image in decoded]
-            yield from (torch.stack(list(group)) for group in _equal_shape_runs(images))
+            yield from (torch.stack(group) for group in _equal_shape_runs(images))
+
+
+def _read_all(paths: list[Path], read_file) -> list[torch.Tensor]:
+    return [read_file(str(path)) for path in paths]
 
 
 def _equal_shape_runs(images: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
