@@ -47,13 +47,6 @@ def patch_dimension(kernel_size: int, in_chans: int) -> int:
     return in_chans * kernel_size * kernel_size
 
 
-def extract_patches(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """All stride-1 patches of (N, c, H, W) images as rows in conv-weight order (c, kh, kw)."""
-    n, c, _, _ = images.shape
-    windows = images.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
-    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel_size * kernel_size)
-
-
 def patch_columns(images: torch.Tensor, kernel_size: int, dtype: torch.dtype) -> torch.Tensor:
     """(N, c, H, W) uint8 -> (N, c*k*k, H'*W'): each image's patches of v - 128 as columns.
 
