@@ -5,22 +5,28 @@ from pathlib import Path
 import torch
 
 from firstlayer_zoo.datasets import dataset_source
-from firstlayer_zoo.patchstats import dataset_basis
+from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.rule_io import logged
 
 with logged(snakemake):
-    torch.set_num_threads(snakemake.threads)
+    # Parallel over batches (PatchMoments threads), not within each small op.
+    torch.set_num_threads(1)
     wildcards = snakemake.wildcards
     preprocessing = Preprocessing.from_dict(snakemake.params.preprocessing)
     if preprocessing.in_chans != int(wildcards.c):
         raise ValueError(f"preprocessing {wildcards.prep} has {preprocessing.in_chans} channels, not {wildcards.c}")
     source = dataset_source(wildcards.dataset, snakemake.params.options)
-    basis = dataset_basis(
-        source.images(Path(snakemake.params.root)),
+    basis = source_basis(
+        source,
+        Path(snakemake.params.root),
         preprocessing,
         int(wildcards.k),
         device=snakemake.params.device,
+        decode=snakemake.params.decode,
+        # Decoding workers feed the GEMM threads; on a GPU the threads matter little.
+        workers=snakemake.threads - 1,
+        threads=snakemake.threads,
         meta={"dataset": wildcards.dataset},
     )
     basis.save(snakemake.output[0])

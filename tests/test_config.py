@@ -16,6 +16,8 @@ from workflow_helpers import snakemake, write_config
          "labels"),
         ({"datasets": {"photos": {"source": "skimage", "imagez": ["astronaut"]}}}, "imagez"),
         ({"analysis": {"device": "tpu"}}, "device"),
+        ({"datasets": {"photos": {"source": "cifar10", "splitt": "test"}}}, "splitt"),
+        ({"datasets": {"photos": {"source": "skimage", "subsample": {"count": 0}}}}, "count"),
         ({"zoos": {"z": {"source": "nowhere", "dataset": "photos"}}}, "nowhere"),
     ],
 )

@@ -3,16 +3,24 @@
 A source prepares its files under a root folder (downloading and verifying
 where it has to) and then yields uint8 images. The workflow records what it
 prepared in a manifest so that statistics rerun only when the data changes.
+Any source can be cut to a seeded random sample of its images
+(`subsample: {count, seed}`); the sample is recorded in the manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
 
 import numpy as np
+from PIL import Image
+
+from .atomic import write_text
 
 DATASET_SOURCES: dict[str, type["DatasetSource"]] = {}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def register(cls: type["DatasetSource"]) -> type["DatasetSource"]:
@@ -21,19 +29,71 @@ def register(cls: type["DatasetSource"]) -> type["DatasetSource"]:
 
 
 class DatasetSource:
+    """Prepare files under a root, then serve images by index in a fixed order.
+
+    Subclasses implement `prepare_files`, `count` and `load`; the base class
+    adds subsampling, the manifest, and iteration.
+    """
+
     source: ClassVar[str]
 
     def __init__(self, name: str, options: dict):
         self.name = name
         self.options = options
 
+    def prepare_files(self, root: Path) -> dict:
+        """Make the data available under root; return what describes it (for the manifest)."""
+        raise NotImplementedError
+
+    def count(self, root: Path) -> int:
+        """Images the source holds, before subsampling."""
+        raise NotImplementedError
+
+    def load(self, root: Path, index: int) -> np.ndarray:
+        """Image `index` as uint8 (H, W, C) or (H, W)."""
+        raise NotImplementedError
+
+    def path_of(self, root: Path, index: int) -> Path:
+        """The file image `index` is read from, for sources that read files (GPU decoding needs it)."""
+        raise ValueError(f"dataset {self.name!r}: source {self.source!r} has no image files to decode on the GPU; "
+                         f"set analysis.decode: cpu")
+
+    @property
+    def subsample(self) -> dict | None:
+        return self.options.get("subsample")
+
+    def indices(self, root: Path) -> np.ndarray:
+        """The images used, in ascending order: all, or a seeded sample without replacement."""
+        available = self.count(root)
+        if not self.subsample:
+            return np.arange(available)
+        wanted = self.subsample["count"]
+        if wanted > available:
+            raise ValueError(
+                f"dataset {self.name!r}: subsample.count is {wanted} but the source holds only "
+                f"{available} images; lower datasets.{self.name}.subsample.count"
+            )
+        rng = np.random.default_rng(self.subsample.get("seed", 0))
+        return np.sort(rng.choice(available, size=wanted, replace=False))
+
     def prepare(self, root: Path) -> dict:
         """Make the data available under root; return a manifest describing it."""
-        raise NotImplementedError
+        root = None if root is None else Path(root)
+        description = self.prepare_files(root)
+        chosen = self.indices(root)
+        return {
+            **description,
+            "source": self.source,
+            "n_available": self.count(root),
+            "n_images": len(chosen),
+            "subsample": self.subsample,
+            "indices_sha1": hashlib.sha1(np.ascontiguousarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
+        }
 
     def images(self, root: Path) -> Iterator[np.ndarray]:
         """uint8 images as (H, W, C) or (H, W) arrays, in a fixed order."""
-        raise NotImplementedError
+        for index in self.indices(root):
+            yield self.load(root, int(index))
 
 
 def dataset_source(name: str, options: dict) -> DatasetSource:
@@ -45,6 +105,13 @@ def dataset_source(name: str, options: dict) -> DatasetSource:
             f"choose one of {sorted(DATASET_SOURCES)}"
         ) from None
     return cls(name, options)
+
+
+def prepare_dataset(name: str, options: dict, root: str | Path, manifest: str | Path) -> dict:
+    """Prepare a dataset and write its manifest atomically: no manifest unless preparation succeeded."""
+    description = dataset_source(name, options).prepare(Path(root))
+    write_text(manifest, json.dumps(description, indent=1, sort_keys=True))
+    return description
 
 
 def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
@@ -78,13 +145,61 @@ class EmbeddedPhotos(DatasetSource):
     def image_names(self) -> list[str]:
         return list(self.options.get("images") or self.DEFAULT_IMAGES)
 
-    def prepare(self, root: Path) -> dict:
+    def prepare_files(self, root: Path) -> dict:
         entries = []
         for name in self.image_names:
             image = _skimage_loader(name)()
             entries.append({"name": name, "shape": list(image.shape)})
-        return {"source": self.source, "images": entries, "n_images": len(entries)}
+        return {"images": entries}
 
-    def images(self, root: Path) -> Iterator[np.ndarray]:
-        for name in self.image_names:
-            yield _skimage_loader(name)()
+    def count(self, root: Path) -> int:
+        return len(self.image_names)
+
+    def load(self, root: Path, index: int) -> np.ndarray:
+        return _skimage_loader(self.image_names[index])()
+
+
+@register
+class ImageFolder(DatasetSource):
+    """Every JPEG/PNG under a folder, recursively, in sorted path order (ImageNet train/val or any folder)."""
+
+    source = "folder"
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.options["path"]).expanduser()
+
+    def files(self) -> list[Path]:
+        if not hasattr(self, "_files"):
+            if not self.folder.is_dir():
+                raise FileNotFoundError(
+                    f"dataset {self.name!r}: folder {self.folder} does not exist; "
+                    f"set datasets.{self.name}.path to a folder of images"
+                )
+            extensions = tuple(e.lower() for e in self.options.get("extensions") or IMAGE_EXTENSIONS)
+            found = sorted(path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*")
+                           if path.suffix.lower() in extensions and path.is_file())
+            if not found:
+                raise FileNotFoundError(
+                    f"dataset {self.name!r}: no {'/'.join(extensions)} files under {self.folder}"
+                )
+            self._files = [self.folder / name for name in found]
+        return self._files
+
+    def prepare_files(self, root: Path) -> dict:
+        listing = "\n".join(f"{p.relative_to(self.folder).as_posix()}\t{p.stat().st_size}" for p in self.files())
+        return {"path": str(self.folder), "files_sha1": hashlib.sha1(listing.encode()).hexdigest()}
+
+    def count(self, root: Path) -> int:
+        return len(self.files())
+
+    def path_of(self, root: Path, index: int) -> Path:
+        return self.files()[index]
+
+    def load(self, root: Path, index: int) -> np.ndarray:
+        with Image.open(self.path_of(root, index)) as image:
+            return np.asarray(image.convert("RGB"))
+
+
+# Registers the torchvision-backed sources; imported last because it subclasses DatasetSource.
+from .torchvision_sources import TorchvisionSource  # noqa: E402,F401

@@ -2,18 +2,27 @@
 
 Images reach the engine as uint8 (after the geometric part of preprocessing),
 so every patch coordinate is v_j in 0..255 and the normalised value is the
-affine x_j = a_j v_j + b_j. The engine accumulates the integer sums of v and of
-v v^T *exactly* and applies the affine map once at the end:
-- on the CPU, float32 GEMMs over chunks of 1,024 patches of v - 128 are exact
-  (each product is at most 2^14, each chunk sum at most 2^24) and are summed in
-  float64, which stays exact below 2^53;
-- on a GPU, the GEMM runs in float64, exact for the same reason.
+affine x_j = a_j v_j + b_j. The engine accumulates the integer sums of v - 128
+and of (v - 128)(v - 128)^T *exactly* and applies the affine map once at the end.
+
+The dataset's patch matrix is never formed. Patches are built a few images
+(or row bands of images) at a time, by k*k slice copies into the (N, p, L)
+layout a batched GEMM reads directly, which streams memory far better than
+unfold's gather; each batch's Gram matrix is added to the running sums, so
+memory stays bounded whatever the number of images.
+- On the CPU, images are cut into row bands of at most 1,024 patches and the
+  GEMMs run in float32, exact (each product is at most 2^14, each per-band
+  sum at most 2^24); the per-band sums are added in float64, exact below 2^53.
+- On a GPU (and for images wider than 1,024 patches) they run in float64,
+  exact for the same reason up to 2^39 patches per band.
 The covariance n*S2 - S1 S1^T is then formed in Python integers, so the only
 rounding in the whole computation is the final conversion to float64.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -21,39 +30,95 @@ import torch
 from tqdm import tqdm
 
 from .basis import PatchBasis, affine_normalisation, eigendecomposition
+from .loaders import cpu_batches, gpu_batches, same_size_batches
+from .preprocessing import Preprocessing
 
-EXACT_FLOAT32_CHUNK = 1024
+EXACT_FLOAT32_PATCHES = 1024
+# Patches per batched-GEMM item on a GPU: images are cut into row bands of about
+# this many patches so that the GEMM batch is wide enough to fill the device.
+GPU_BAND_PATCHES = 8192
 PIXEL_OFFSET = 128
-# Patches formed at once; bounds memory at about 300 MB of float32 at p=147.
-PATCHES_PER_STEP = 1 << 19
+# Bytes of patch columns formed at once: small enough to stay in cache on a CPU,
+# large enough to keep a GPU busy. Memory stays bounded whatever the dataset size.
+COLUMN_BYTES = {"cpu": 4 << 20, "cuda": 1 << 30}
 
 
 def patch_dimension(kernel_size: int, in_chans: int) -> int:
     return in_chans * kernel_size * kernel_size
 
 
-def extract_patches(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """All stride-1 patches of (N, c, H, W) images as rows in conv-weight order (c, kh, kw)."""
-    n, c, _, _ = images.shape
-    windows = images.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
-    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel_size * kernel_size)
+def patch_columns(images: torch.Tensor, kernel_size: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, c, H, W) uint8 -> (N, c*k*k, H'*W'): each image's patches of v - 128 as columns.
+
+    Built by k*k slice copies of whole images, which streams memory far better
+    than unfold's gather: the layout is the one a batched GEMM reads directly.
+    """
+    n, c, height, width = images.shape
+    k = kernel_size
+    out_height, out_width = height - k + 1, width - k + 1
+    centred = images.to(dtype) - PIXEL_OFFSET
+    columns = torch.empty(n, c, k, k, out_height, out_width, dtype=dtype, device=images.device)
+    for dy in range(k):
+        for dx in range(k):
+            columns[:, :, dy, dx] = centred[:, :, dy:dy + out_height, dx:dx + out_width]
+    return columns.view(n, c * k * k, out_height * out_width)
+
+
+def window_sums(images: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Sum of v - 128 over all patches, per patch coordinate (c, dy, dx), in float64.
+
+    Coordinate (c, dy, dx) of every patch together covers one window of the
+    pixel-wise sum over the batch, so this reads the images once instead of
+    the k*k times larger patch columns.
+    """
+    n, c, height, width = images.shape
+    k = kernel_size
+    total = (images.sum(0, dtype=torch.int64) - PIXEL_OFFSET * n).to(torch.float64)
+    windows = [total[:, dy:dy + height - k + 1, dx:dx + width - k + 1].sum((1, 2))
+               for dy in range(k) for dx in range(k)]
+    return torch.stack(windows, 1).reshape(-1)
+
+
+def row_bands(images: torch.Tensor, kernel_size: int, band_rows: int) -> Iterator[torch.Tensor]:
+    """Cut (N, c, H, W) images into horizontal bands holding `band_rows` rows of patches each.
+
+    Bands overlap by k-1 pixel rows, so every patch lies in exactly one band;
+    full bands come stacked along the batch dimension, then the remainder.
+    """
+    n, c, height, width = images.shape
+    out_height = height - kernel_size + 1
+    if out_height <= band_rows:
+        yield images
+        return
+    full = out_height // band_rows
+    span = band_rows + kernel_size - 1
+    stacked = images[:, :, :full * band_rows + kernel_size - 1].unfold(2, span, band_rows)
+    yield stacked.permute(0, 2, 1, 4, 3).reshape(n * full, c, span, width)
+    if out_height > full * band_rows:
+        yield images[:, :, full * band_rows:]
 
 
 class PatchMoments:
     """Streaming exact first and second moments of uint8 image patches."""
 
-    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu"):
+    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu", threads: int = 1):
+        """threads > 1 (CPU): batches run concurrently in that many Python threads.
+
+        Each torch op then works on one batch; set torch.set_num_threads(1) so that
+        they do not also split it, since many small ops parallelise poorly within.
+        """
         self.kernel_size = kernel_size
         self.in_chans = in_chans
         self.device = torch.device(device)
+        self._pool = ThreadPoolExecutor(threads) if self.device.type == "cpu" and threads > 1 else None
         p = patch_dimension(kernel_size, in_chans)
         self.n_patches = 0
         self.n_images = 0
-        self._sum = torch.zeros(p, dtype=torch.int64, device=self.device)
+        self._sum = torch.zeros(p, dtype=torch.float64, device=self.device)
         self._outer = torch.zeros(p, p, dtype=torch.float64, device=self.device)
 
     def update(self, images: torch.Tensor) -> None:
-        """Add a batch of same-sized uint8 images of shape (N, c, H, W)."""
+        """Add a batch of same-sized uint8 images of shape (N, c, H, W), on any device."""
         if images.dtype != torch.uint8:
             raise TypeError(f"patch statistics take uint8 images, got {images.dtype}")
         if images.ndim != 4 or images.shape[1] != self.in_chans:
@@ -64,35 +129,36 @@ class PatchMoments:
         k = self.kernel_size
         if height < k or width < k:
             raise ValueError(f"image of {height}x{width} pixels is smaller than a {k}x{k} patch")
-        per_image = (height - k + 1) * (width - k + 1)
-        step = max(1, PATCHES_PER_STEP // per_image)
-        for batch in images.split(step):
-            self._accumulate(batch.to(self.device, non_blocking=True))
+        out_width = width - k + 1
+        on_cpu = self.device.type == "cpu"
+        dtype = torch.float32 if on_cpu and out_width <= EXACT_FLOAT32_PATCHES else torch.float64
+        band_rows = max(1, (EXACT_FLOAT32_PATCHES if on_cpu else GPU_BAND_PATCHES) // out_width)
+        batches = []
+        for bands in row_bands(images.to(self.device, non_blocking=True), k, band_rows):
+            per_item = (bands.shape[2] - k + 1) * out_width
+            step = max(1, COLUMN_BYTES[self.device.type if on_cpu else "cuda"]
+                       // (patch_dimension(k, self.in_chans) * per_item * dtype.itemsize))
+            batches += bands.split(step)
+        moments = (self._pool.map(self._moments, batches, [dtype] * len(batches)) if self._pool
+                   else (self._moments(batch, dtype) for batch in batches))
+        for sums, outer in moments:
+            self._sum += sums
+            self._outer += outer
         self.n_images += images.shape[0]
+        self.n_patches += images.shape[0] * (height - k + 1) * out_width
 
-    def _accumulate(self, batch: torch.Tensor) -> None:
-        exact_dtype = torch.float32 if self.device.type == "cpu" else torch.float64
-        centred = batch.to(exact_dtype) - PIXEL_OFFSET
-        patches = extract_patches(centred, self.kernel_size)
-        self.n_patches += patches.shape[0]
-        self._sum += patches.sum(0, dtype=torch.float64).round().to(torch.int64)
-        if exact_dtype == torch.float64:
-            self._outer += patches.T @ patches
-            return
-        whole = patches.shape[0] // EXACT_FLOAT32_CHUNK * EXACT_FLOAT32_CHUNK
-        if whole:
-            chunks = patches[:whole].reshape(-1, EXACT_FLOAT32_CHUNK, patches.shape[1])
-            self._outer += torch.bmm(chunks.transpose(1, 2), chunks).sum(0, dtype=torch.float64)
-        rest = patches[whole:]
-        if rest.shape[0]:
-            self._outer += (rest.T @ rest).to(torch.float64)
+    def _moments(self, batch: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact float64 sums of one batch's patches and of their outer products."""
+        columns = patch_columns(batch, self.kernel_size, dtype)
+        return (window_sums(batch, self.kernel_size),
+                torch.bmm(columns, columns.transpose(1, 2)).sum(0, dtype=torch.float64))
 
     def pixel_covariance(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance of raw 0..255 patch values, from exact integer sums."""
         if self.n_patches == 0:
             raise ValueError("no patches were accumulated")
         n = self.n_patches
-        sums = [int(v) for v in self._sum.cpu().numpy()]
+        sums = [int(v) for v in self._sum.cpu().numpy().astype(np.int64)]
         outer = self._outer.cpu().numpy().astype(np.int64).astype(object)
         centred_outer = outer * n - np.outer(np.array(sums, dtype=object), np.array(sums, dtype=object))
         covariance = (centred_outer.astype(np.float64)) / float(n) / float(n)
@@ -123,28 +189,48 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def same_size_batches(images: Iterable[np.ndarray], max_batch: int = 256) -> Iterator[np.ndarray]:
-    """Stack consecutive images of equal shape, so whole batches go through one GEMM."""
-    batch: list[np.ndarray] = []
-    for image in images:
-        if batch and (image.shape != batch[0].shape or len(batch) == max_batch):
-            yield np.stack(batch)
-            batch = []
-        batch.append(image)
-    if batch:
-        yield np.stack(batch)
-
-
-def dataset_basis(images: Iterable[np.ndarray], preprocessing, kernel_size: int,
-                  device: str | None = None, total: int | None = None,
-                  progress: bool = True, meta: dict | None = None) -> PatchBasis:
-    """Exact patch basis of a stream of raw uint8 images under one preprocessing."""
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device())
-    prepared = (preprocessing.apply(image) for image in
-                tqdm(images, total=total, desc=f"patch statistics k={kernel_size}",
-                     unit="img", disable=not progress, mininterval=2))
-    for batch in same_size_batches(prepared):
-        moments.update(torch.from_numpy(batch))
+def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
+                       device: str | None = None, total: int | None = None, progress: bool = True,
+                       meta: dict | None = None, threads: int = 1) -> PatchBasis:
+    """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches."""
+    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device(), threads=threads)
+    with tqdm(total=total, desc=f"patch statistics k={kernel_size}", unit="img",
+              disable=not progress, mininterval=2) as bar:
+        for batch in batches:
+            moments.update(batch)
+            bar.update(batch.shape[0])
     return basis_from_moments(moments, preprocessing.mean, preprocessing.std,
                               meta={**(meta or {}), "device": str(moments.device),
                                     "preprocessing": preprocessing.to_dict()})
+
+
+def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, kernel_size: int,
+                  device: str | None = None, total: int | None = None,
+                  progress: bool = True, meta: dict | None = None) -> PatchBasis:
+    """Exact patch basis of a stream of raw uint8 images under one preprocessing."""
+    prepared = same_size_batches(preprocessing.apply(image) for image in images)
+    return basis_from_batches((torch.from_numpy(batch) for batch in prepared), preprocessing, kernel_size,
+                              device=device, total=total, progress=progress, meta=meta)
+
+
+def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
+                 device: str | None = None, decode: str = "cpu", workers: int = 0,
+                 progress: bool = True, meta: dict | None = None, threads: int = 1) -> PatchBasis:
+    """Exact patch basis of a dataset source's selected images.
+
+    decode="cpu" loads and preprocesses with PIL in `workers` DataLoader
+    processes (timm's exact pixels); decode="gpu" decodes the source's JPEG
+    files on the GPU (see loaders.gpu_batches).
+    """
+    device = device or default_device()
+    indices = source.indices(root)
+    if decode == "gpu":
+        if not device.startswith("cuda"):
+            raise ValueError("analysis.decode: gpu needs analysis.device cuda (or auto on a machine with a GPU)")
+        paths = [source.path_of(root, int(index)) for index in indices]
+        batches = gpu_batches(paths, preprocessing, device=device)
+    else:
+        batches = cpu_batches(source, root, preprocessing, workers=workers)
+    meta = {**(meta or {}), "subsample": source.subsample, "decode": decode}
+    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
+                              progress=progress, meta=meta, threads=threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -11,6 +12,8 @@ from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# timm's eval crop fraction when a pretrained_cfg names none.
+TIMM_DEFAULT_CROP_PCT = 0.875
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -23,9 +26,10 @@ INTERPOLATIONS = {
 class Preprocessing:
     """Resize the shorter side, centre-crop, scale to [0, 1], normalise per channel.
 
-    The geometric part (resize, crop) runs on uint8 images as PIL does in
-    torchvision's and timm's eval transforms; the affine part is applied to
-    the patch statistics analytically.
+    The geometric part (resize, crop) runs on uint8 images and gives the same
+    pixels as timm's eval transform (torchvision's Resize of the shorter side
+    on a PIL image, then CenterCrop); the affine part is applied to the patch
+    statistics analytically.
     """
 
     resize: int | None = None
@@ -68,23 +72,52 @@ class Preprocessing:
         size = f"r{self.resize or 0}c{self.crop or 0}"
         return f"{size}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
+    @classmethod
+    def from_timm_cfg(cls, pretrained_cfg) -> "Preprocessing":
+        """timm's eval preprocessing: resize to floor(input_size / crop_pct), centre-crop input_size.
+
+        Takes a pretrained_cfg (dict or timm's PretrainedCfg) or the dict
+        `timm.data.resolve_data_config` returns. crop_mode squash resizes both
+        sides; crop_mode border is taken as a centre crop, and a non-square
+        input_size by its width (timm has a handful of each).
+        """
+        cfg = pretrained_cfg if isinstance(pretrained_cfg, dict) else pretrained_cfg.to_dict()
+        channels, _, size = cfg.get("input_size") or (3, 224, 224)
+        crop_pct = cfg.get("crop_pct") or TIMM_DEFAULT_CROP_PCT
+        mean, std = tuple(cfg.get("mean") or IMAGENET_MEAN), tuple(cfg.get("std") or IMAGENET_STD)
+        if len(mean) != channels and len(mean) == 1:
+            mean, std = mean * channels, std * channels
+        interpolation = cfg.get("interpolation") or "bilinear"
+        return cls(resize=math.floor(size / crop_pct), crop=size,
+                   interpolation=interpolation if interpolation in INTERPOLATIONS else "bilinear",
+                   mean=mean, std=std,
+                   resize_mode="squash" if cfg.get("crop_mode") == "squash" else "shorter")
+
     def apply(self, image: np.ndarray) -> np.ndarray:
         """uint8 (H, W, C) or (H, W) -> uint8 (in_chans, H', W') after resize and centre crop."""
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if self.resize or channels != self.in_chans:
+            image = self._resized(image)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if self.crop:
+            height, width = image.shape[:2]
+            if min(width, height) < self.crop:
+                raise ValueError(f"image of {width}x{height} is smaller than the {self.crop} crop")
+            # torchvision's CenterCrop offsets, rounding half to even as it does.
+            top, left = int(round((height - self.crop) / 2.0)), int(round((width - self.crop) / 2.0))
+            image = image[top:top + self.crop, left:left + self.crop]
+        return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        """Channel conversion and torchvision's Resize(int) of the shorter side, with PIL."""
         pil = Image.fromarray(image).convert("L" if self.in_chans == 1 else "RGB")
         if self.resize:
             width, height = pil.size
-            scale = self.resize / min(width, height)
-            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            short, long = min(width, height), max(width, height)
+            new_short, new_long = self.resize, int(self.resize * long / short)
+            size = (new_short, new_long) if width <= height else (new_long, new_short)
             if self.resize_mode == "squash":
                 size = (self.resize, self.resize)
             pil = pil.resize(size, INTERPOLATIONS[self.interpolation])
-        if self.crop:
-            width, height = pil.size
-            if min(width, height) < self.crop:
-                raise ValueError(f"image of {width}x{height} is smaller than the {self.crop} crop")
-            left, top = (width - self.crop) // 2, (height - self.crop) // 2
-            pil = pil.crop((left, top, left + self.crop, top + self.crop))
-        array = np.asarray(pil)
-        if array.ndim == 2:
-            array = array[:, :, None]
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
+        return np.asarray(pil)

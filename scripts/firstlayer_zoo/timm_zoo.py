@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .downloads import DownloadError, RangeNotSupported
-from .preprocessing import INTERPOLATIONS, Preprocessing
+from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .checkpoint_io import load_torch_state_dict
 from .remote_tensors import read_remote_safetensors
@@ -114,19 +114,15 @@ def stem_row(tag: str, cfg: dict, model, build_error: str | None) -> dict:
 
 
 def eval_preprocessing(row: dict) -> Preprocessing:
-    """timm's eval transform: shorter side (or, for crop_mode squash, both sides) to floor(size / crop_pct),
-    centre crop to size, normalise. crop_mode border (6 tags) is taken as centre."""
-    size = int(json.loads(row["input_size"])[-1])
-    crop_pct = float(row["crop_pct"]) if row.get("crop_pct") not in (None, "") else 0.875
-    interpolation = row.get("interpolation") or "bilinear"
-    return Preprocessing(
-        resize=math.floor(size / crop_pct),
-        crop=size,
-        interpolation=interpolation if interpolation in INTERPOLATIONS else "bilinear",
-        mean=tuple(json.loads(row["mean"])),
-        std=tuple(json.loads(row["std"])),
-        resize_mode="squash" if row.get("crop_mode") == "squash" else "shorter",
-    )
+    """timm's eval transform of a table row (see Preprocessing.from_timm_cfg)."""
+    return Preprocessing.from_timm_cfg({
+        "input_size": json.loads(row["input_size"]),
+        "crop_pct": float(row["crop_pct"]) if row.get("crop_pct") not in (None, "") else None,
+        "crop_mode": row.get("crop_mode"),
+        "interpolation": row.get("interpolation"),
+        "mean": json.loads(row["mean"]),
+        "std": json.loads(row["std"]),
+    })
 
 
 @lru_cache(maxsize=2)

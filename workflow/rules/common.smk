@@ -99,3 +99,7 @@ def study_outputs():
 def statistics_device():
     device = config["analysis"]["device"]
     return None if device == "auto" else device
+
+
+def statistics_gpus():
+    return 1 if config["analysis"]["device"] == "cuda" else 0

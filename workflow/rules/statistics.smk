@@ -10,12 +10,15 @@ rule patch_statistics:
         root=lambda wildcards: f"{OUT}/datasets/{wildcards.dataset}",
         preprocessing=basis_preprocessing,
         device=statistics_device(),
+        decode=config["analysis"]["decode"],
     conda:
         "../../envs/torch.yaml"
-    threads: 2
+    threads: config["analysis"]["statistics_threads"]
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=0,
+        # Schedulers place the job on a GPU only when the config asks for cuda
+        # (the SLURM executor turns gpu=1 into --gpus=1).
+        gpu=statistics_gpus(),
     script:
         "../../scripts/patch_statistics.py"
