@@ -85,3 +85,8 @@ def study_outputs():
 def statistics_device():
     device = config["analysis"]["device"]
     return None if device == "auto" else device
+
+
+def statistics_gpus():
+    """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
+    return 1 if config["analysis"]["device"] == "cuda" else 0

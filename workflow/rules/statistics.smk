@@ -16,6 +16,6 @@ rule patch_statistics:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=0,
+        gpu=statistics_gpus(),
     script:
         "../../scripts/patch_statistics.py"
