@@ -12,6 +12,8 @@ one stage at a time.
 from __future__ import annotations
 
 import argparse
+import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -47,22 +49,31 @@ def scale_config(seeds: int, steps: int, outdir: str) -> dict:
     }
 
 
+def report(label: str, wall: float, cpu: float) -> None:
+    print(f"{label:<46} {wall:7.2f} s wall {cpu:7.2f} s CPU", flush=True)
+
+
 def timed(label: str, action):
-    start = time.perf_counter()
+    """Run `action`, print its wall-clock and CPU time (CPU time is steadier on a shared machine)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     result = action()
-    print(f"{label:<44} {time.perf_counter() - start:8.2f} s", flush=True)
+    report(label, time.perf_counter() - wall, time.process_time() - cpu)
     return result
 
 
-def dry_run(workdir: Path, config_path: Path) -> float:
+def dry_run(workdir: Path, config_path: Path) -> None:
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory",
                str(workdir), "--configfile", str(config_path), "--cores", "2", "--dry-run", "--quiet", "rules"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"dry run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return elapsed
+    jobs = re.search(r"^total\s+(\d+)", result.stdout, re.M)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    report(f"snakemake --dry-run, fresh process ({jobs.group(1) if jobs else '?'} jobs)", wall, cpu)
 
 
 def synthetic_analyses(study: Study, profiles_dir: Path, seed: int = 0) -> list[Path]:
@@ -94,7 +105,7 @@ def aggregate(paths: list[Path], study: Study, out: Path) -> None:
         for name, frame in build_tables(analyses).items():
             write_table(frame, name, out / f"{name}.parquet")
 
-    total = time.perf_counter()
+    total, total_cpu = time.perf_counter(), time.process_time()
     timed("build_tables (load + build + write)", tables)
     checkpoints, profiles, fits, consistency = (read_table(out / f"{name}.parquet")
                                                 for name in ["checkpoints", "profiles", "fits", "consistency"])
@@ -107,7 +118,7 @@ def aggregate(paths: list[Path], study: Study, out: Path) -> None:
                                 plots.plot_fit_quality(checkpoints, fits, out / "fit_quality.png")))
     timed("plot_training_time", lambda: plots.plot_training_time(checkpoints, fits, out / "training_time.png"))
     timed("plot_whitening", lambda: plots.plot_whitening(checkpoints, fits, out / "whitening.png"))
-    print(f"{'aggregate step, total':<44} {time.perf_counter() - total:8.2f} s")
+    report("aggregate step, total", time.perf_counter() - total, time.process_time() - total_cpu)
 
 
 def main() -> None:
@@ -125,9 +136,10 @@ def main() -> None:
         # Study plans relative to the working directory, as under Snakemake.
         config["outdir"] = str(workdir / "results")
         validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-        study = timed("plan the study (Study(config))", lambda: Study(config))
+        study = timed("plan the study (first: stem geometry from timm)", lambda: Study(config))
         print(f"  {len(study.checkpoints)} checkpoints in {len(study.runs)} runs, {len(study.bases)} basis")
-        print(f"{'snakemake --dry-run (fresh process)':<44} {dry_run(workdir, config_path):8.2f} s", flush=True)
+        timed("plan the study again (geometry cached)", lambda: Study(config))
+        dry_run(workdir, config_path)
         paths = timed("write synthetic analyses (setup, not timed)",
                       lambda: synthetic_analyses(study, workdir / "results" / "profiles"))
         aggregate(paths, study, workdir / "results" / "aggregate")
