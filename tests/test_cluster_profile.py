@@ -79,3 +79,15 @@ def test_patch_statistics_asks_for_a_gpu_when_the_config_wants_cuda(dry_run_dir:
     result = snakemake(dry_run_dir, "--dry-run", "--cores", "2", config=config)
     job = (result.stdout + result.stderr).split("rule patch_statistics:")[1].split("\n\n")[0]
     assert re.search(r"resources: .*\bgpu=(\d+)", job).group(1) == gpus
+
+
+@pytest.mark.parametrize("components", [3, 50])
+def test_profile_groups_batch_the_per_checkpoint_jobs(dry_run_dir: Path, components):
+    """The profile's groups on the tiny study (8 checkpoints): ceil(8 / components) group jobs."""
+    groups = [f"{rule}={group}" for rule, group in PROFILE["groups"].items()]
+    group = next(iter(PROFILE["groups"].values()))
+    result = snakemake(dry_run_dir, "--dry-run", "--cores", "8", "--groups", *groups,
+                       "--group-components", f"{group}={components}")
+    output = result.stdout + result.stderr
+    assert output.count(f"Group job {group} ") == -(-8 // components)
+    assert output.count("rule extract_stem:") == output.count("rule profile_stem:") == 8
