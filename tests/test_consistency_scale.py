@@ -1,4 +1,4 @@
-"""The consistency heatmap at zoo scale: the matrix rebuilt from the pair table, one shared clustering."""
+"""Consistency at zoo scale (millions of pairs): the summary table, and the heatmap's matrix and clustering."""
 
 import numpy as np
 import pandas as pd
@@ -6,6 +6,7 @@ from scipy.cluster.hierarchy import fcluster
 
 from firstlayer_zoo.plots import consistency_linkage, consistency_square, plot_consistency
 from firstlayer_zoo.profiles import consistency_matrix
+from firstlayer_zoo.tables import SCHEMAS, TRAINED_VS_INIT, consistency_summary_table
 
 
 def pair_table(ids, matrix, rng):
@@ -60,3 +61,37 @@ def test_consistency_plot_draws_a_large_basis(tmp_path):
     path = tmp_path / "consistency.png"
     plot_consistency(checkpoints, pair_table(ids, consistency_matrix(profiles), rng), "photos", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def both_known_and_equal(x, y) -> bool:
+    return bool(pd.notna(x) and pd.notna(y) and x == y)
+
+
+def test_summary_relations_match_a_pair_by_pair_reading():
+    rng = np.random.default_rng(3)
+    count = 40
+    ids = [f"zoo/c{i}" for i in range(count)]
+    checkpoints = pd.DataFrame({
+        "checkpoint": ids, "basis": "photos",
+        "arch": rng.choice(["test_resnet", "resnet18"], count),
+        "labels": rng.choice(["true", "random", None], count),
+        "seed": pd.array(rng.choice([0, 1, 2, None], count), dtype="Int64"),
+        "step": pd.array(rng.choice([4, 8, None], count), dtype="Int64"),
+    })
+    pairs = pair_table(ids, consistency_matrix(rng.random((count, 27))), rng)
+    fits = pd.DataFrame({"checkpoint": ids, "r_init": rng.uniform(-1, 1, count)})
+    summary = consistency_summary_table(checkpoints, pairs, fits)
+    assert list(summary.columns) == SCHEMAS["consistency_summary"].names
+    summary = summary.set_index("relation")
+
+    row = checkpoints.set_index("checkpoint")
+    expected = {}
+    for a, b, r in pairs[["checkpoint_a", "checkpoint_b", "r"]].itertuples(index=False):
+        shared = [("same " if both_known_and_equal(row.at[a, g], row.at[b, g]) else "other ") + g
+                  for g in ["arch", "labels", "seed", "step"]]
+        expected.setdefault(", ".join(shared), []).append(r)
+    expected[TRAINED_VS_INIT] = list(fits["r_init"])
+    assert set(summary.index) == set(expected)
+    for relation, values in expected.items():
+        assert summary.at[relation, "n_pairs"] == len(values)
+        assert summary.at[relation, "median_r"] == np.median(values)
