@@ -72,7 +72,8 @@ class SlurmCluster:
 
     def jobs(self) -> list[dict]:
         """Every job squeue still knows (MinJobAge keeps finished ones), one dict of strings each."""
-        fields = {"id": "%i", "name": "%j", "state": "%T", "cpus": "%C", "partition": "%P", "comment": "%k"}
+        fields = {"id": "%i", "name": "%j", "state": "%T", "cpus": "%C", "memory": "%m", "time_limit": "%l",
+                  "partition": "%P", "comment": "%k"}
         out = self.command("squeue", "--noheader", "--states=all", "--format=" + "|".join(fields.values()))
         return [dict(zip(fields, line.split("|"))) for line in out.splitlines()]
 

@@ -19,7 +19,7 @@ PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text
 def rule_bodies() -> dict[str, str]:
     bodies = {}
     for smk in RULES:
-        for match in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
+        for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
             bodies[match.group(1)] = match.group(2)
     return bodies
 

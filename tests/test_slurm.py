@@ -72,9 +72,11 @@ def slurm_run(tmp_path_factory, slurm, slurm_plugin):
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         returncode = process.wait(timeout=900)
+    except subprocess.TimeoutExpired:
+        returncode = "still running after 900 s"
     finally:
         _stop(process)
-    assert returncode == 0, f"snakemake through SLURM failed:\n{log.read_text()[-6000:]}"
+    assert returncode == 0, f"snakemake through SLURM failed ({returncode}):\n{log.read_text()[-6000:]}"
     return workdir
 
 
@@ -101,8 +103,9 @@ def test_slurm_jobs_got_the_resources_their_rules_declare(slurm, slurm_run):
     by_rule = {}
     for job in jobs:
         by_rule.setdefault(job["comment"].split("_wildcards_")[0], []).append(job)
-    # patch_statistics declares 2 threads; each train_run its own job.
-    assert [job["cpus"] for job in by_rule["rule_patch_statistics"]] == ["2"]
+    # patch_statistics declares 2 threads, 8000 MB and 240 minutes; each train_run is a job of its own.
+    statistics = by_rule["rule_patch_statistics"]
+    assert [(job["cpus"], job["memory"], job["time_limit"]) for job in statistics] == [("2", "8000M", "4:00:00")]
     assert len(by_rule["rule_train_run"]) == 4
     assert all(job["partition"] == "debug" for job in jobs)
 
