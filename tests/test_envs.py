@@ -29,7 +29,7 @@ def rule_blocks():
     blocks = []
     for smk in RULES:
         text = smk.read_text()
-        for match in re.finditer(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+        for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
             body = match.group(2)
             conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", body)
             script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", body)
@@ -67,8 +67,10 @@ def module_imports(path: Path, seen: set) -> set:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
+            if node.level and node.module:
                 names = [f"{PACKAGE}.{node.module}"]
+            elif node.level:  # from . import module
+                names = [f"{PACKAGE}.{alias.name}" for alias in node.names]
             elif node.module:
                 names = [node.module]
         for name in names:

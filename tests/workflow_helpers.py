@@ -14,7 +14,7 @@ TINY_CONFIG = ROOT / "tests" / "tiny_config.yaml"
 
 
 def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 900,
-              check: bool = True) -> subprocess.CompletedProcess:
+              check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(ROOT / "Snakefile"),
@@ -22,7 +22,7 @@ def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: in
         "--configfile", str(config or TINY_CONFIG),
         *args,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")

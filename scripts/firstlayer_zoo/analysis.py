@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class CheckpointAnalysis:
     energy_init: np.ndarray | None
     fit: ProfileFit | None
     whitening: Whitening | None
+    stem_meta: dict = field(default_factory=dict)  # provenance of the stem (e.g. bytes_fetched, file_size)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +51,7 @@ class CheckpointAnalysis:
             "init_subtracted": self.init_subtracted,
             "fit": asdict(self.fit) if self.fit else None,
             "whitening": asdict(self.whitening) if self.whitening else None,
+            "stem_meta": self.stem_meta,
         }
         arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
         if self.energy_init is not None:
@@ -74,6 +76,7 @@ class CheckpointAnalysis:
                 energy_init=data["energy_init"] if "energy_init" in data else None,
                 fit=ProfileFit(**header["fit"]) if header["fit"] else None,
                 whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
+                stem_meta=header.get("stem_meta", {}),
             )
 
 
@@ -85,6 +88,7 @@ def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None
         stride=stem.stride if stem is not None else None,
         init_known=bool(stem is not None and stem.init is not None), init_subtracted=False,
         eigenvalues=empty, energy=empty, energy_init=None, fit=None, whitening=None,
+        stem_meta=stem.meta if stem is not None else {},
     )
 
 
@@ -120,4 +124,5 @@ def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis, subtract_i
         energy_init=energy_init,
         fit=fit_analytic_profile(energy, basis.eigenvalues),
         whitening=whitening_spreads(energy, basis.eigenvalues),
+        stem_meta=stem.meta,
     )

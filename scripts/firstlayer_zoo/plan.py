@@ -22,6 +22,9 @@ class Study:
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}
+        # Zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them).
+        self.dynamic_zoos: dict[str, object] = {}
+        self._indexed: dict[str, tuple[int, dict[str, CheckpointSpec]]] = {}
         for zoo_name, options in config["zoos"].items():
             if options["dataset"] not in self.datasets:
                 raise ValueError(
@@ -29,6 +32,8 @@ class Study:
                     f"choose one of {sorted(self.datasets)}"
                 )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
+            if getattr(source, "dynamic", False):
+                self.dynamic_zoos[zoo_name] = source
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
@@ -36,13 +41,24 @@ class Study:
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
         cache.save()
-        self.preprocessing = {spec.preprocessing.key: spec.preprocessing
-                              for spec in self.checkpoints.values()}
+        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
+        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
+        self._bases = sorted({spec.basis for spec in planned}, key=lambda key: key.slug)
+
+    def indexed_checkpoints(self, zoo: str) -> dict[str, CheckpointSpec]:
+        """A dynamic zoo's checkpoints by name, from the index its checkpoint rule wrote."""
+        # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
+        stamp = Path(self.dynamic_zoos[zoo].index_path).stat().st_mtime_ns
+        if self._indexed.get(zoo, (None,))[0] != stamp:
+            specs = {spec.name: spec for spec in self.dynamic_zoos[zoo].indexed_checkpoints()}
+            self._indexed[zoo] = (stamp, specs)
+        return self._indexed[zoo][1]
 
     def checkpoint(self, zoo: str, name: str) -> CheckpointSpec:
+        if zoo in self.dynamic_zoos:
+            return self.indexed_checkpoints(zoo)[name]
         return self.checkpoints[f"{zoo}/{name}"]
 
     @property
     def bases(self) -> list[BasisKey]:
-        return sorted({spec.basis for spec in self.checkpoints.values()},
-                      key=lambda key: key.slug)
+        return self._bases

@@ -33,6 +33,7 @@ class Preprocessing:
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    resize_mode: str = "shorter"  # or "squash": both sides to `resize`, aspect ratio not kept (timm crop_mode)
 
     def __post_init__(self) -> None:
         if self.interpolation not in INTERPOLATIONS:
@@ -41,6 +42,8 @@ class Preprocessing:
             )
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if self.resize_mode not in ("shorter", "squash"):
+            raise ValueError(f"resize_mode {self.resize_mode!r} is not one of ['shorter', 'squash']")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean {self.mean} and std {self.std} name different channel counts")
 
@@ -58,7 +61,10 @@ class Preprocessing:
     @property
     def key(self) -> str:
         """Short stable name used in paths: bases are shared by equal preprocessing."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        values = self.to_dict()
+        if values["resize_mode"] == "shorter":
+            del values["resize_mode"]  # keeps the keys of studies made before squash existed
+        text = json.dumps(values, sort_keys=True)
         size = f"r{self.resize or 0}c{self.crop or 0}"
         return f"{size}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
@@ -69,6 +75,8 @@ class Preprocessing:
             width, height = pil.size
             scale = self.resize / min(width, height)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            if self.resize_mode == "squash":
+                size = (self.resize, self.resize)
             pil = pil.resize(size, INTERPOLATIONS[self.interpolation])
         if self.crop:
             width, height = pil.size

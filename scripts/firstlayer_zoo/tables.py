@@ -37,6 +37,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("labels", pa.string()),
         ("run", pa.string()),
         ("status", pa.string()),
+        ("dataset_tag", pa.string()),
+        ("bytes_fetched", pa.int64()),
+        ("file_size", pa.int64()),
+        ("hyperparameters", pa.string()),
     ]),
     "profiles": pa.schema([
         ("checkpoint", pa.string()),
@@ -99,6 +103,10 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "labels": spec.labels,
             "run": spec.run,
             "status": analysis.status,
+            "dataset_tag": spec.extra.get("dataset_tag"),
+            "bytes_fetched": analysis.stem_meta.get("bytes_fetched"),
+            "file_size": analysis.stem_meta.get("file_size"),
+            "hyperparameters": spec.extra.get("hyperparameters"),
         })
     return _frame(rows, "checkpoints")
 
@@ -148,6 +156,8 @@ def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             by_basis.setdefault(basis, []).append(analysis)
     frames = []
     for basis, members in sorted(by_basis.items()):
+        if len(members) < 2:
+            continue  # a basis with one checkpoint has no pair
         ids = np.array([m.spec["zoo"] + "/" + m.spec["name"] for m in members])
         matrix = consistency_matrix(np.stack([m.energy for m in members]))
         upper_a, upper_b = np.triu_indices(len(members), k=1)

@@ -173,3 +173,7 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
         return ZOO_SOURCES[spec.source].load_stem(spec)
     except StemError as error:
         return Stem.skipped(str(error), spec.first_conv, meta={"uri": spec.uri})
+
+
+# Remote sources live in their own modules and register themselves on import.
+from . import archive_zoo, timm_zoo, torch_zoos  # noqa: E402,F401

@@ -1,6 +1,6 @@
 rule build_tables:
     input:
-        all_profiles(),
+        all_profiles,
     output:
         checkpoints=report(
             f"{OUT}/tables/checkpoints.parquet",

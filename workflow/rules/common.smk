@@ -52,6 +52,8 @@ def checkpoint_spec(wildcards):
 
 def checkpoint_files(wildcards):
     """The files a checkpoint's stem is read from, where the DAG makes them."""
+    if wildcards.zoo in STUDY.dynamic_zoos:
+        return [STUDY.dynamic_zoos[wildcards.zoo].index_path]
     spec = STUDY.checkpoint(wildcards.zoo, wildcards.name)
     if spec.run is not None:
         return [f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}"]
@@ -66,8 +68,17 @@ def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
 
 
-def all_profiles():
-    return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in STUDY.checkpoints.values()]
+def all_profiles(wildcards=None):
+    """Every checkpoint's profile; an archive zoo's are listed once its unpack checkpoint has run."""
+    specs = list(STUDY.checkpoints.values())
+    for zoo in STUDY.dynamic_zoos:
+        checkpoints.unpack_archive.get(zoo=zoo)
+        specs += STUDY.indexed_checkpoints(zoo).values()
+    return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in specs]
+
+
+def archive_options(wildcards):
+    return STUDY.dynamic_zoos[wildcards.zoo].options
 
 
 def consistency_plots():

@@ -1,0 +1,147 @@
+"""The `archive` source: a published population of trained models (e.g. Schürholt et al.'s Model Zoos).
+
+The archive is downloaded (checksum verified) and unpacked by a Snakemake
+checkpoint, which writes an index of its checkpoints with their metadata;
+the checkpoints are known only then. Stem geometry and preprocessing come
+from the config, so the patch bases are planned at start-up as for any zoo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from .atomic import write_text
+from .downloads import download
+from .preprocessing import Preprocessing
+from .records import CheckpointSpec
+from .remote_tensors import load_state_dict
+from .stems import Stem, StemError, read_safetensors_tensor, validate_conv_weight
+from .zoos import ZooSource, register
+
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+    """Nested hyper-parameters as one level of dotted keys."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+@register
+class ArchiveSource(ZooSource):
+    source = "archive"
+    dynamic = True  # checkpoints come from the index the unpack checkpoint writes
+
+    @property
+    def root(self) -> str:
+        return f"{self.outdir}/zoos/{self.name}/archive"
+
+    @property
+    def index_path(self) -> str:
+        return f"{self.outdir}/zoos/{self.name}/archive_index.json"
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.options["preprocessing"])
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        return []
+
+    def planned_spec(self, name: str = "", **fields) -> CheckpointSpec:
+        """A spec with the config's geometry; the index fills in name, path and metadata."""
+        return CheckpointSpec(
+            zoo=self.name, name=name, source=self.source, arch=self.options.get("arch", "archive"),
+            uri=fields.pop("uri", self.options["url"]), first_conv=self.options["first_conv"],
+            kernel_size=self.options["kernel_size"], in_chans=self.options["in_chans"],
+            dataset=self.options["dataset"], preprocessing=self.preprocessing, **fields)
+
+    def indexed_checkpoints(self) -> list[CheckpointSpec]:
+        """The checkpoints listed by the index (only once the unpack checkpoint has run)."""
+        entries = json.loads(Path(self.index_path).read_text())
+        return [self.planned_spec(**entry) for entry in entries]
+
+    def fetch_and_index(self, log=print) -> list[dict]:
+        """Download (verified), unpack into the archive folder, and return the index entries."""
+        options = self.options
+        archive_dir = Path(f"{self.outdir}/zoos/{self.name}/download")
+        filename = PurePosixPath(options["url"].split("?")[0]).name
+        result = download(options["url"], archive_dir / filename, sha256=options.get("sha256"),
+                          md5=options.get("md5"), log=log)
+        log(f"{options['url']}: {result.size} bytes, {result.bytes_fetched} fetched in {result.attempts} attempt(s)")
+        root = Path(self.root)
+        if root.exists():
+            shutil.rmtree(root)
+        staging = root.with_name(root.name + ".unpacking")
+        shutil.rmtree(staging, ignore_errors=True)
+        # tar members may point outside the folder; the "data" filter refuses them (zipfile strips such paths).
+        safety = {} if result.path.suffix == ".zip" else {"filter": "data"}
+        shutil.unpack_archive(result.path, staging, **safety)
+        staging.rename(root)
+        return self.index_entries(root)
+
+    def index_entries(self, root: Path) -> list[dict]:
+        options = self.options
+        step_pattern = re.compile(options["step_pattern"]) if options.get("step_pattern") else None
+        files = sorted(path for path in root.glob(options["checkpoints"]) if path.is_file())
+        if not files:
+            raise StemError(f"zoos.{self.name}.checkpoints: {options['checkpoints']!r} matches no file in {root}")
+        runs: dict[str, list[dict]] = {}
+        for path in files:
+            relative = path.relative_to(root)
+            run = relative.parts[0] if len(relative.parts) > 1 else relative.stem
+            params_file = root / run / options["params_file"] if options.get("params_file") else None
+            params = flatten(json.loads(params_file.read_text())) if params_file and params_file.is_file() else {}
+            match = step_pattern.search(str(relative)) if step_pattern else None
+            step = int(match.group(1)) if match else None
+            seed = params.get(options["seed_key"]) if options.get("seed_key") else None
+            labels = params.get(options["labels_key"]) if options.get("labels_key") else None
+            name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run) + (f"-step{step:06d}" if step is not None else "")
+            runs.setdefault(run, []).append({
+                "name": name, "uri": str(path), "step": step, "run": run,
+                "seed": int(seed) if seed is not None else None,
+                "labels": str(labels) if labels is not None else None,
+                "extra": {"hyperparameters": json.dumps(params, sort_keys=True, default=str),
+                          "stride": options.get("stride")},
+            })
+        entries = []
+        for members in runs.values():
+            initial = next((entry for entry in members if entry["step"] == 0), None)
+            for entry in members:
+                if entry is initial:
+                    continue  # the initialisation is every later checkpoint's W0, not a checkpoint of its own
+                entries.append({**entry, "init_uri": initial["uri"] if initial else None})
+        names = [entry["name"] for entry in entries]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise StemError(f"zoos.{self.name}: checkpoints {duplicates[:3]} share a name; set step_pattern")
+        return entries
+
+    def write_index(self, entries: list[dict]) -> None:
+        write_text(self.index_path, json.dumps(entries, indent=1))
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        weight = _read_stem(spec.uri, spec.first_conv)
+        init = _read_stem(spec.init_uri, spec.first_conv) if spec.init_uri else None
+        return Stem(weight=weight, init=init, stride=spec.extra.get("stride"), first_conv=spec.first_conv,
+                    meta={"uri": spec.uri})
+
+
+def _read_stem(path: str, first_conv: str) -> np.ndarray:
+    key = f"{first_conv}.weight"
+    if path.endswith(SAFETENSORS_SUFFIX):
+        return validate_conv_weight(read_safetensors_tensor(path, key), path)
+    state = load_state_dict(path)
+    if key not in state:
+        raise StemError(f"{path}: no tensor named {key!r} (its first keys: {list(state)[:5]})")
+    return validate_conv_weight(state[key].float().numpy(), path)

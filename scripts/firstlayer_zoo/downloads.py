@@ -1,0 +1,207 @@
+"""One robust HTTP(S) download for every remote source, and ranged reads of remote files.
+
+Transient failures (connection drops, 5xx and 429 answers, stalls caught by a
+read timeout, a body shorter than announced) are retried with exponential
+backoff, resuming with an HTTP Range request where the server honours it and
+restarting where it does not. Client errors (4xx) are not retried: the error
+names the URL and what to do. The file appears under its final name only
+once its size and checksum are verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+CHUNK = 1 << 16
+CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+TRANSIENT_ERRORS = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, urllib.error.URLError)
+
+
+class DownloadError(RuntimeError):
+    """A download that failed for good; the message names the URL and what to do."""
+
+
+class ClientDownloadError(DownloadError):
+    """The server refused the request (4xx): retrying cannot help."""
+
+    def __init__(self, url: str, status: int, reason: str):
+        self.status = status
+        advice = {
+            401: "the server wants credentials: set HF_TOKEN (or log in with `hf auth login`) for Hub files",
+            403: "access is denied: accept the model's licence on its page, or set HF_TOKEN to a token that may read it",
+            404: "no such file: check the name, the repository and the pinned revision in the config",
+            416: "the server refused the byte range: the file is smaller than expected",
+        }.get(status, "check the URL and the config entry that produced it")
+        super().__init__(f"{url}: HTTP {status} {reason}; {advice}")
+
+
+class RangeNotSupported(DownloadError):
+    """The server answered a Range request with the whole file."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6
+    backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    connect_timeout_s: float = 20.0
+    read_timeout_s: float = 60.0
+
+    def wait(self, attempt: int) -> None:
+        time.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
+
+
+@dataclass(frozen=True)
+class Download:
+    path: Path
+    size: int
+    bytes_fetched: int
+    attempts: int
+    resumed: bool
+
+
+class _Transient(Exception):
+    """A failure worth another attempt."""
+
+
+def _open(url: str, headers: dict[str, str], policy: RetryPolicy):
+    request = urllib.request.Request(url, headers={"Accept-Encoding": "identity", **headers})
+    try:
+        return urllib.request.urlopen(request, timeout=policy.read_timeout_s)
+    except urllib.error.HTTPError as error:
+        if error.code == 429 or error.code >= 500:
+            raise _Transient(f"HTTP {error.code} {error.reason}") from error
+        raise ClientDownloadError(url, error.code, error.reason) from None
+    except TRANSIENT_ERRORS as error:
+        raise _Transient(f"{type(error).__name__}: {error}") from error
+
+
+def _announced_total(response, offset: int) -> int | None:
+    """The whole file's size as the response states it (Content-Range, else offset + Content-Length)."""
+    match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+    if match and match.group(3) != "*":
+        return int(match.group(3))
+    length = response.headers.get("Content-Length")
+    return offset + int(length) if length is not None else None
+
+
+def _file_digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str | None = None,
+             size: int | None = None, headers: dict[str, str] | None = None,
+             policy: RetryPolicy = RetryPolicy(), log=print) -> Download:
+    """Fetch `url` to `dest`, verified; a partial file lives beside it as `.<name>.partial` meanwhile.
+
+    The partial file survives a killed job, so the next attempt (or the next
+    run) resumes it where the server allows ranges.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.parent / f".{dest.name}.partial"
+    headers = dict(headers or {})
+    fetched, resumed, last_error = 0, False, None
+    for attempt in range(policy.attempts):
+        if attempt:
+            log(f"{url}: attempt {attempt + 1}/{policy.attempts} after {last_error}")
+            policy.wait(attempt - 1)
+        offset = partial.stat().st_size if partial.exists() else 0
+        if size is not None and offset > size:
+            partial.unlink()
+            offset = 0
+        request_headers = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
+        try:
+            response = _open(url, request_headers, policy)
+        except _Transient as error:
+            last_error = error
+            continue
+        except ClientDownloadError as error:
+            if error.status == 416 and offset:
+                partial.unlink()  # the partial file is as long as (or longer than) the file: start afresh
+                last_error = error
+                continue
+            raise
+        with response:
+            if offset and response.status == 206:
+                resumed = True
+                mode = "ab"
+            else:
+                offset, mode = 0, "wb"  # the server sent the whole file: restart
+            total = _announced_total(response, offset)
+            try:
+                with open(partial, mode) as handle:
+                    while block := response.read1(CHUNK):
+                        handle.write(block)
+                        fetched += len(block)
+            except TRANSIENT_ERRORS as error:
+                last_error = _Transient(f"{type(error).__name__}: {error}")
+                continue
+        have = partial.stat().st_size
+        expected = size if size is not None else total
+        if expected is not None and have != expected:
+            last_error = _Transient(f"got {have} bytes, expected {expected}")
+            if have > expected:
+                partial.unlink()
+            continue
+        for algorithm, wanted in (("sha256", sha256), ("md5", md5)):
+            if wanted and _file_digest(partial, algorithm) != wanted.lower():
+                partial.unlink()
+                last_error = _Transient(f"{algorithm} of the download is not {wanted}")
+                break
+        else:
+            os.replace(partial, dest)
+            return Download(dest, have, fetched, attempt + 1, resumed)
+    raise DownloadError(
+        f"{url}: gave up after {policy.attempts} attempts (last: {last_error}); "
+        "check the network or the server, then rerun: a partial download is resumed"
+    )
+
+
+def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None = None,
+               policy: RetryPolicy = RetryPolicy()) -> tuple[bytes, int | None]:
+    """Bytes [start, end) of a remote file and the file's total size; retried like `download`.
+
+    Raises RangeNotSupported when the server ignores the Range header, so the
+    caller can fall back to a full download instead of reading the whole file here.
+    """
+    if end <= start:
+        return b"", None
+    request_headers = {**(headers or {}), "Range": f"bytes={start}-{end - 1}"}
+    last_error = None
+    for attempt in range(policy.attempts):
+        if attempt:
+            policy.wait(attempt - 1)
+        try:
+            response = _open(url, request_headers, policy)
+        except _Transient as error:
+            last_error = error
+            continue
+        with response:
+            if response.status != 206:
+                raise RangeNotSupported(f"{url}: the server ignored a Range request (HTTP {response.status})")
+            match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+            total = int(match.group(3)) if match and match.group(3) != "*" else None
+            try:
+                body = response.read()
+            except TRANSIENT_ERRORS as error:
+                last_error = f"{type(error).__name__}: {error}"
+                continue
+        wanted = (min(end, total) if total is not None else end) - start
+        if len(body) == wanted:
+            return body, total
+        last_error = f"got {len(body)} bytes of {end - start}"
+    raise DownloadError(f"{url}: bytes {start}-{end - 1} failed after {policy.attempts} attempts (last: {last_error})")

@@ -1,0 +1,172 @@
+"""Zoo sources served by PyTorch's own machinery: torchvision weight enums and torch.hub entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .downloads import DownloadError
+from .preprocessing import Preprocessing
+from .records import CheckpointSpec
+from .stems import Stem, StemError, validate_conv_weight
+from .zoos import ZooSource, register
+
+TORCHVISION_DOWNLOADS = "https://download.pytorch.org/models/"
+
+
+def first_conv_module(model) -> str:
+    """The first Conv2d in registration order: the stem of every classic torchvision and hub CNN."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Conv2d):
+            return name
+    raise StemError(f"{type(model).__name__} has no Conv2d")
+
+
+def torchvision_entry(weights_name: str) -> dict:
+    """What planning needs about a weight enum: stem geometry (model built on the meta device), URL, transform."""
+    import torch
+    from torchvision import models
+
+    try:
+        weights = models.get_weight(weights_name)
+    except (ValueError, KeyError, AttributeError):
+        raise ValueError(f"{weights_name!r} is not a torchvision weight enum (e.g. ResNet50_Weights.IMAGENET1K_V2)") \
+            from None
+    arch = next(name for name in models.list_models()
+                if models.get_model_weights(name) is type(weights))
+    with torch.device("meta"):
+        model = models.get_model(arch, weights=None)
+    first_conv = first_conv_module(model)
+    conv = model.get_submodule(first_conv)
+    transform = weights.transforms()
+    return {
+        "arch": arch,
+        "url": weights.url,
+        "first_conv": first_conv,
+        "kernel_size": int(conv.kernel_size[0]),
+        "in_chans": int(conv.in_channels),
+        "stride": int(conv.stride[0]),
+        "preprocessing": {
+            "resize": int(transform.resize_size[0]),
+            "crop": int(transform.crop_size[0]),
+            "interpolation": transform.interpolation.value,
+            "mean": list(transform.mean),
+            "std": list(transform.std),
+        },
+    }
+
+
+def _stem_from_state(state: dict, first_conv: str, where: str) -> np.ndarray:
+    key = f"{first_conv}.weight"
+    if key not in state:
+        raise StemError(f"{where}: no tensor named {key!r}")
+    return validate_conv_weight(state[key].float().numpy(), where)
+
+
+@register
+class TorchvisionSource(ZooSource):
+    """torchvision weight enums, downloaded by torch.hub with torchvision's hash check."""
+
+    source = "torchvision"
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        mirror = self.options.get("mirror")
+        specs = []
+        for weights_name in self.options["weights"]:
+            entry = self.cache.get(json.dumps(["torchvision", weights_name]),
+                                   lambda: torchvision_entry(weights_name))
+            url = entry["url"]
+            if mirror:
+                url = mirror.rstrip("/") + "/" + url.removeprefix(TORCHVISION_DOWNLOADS)
+            specs.append(CheckpointSpec(
+                zoo=self.name,
+                name=weights_name,
+                source=self.source,
+                arch=entry["arch"],
+                uri=url,
+                first_conv=entry["first_conv"],
+                kernel_size=entry["kernel_size"],
+                in_chans=entry["in_chans"],
+                dataset=self.options["dataset"],
+                preprocessing=Preprocessing.from_dict(entry["preprocessing"]),
+                extra={"stride": entry["stride"],
+                       "dataset_tag": weights_name.split(".")[-1].split("_")[0].lower()},
+            ))
+        return specs
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        import torch
+
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
+        fetched_before = cached.exists()
+        try:
+            state = torch.hub.load_state_dict_from_url(spec.uri, map_location="cpu", progress=False,
+                                                       check_hash=True, weights_only=True)
+        except RuntimeError as error:
+            if "invalid hash value" in str(error):
+                raise DownloadError(f"{spec.uri}: the download fails torchvision's hash check ({error}); "
+                                    "nothing was kept, rerun to download it again") from None
+            raise
+        size = cached.stat().st_size
+        return Stem(weight=_stem_from_state(state, spec.first_conv, spec.uri), init=None,
+                    stride=spec.extra["stride"], first_conv=spec.first_conv,
+                    meta={"uri": spec.uri, "file_size": size, "bytes_fetched": 0 if fetched_before else size})
+
+
+@register
+class TorchHubSource(ZooSource):
+    """torch.hub `repo:entry` pairs; the hub code runs only in the extract job, where trust_repo allows it.
+
+    Planning never runs hub code: the stem's kernel size and channels come from
+    the config (3 and 3 by default, the CIFAR models' stems).
+    """
+
+    source = "torchhub"
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        specs = []
+        prep = Preprocessing.from_dict(self.options["preprocessing"])
+        for entry in self.options["entries"]:
+            entry = {"entry": entry} if isinstance(entry, str) else entry
+            repo, _, function = entry["entry"].rpartition(":")
+            if not repo or not function:
+                raise ValueError(f"zoos.{self.name}.entries: {entry['entry']!r} is not 'owner/repo[:ref]:entry'")
+            specs.append(CheckpointSpec(
+                zoo=self.name,
+                name=entry.get("name", function),
+                source=self.source,
+                arch=function,
+                uri=f"torchhub://{entry['entry']}",
+                first_conv=entry.get("first_conv", ""),
+                kernel_size=entry.get("kernel_size", 3),
+                in_chans=entry.get("in_chans", prep.in_chans),
+                dataset=self.options["dataset"],
+                preprocessing=prep,
+                extra={"repo": repo, "entry": function, "hub_source": self.options.get("hub_source", "github"),
+                       "trust_repo": self.options["trust_repo"], "kwargs": entry.get("kwargs", {}),
+                       "dataset_tag": entry.get("dataset_tag")},
+            ))
+        return specs
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        import torch
+
+        extra = spec.extra
+        model = torch.hub.load(extra["repo"], extra["entry"], source=extra["hub_source"],
+                               trust_repo=extra["trust_repo"], verbose=False, **extra["kwargs"])
+        first_conv = spec.first_conv or first_conv_module(model)
+        conv = model.get_submodule(first_conv)
+        weight = validate_conv_weight(conv.weight.detach().float().numpy(), spec.uri)
+        if (weight.shape[1], weight.shape[2]) != (spec.in_chans, spec.kernel_size):
+            raise StemError(f"{spec.uri}: stem {first_conv} is {weight.shape[1]} channels x {weight.shape[2]}x"
+                            f"{weight.shape[3]}, the config plans {spec.in_chans} x {spec.kernel_size}x"
+                            f"{spec.kernel_size}; set kernel_size/in_chans of this entry")
+        return Stem(weight=weight, init=None, stride=int(conv.stride[0]), first_conv=first_conv,
+                    meta={"uri": spec.uri})

@@ -1,0 +1,136 @@
+"""downloads.download and read_range against a loopback server that misbehaves on purpose."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from firstlayer_zoo.downloads import (
+    ClientDownloadError,
+    DownloadError,
+    RangeNotSupported,
+    RetryPolicy,
+    download,
+    read_range,
+)
+from loopback import LoopbackServer
+
+FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, read_timeout_s=0.5)
+DATA = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+SHA256 = hashlib.sha256(DATA).hexdigest()
+
+
+@pytest.fixture
+def server():
+    with LoopbackServer(stall_s=1.5) as running:
+        yield running
+
+
+def _leftovers(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_clean_download_is_verified_and_atomic(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, md5=hashlib.md5(DATA).hexdigest(), policy=FAST)
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+    assert (result.size, result.bytes_fetched, result.attempts, result.resumed) == (len(DATA), len(DATA), 1, False)
+    assert _leftovers(tmp_path) == ["f.bin"]
+
+
+def test_dropped_connection_resumes_with_range(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["drop"]
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+    assert result.resumed and result.attempts == 2
+    assert server.requests[1][2] == f"bytes={len(DATA) // 2}-"
+    assert result.bytes_fetched == len(DATA)  # nothing fetched twice
+
+
+def test_dropped_connection_restarts_when_the_server_ignores_range(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["drop"]
+    server.ignore_range.add("/f.bin")
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    assert (tmp_path / "f.bin").read_bytes() == DATA
+    assert not result.resumed and result.bytes_fetched == len(DATA) // 2 + len(DATA)
+
+
+def test_server_error_then_success_is_retried(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["500", "503"]
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    assert result.attempts == 3 and (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_not_found_is_not_retried_and_says_what_to_do(server, tmp_path):
+    url = server.url + "/missing.bin"
+    with pytest.raises(ClientDownloadError, match=r"missing\.bin: HTTP 404.*revision") as caught:
+        download(url, tmp_path / "missing.bin", policy=FAST)
+    assert caught.value.status == 404
+    assert len(server.requests) == 1
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("status, advice", [("401", "HF_TOKEN"), ("403", "licence")])
+def test_refused_access_names_the_token(server, tmp_path, status, advice):
+    url = server.add("/gated.bin", DATA)
+    server.faults["/gated.bin"] = [status]
+    with pytest.raises(ClientDownloadError, match=advice):
+        download(url, tmp_path / "gated.bin", policy=FAST)
+    assert len(server.requests) == 1
+
+
+def test_content_length_longer_than_the_body_is_caught_and_restarted(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["long_length"]
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    # The short body is kept and resumed; the server answers 416 (nothing left), so the
+    # untrustworthy partial file is dropped and the download restarts from zero.
+    assert [request[2] for request in server.requests] == [None, f"bytes={len(DATA)}-", None]
+    assert result.attempts == 3 and (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_content_length_shorter_than_the_file_fails_the_size_check(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["short_length"] * 3
+    with pytest.raises(DownloadError, match="expected 300000"):
+        download(url, tmp_path / "f.bin", size=len(DATA), policy=FAST, log=lambda _: None)
+    assert _leftovers(tmp_path) == [".f.bin.partial"]  # kept for a resume, never under the final name
+
+
+def test_checksum_mismatch_never_lands_under_the_final_name(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    with pytest.raises(DownloadError, match="sha256 of the download is not"):
+        download(url, tmp_path / "f.bin", sha256="0" * 64, policy=FAST, log=lambda _: None)
+    assert _leftovers(tmp_path) == []
+
+
+def test_stalled_body_times_out_and_resumes(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["stall"]
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    assert result.resumed and (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_partial_file_from_a_killed_job_is_resumed(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    (tmp_path / ".f.bin.partial").write_bytes(DATA[:1000])
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST)
+    assert result.resumed and result.bytes_fetched == len(DATA) - 1000
+
+
+def test_read_range_returns_the_bytes_and_the_total(server):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["500"]
+    body, total = read_range(url, 1000, 1100, policy=FAST)
+    assert body == DATA[1000:1100] and total == len(DATA)
+    assert server.sent["/f.bin"] == 100
+
+
+def test_read_range_refuses_a_server_without_ranges(server):
+    url = server.add("/f.bin", DATA)
+    server.ignore_range.add("/f.bin")
+    with pytest.raises(RangeNotSupported):
+        read_range(url, 0, 10, policy=FAST)
