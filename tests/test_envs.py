@@ -2,7 +2,8 @@
 
 Every rule names an env that exists; every env pins exactly what requirements.txt
 pins; and each env holds every third-party package that its rules' scripts
-import at module level, following imports through the firstlayer_zoo package.
+import, following imports through the firstlayer_zoo package. Imports inside
+functions count too: a lazy import only defers the need to the first call.
 """
 
 import ast
@@ -55,13 +56,13 @@ def env_pins(path):
 
 
 def module_imports(path: Path, seen: set) -> set:
-    """Top-level modules imported at module level by a file, following the package's own modules."""
+    """Top-level modules a file imports anywhere in it, following the package's own modules."""
     if path in seen:
         return set()
     seen.add(path)
     tree = ast.parse(path.read_text())
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -104,3 +105,9 @@ def test_each_env_holds_what_its_scripts_import():
                   for m in module_imports(script, set()) if m not in stdlib and m != "__future__"}
         missing = wanted - set(env_pins(env))
         assert not missing, f"rule {rule}: {env.name} lacks {sorted(missing)} imported by {script.name}"
+
+
+def test_imports_inside_functions_are_followed(tmp_path):
+    module = tmp_path / "lazy.py"
+    module.write_text("import json\n\ndef read():\n    from safetensors import safe_open\n    return safe_open\n")
+    assert module_imports(module, set()) == {"json", "safetensors"}

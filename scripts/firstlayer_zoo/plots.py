@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from scipy.cluster.hierarchy import linkage  # noqa: E402
+from scipy.spatial.distance import squareform  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 from .profiles import analytic_profile  # noqa: E402
@@ -80,6 +82,27 @@ def _group_label(value) -> str:
     return str(value)
 
 
+def consistency_square(ids: list[str], pairs: pd.DataFrame) -> np.ndarray:
+    """The symmetric r matrix over `ids` from the consistency table's unordered pairs; 1 on the diagonal."""
+    index = pd.Index(ids)
+    a = index.get_indexer(pairs["checkpoint_a"])
+    b = index.get_indexer(pairs["checkpoint_b"])
+    known = (a >= 0) & (b >= 0)
+    matrix = np.full((len(ids), len(ids)), np.nan)
+    np.fill_diagonal(matrix, 1.0)
+    r = pairs["r"].to_numpy(dtype=np.float64)[known]
+    matrix[a[known], b[known]] = r
+    matrix[b[known], a[known]] = r
+    return matrix
+
+
+def consistency_linkage(matrix: np.ndarray) -> np.ndarray:
+    """Average-linkage tree on the distance 1 - r: one O(n^2) pass, shared by rows and columns."""
+    distance = 1.0 - np.nan_to_num(matrix, nan=0.0)
+    np.fill_diagonal(distance, 0.0)
+    return linkage(squareform(np.clip(distance, 0.0, 2.0), checks=False), method="average")
+
+
 def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis: str,
                      path: str | Path) -> None:
     """Clustered matrix of profile correlations within one basis, groups marked."""
@@ -90,10 +113,9 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis
         _empty(path, f"{basis}: fewer than two analysed checkpoints")
         return
     ids = list(members.index)
-    matrix = pd.DataFrame(np.eye(len(ids)), index=ids, columns=ids)
-    for a, b, r in pairs[["checkpoint_a", "checkpoint_b", "r"]].itertuples(index=False):
-        matrix.at[a, b] = r
-        matrix.at[b, a] = r
+    square = consistency_square(ids, pairs)
+    matrix = pd.DataFrame(square, index=ids, columns=ids)
+    tree = consistency_linkage(square)
     colours, handles = {}, []
     palettes = ["tab10", "Set2", "Pastel1"]
     for group, palette_name in zip(GROUPS, palettes):
@@ -102,7 +124,8 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis
         colours[group] = values.map(palette)
         handles += [Patch(color=colour, label=f"{group}: {value}") for value, colour in palette.items()]
     side = min(0.18 * len(ids) + 4, 16)
-    grid = sns.clustermap(matrix, cmap="viridis", vmin=float(np.nanmin(matrix.to_numpy())), vmax=1,
+    grid = sns.clustermap(matrix, cmap="viridis", vmin=float(np.nanmin(square)), vmax=1,
+                          row_linkage=tree, col_linkage=tree,
                           row_colors=pd.DataFrame(colours), figsize=(side, side),
                           xticklabels=False, yticklabels=len(ids) <= 80,
                           cbar_kws={"label": "Pearson r"})

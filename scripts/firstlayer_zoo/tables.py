@@ -181,12 +181,19 @@ def consistency_summary_table(checkpoints: pd.DataFrame, consistency: pd.DataFra
     each checkpoint's r against its own initialisation.
     """
     groups = [g for g in SUMMARY_GROUPS if checkpoints[g].notna().any()]
-    meta = checkpoints.set_index("checkpoint")[groups]
-    a = meta.loc[consistency["checkpoint_a"]].to_numpy()
-    b = meta.loc[consistency["checkpoint_b"]].to_numpy()
-    same = pd.DataFrame(a == b, columns=groups)
-    relation = same.apply(lambda row: ", ".join(("same " if row[g] else "other ") + g for g in groups), axis=1)
-    pairs = pd.DataFrame({"basis": consistency["basis"].to_numpy(), "relation": relation.to_numpy(),
+    # Millions of pairs at zoo scale: compare integer codes of each group's values, and code
+    # each pair by which groups it shares, then look up one of 2^len(groups) relation names.
+    # A missing value (code -1) is never "same".
+    index = pd.Index(checkpoints["checkpoint"])
+    row_a = index.get_indexer(consistency["checkpoint_a"])
+    row_b = index.get_indexer(consistency["checkpoint_b"])
+    code = np.zeros(len(consistency), dtype=np.int64)
+    for bit, group in enumerate(groups):
+        values = pd.factorize(checkpoints[group])[0]
+        code |= ((values[row_a] == values[row_b]) & (values[row_a] >= 0)).astype(np.int64) << bit
+    names = np.array([", ".join(("same " if shared >> i & 1 else "other ") + g for i, g in enumerate(groups))
+                      for shared in range(1 << len(groups))], dtype=object)
+    pairs = pd.DataFrame({"basis": consistency["basis"].to_numpy(), "relation": names[code],
                           "r": consistency["r"].to_numpy()})
     init = fits.dropna(subset=["r_init"]).merge(checkpoints[["checkpoint", "basis"]], on="checkpoint")
     pairs = pd.concat([pairs, pd.DataFrame({"basis": init["basis"], "relation": TRAINED_VS_INIT,

@@ -102,4 +102,5 @@ def statistics_device():
 
 
 def statistics_gpus():
+    """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
     return 1 if config["analysis"]["device"] == "cuda" else 0

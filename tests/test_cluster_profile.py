@@ -1,0 +1,93 @@
+"""What a cluster needs from the rules and from profiles/slurm, checked without a cluster.
+
+tests/test_slurm.py proves the profile on a real SLURM; these checks are quick and
+catch a new rule that would reach the cluster without its resources or its group.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_envs import RULES, pinned
+from workflow_helpers import ROOT, snakemake, write_config
+
+PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
+
+
+def rule_bodies() -> dict[str, str]:
+    bodies = {}
+    for smk in RULES:
+        for match in re.finditer(r"^(?:rule|checkpoint) (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
+            bodies[match.group(1)] = match.group(2)
+    return bodies
+
+
+def section(body: str, name: str) -> str:
+    """The text of one directive (`resources:`, `output:`, ...) of a rule body."""
+    match = re.search(rf"^    {name}:(.*?)(?=^    \w+:|\Z)", body, re.M | re.S)
+    return match.group(1) if match else ""
+
+
+def test_every_rule_declares_threads_memory_and_runtime():
+    bodies = rule_bodies()
+    assert len(bodies) >= 10
+    for rule, body in bodies.items():
+        if rule == "all":
+            continue
+        assert re.search(r"^    threads: \S", body, re.M), f"rule {rule} declares no threads"
+        resources = section(body, "resources")
+        for key in ["mem_mb", "runtime"]:
+            assert re.search(rf"\b{key}=", resources), f"rule {rule} declares no {key} under resources"
+
+
+def test_slurm_profile_groups_every_per_checkpoint_rule():
+    per_checkpoint = {rule for rule, body in rule_bodies().items()
+                      if "{{zoo}}/{{name}}" in section(body, "output")}
+    assert per_checkpoint >= {"extract_stem", "profile_stem"}
+    groups = PROFILE["groups"]
+    assert set(groups) == per_checkpoint, "group every rule with one output per checkpoint, and only those"
+    assert len(set(groups.values())) == 1, "one group, so a checkpoint's rules share a SLURM job"
+    assert PROFILE["group-components"][next(iter(groups.values()))] > 1
+
+
+def test_slurm_profile_works_without_accounting():
+    assert PROFILE["executor"] == "slurm"
+    assert PROFILE["slurm-status-command"] == "squeue"
+    # An account given (from the environment) keeps the plugin from guessing one through sacct.
+    assert "$FIRSTLAYER_SLURM_ACCOUNT" in PROFILE["default-resources"]["slurm_account"]
+    assert "$FIRSTLAYER_SLURM_PARTITION" in PROFILE["default-resources"]["slurm_partition"]
+
+
+def test_slurm_plugin_is_pinned_apart_from_the_runtime_requirements():
+    slurm = pinned((ROOT / "requirements-slurm.txt").read_text().splitlines())
+    assert slurm["snakemake-executor-plugin-slurm"] == "2.8.0"
+    runtime = pinned((ROOT / "requirements.txt").read_text().splitlines())
+    assert not set(slurm) & set(runtime)
+
+
+@pytest.fixture(scope="module")
+def dry_run_dir(tmp_path_factory) -> Path:
+    """One folder for the dry runs below, so that they share the planner's stem-geometry cache."""
+    return tmp_path_factory.mktemp("dry-run")
+
+
+@pytest.mark.parametrize(("device", "gpus"), [("cuda", "1"), ("cpu", "0"), ("auto", "0")])
+def test_patch_statistics_asks_for_a_gpu_when_the_config_wants_cuda(dry_run_dir: Path, device, gpus):
+    config = write_config(dry_run_dir / f"{device}.yaml", {"analysis": {"device": device}})
+    result = snakemake(dry_run_dir, "--dry-run", "--cores", "2", config=config)
+    job = (result.stdout + result.stderr).split("rule patch_statistics:")[1].split("\n\n")[0]
+    assert re.search(r"resources: .*\bgpu=(\d+)", job).group(1) == gpus
+
+
+@pytest.mark.parametrize("components", [3, 50])
+def test_profile_groups_batch_the_per_checkpoint_jobs(dry_run_dir: Path, components):
+    """The profile's groups on the tiny study (8 checkpoints): ceil(8 / components) group jobs."""
+    groups = [f"{rule}={group}" for rule, group in PROFILE["groups"].items()]
+    group = next(iter(PROFILE["groups"].values()))
+    result = snakemake(dry_run_dir, "--dry-run", "--cores", "8", "--groups", *groups,
+                       "--group-components", f"{group}={components}")
+    output = result.stdout + result.stderr
+    assert output.count(f"Group job {group} ") == -(-8 // components)
+    assert output.count("rule extract_stem:") == output.count("rule profile_stem:") == 8

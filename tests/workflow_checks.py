@@ -1,0 +1,95 @@
+"""What a finished run of tests/tiny_config.yaml must hold, however it ran (locally or through SLURM)."""
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from firstlayer_zoo.tables import SCHEMAS
+
+
+def read_table(workdir, name):
+    path = workdir / "results" / "tables" / f"{name}.parquet"
+    assert pq.read_schema(path).names == SCHEMAS[name].names
+    assert pq.read_schema(path).equals(SCHEMAS[name], check_metadata=False)
+    return pd.read_parquet(path)
+
+
+def check_checkpoints_table_follows_the_contract(workdir):
+    table = read_table(workdir, "checkpoints")
+    # 1 arch x 2 seeds x 2 label regimes x 2 kept steps.
+    assert len(table) == 8
+    assert table["checkpoint"].is_unique
+    assert set(table["status"]) == {"ok"}
+    assert set(table["labels"]) == {"true", "random"}
+    assert set(table["step"]) == {4, 8}
+    assert set(table["seed"]) == {0, 1}
+    row = table.iloc[0]
+    assert row["zoo"] == "tiny" and row["source"] == "train" and row["arch"] == "test_resnet"
+    assert row["first_conv"] == "conv1.0"
+    assert (row["kernel_size"], row["in_chans"], row["out_channels"], row["stride"]) == (3, 3, 16, 2)
+    assert table["init_known"].all() and table["init_subtracted"].all()
+    for uri in table["uri"]:
+        assert (workdir / uri).is_file()
+
+
+def check_profiles_table_follows_the_contract(workdir):
+    profiles = read_table(workdir, "profiles")
+    assert profiles.groupby("checkpoint").size().eq(27).all()
+    for _, group in profiles.groupby("checkpoint"):
+        assert list(group["component"]) == list(range(1, 28))
+        assert np.all(np.diff(group["eigenvalue"]) <= 0)
+        assert group["energy"].max() == pytest.approx(1.0)
+        assert group["energy_init"].max() == pytest.approx(1.0)
+
+
+def check_fits_table_follows_the_contract(workdir):
+    fits = read_table(workdir, "fits")
+    assert len(fits) == 8
+    assert (fits["tau"] > 0).all()
+    assert fits["fit_r"].between(-1, 1).all()
+    assert fits["frac_whitened"].between(0, 1).all()
+    assert (fits["input_spread"] > 0).all()
+
+
+def check_consistency_table_pairs_each_basis_once(workdir):
+    consistency = read_table(workdir, "consistency")
+    assert len(consistency) == 8 * 7 // 2
+    assert consistency["basis"].nunique() == 1
+    assert consistency["r"].between(-1, 1).all()
+    assert (consistency["checkpoint_a"] != consistency["checkpoint_b"]).all()
+
+
+def check_plots_and_logs_exist(workdir):
+    plots = workdir / "results" / "plots"
+    for name in ["profiles", "fits", "fit_quality", "training_time", "whitening"]:
+        assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((plots / "consistency").glob("*.png"))) == 1
+    assert (workdir / "results" / "logs" / "build_tables.log").read_text().count("rows") == 5
+
+
+def check_consistency_summary_groups_every_pair_and_the_init(workdir):
+    summary = read_table(workdir, "consistency_summary")
+    consistency = read_table(workdir, "consistency")
+    init = summary[summary["relation"] == "trained vs its own initialisation"]
+    assert init["n_pairs"].sum() == 8
+    pairs = summary[summary["relation"] != "trained vs its own initialisation"]
+    assert pairs["n_pairs"].sum() == len(consistency)
+    # One architecture: every pair shares it; seeds, labels and steps vary.
+    assert pairs["relation"].str.startswith("same arch").all()
+    assert "same arch, other labels, other seed, other step" in set(pairs["relation"])
+    fits = read_table(workdir, "fits")
+    assert fits["r_init"].between(-1, 1).all()
+    row = init.iloc[0]
+    assert row["median_r"] == pytest.approx(fits["r_init"].median())
+
+
+# Every check above, for runs that check them all at once.
+TINY_RUN_CHECKS = [
+    check_checkpoints_table_follows_the_contract,
+    check_profiles_table_follows_the_contract,
+    check_fits_table_follows_the_contract,
+    check_consistency_table_pairs_each_basis_once,
+    check_plots_and_logs_exist,
+    check_consistency_summary_groups_every_pair_and_the_init,
+]
