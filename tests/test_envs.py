@@ -20,6 +20,7 @@ IMPORT_TO_DISTRIBUTION = {
     "PIL": "pillow",
     "skimage": "scikit-image",
     "yaml": "pyyaml",
+    "google": "protobuf",
 }
 PACKAGE = "firstlayer_zoo"
 
