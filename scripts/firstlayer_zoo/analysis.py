@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import read_npz, write_npz
 from .basis import PatchBasis
 from .profiles import (
     ProfileFit,
@@ -56,28 +55,25 @@ class CheckpointAnalysis:
         arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
         if self.energy_init is not None:
             arrays["energy_init"] = self.energy_init
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+        write_npz(path, header, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "CheckpointAnalysis":
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            return cls(
-                spec=header["spec"],
-                status=header["status"],
-                out_channels=header["out_channels"],
-                stride=header["stride"],
-                init_known=header["init_known"],
-                init_subtracted=header["init_subtracted"],
-                eigenvalues=data["eigenvalues"],
-                energy=data["energy"],
-                energy_init=data["energy_init"] if "energy_init" in data else None,
-                fit=ProfileFit(**header["fit"]) if header["fit"] else None,
-                whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
-                stem_meta=header.get("stem_meta", {}),
-            )
+        header, data = read_npz(path)
+        return cls(
+            spec=header["spec"],
+            status=header["status"],
+            out_channels=header["out_channels"],
+            stride=header["stride"],
+            init_known=header["init_known"],
+            init_subtracted=header["init_subtracted"],
+            eigenvalues=data["eigenvalues"],
+            energy=data["energy"],
+            energy_init=data["energy_init"] if "energy_init" in data else None,
+            fit=ProfileFit(**header["fit"]) if header["fit"] else None,
+            whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
+            stem_meta=header.get("stem_meta", {}),
+        )
 
 
 def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None) -> CheckpointAnalysis:

@@ -28,3 +28,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_npz(path: str | Path, header: dict, **arrays) -> None:
+    """Arrays plus a JSON header in one .npz, written atomically; read back without pickle."""
+    import json
+
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+
+
+def read_npz(path: str | Path) -> tuple[dict, dict]:
+    """(header, arrays) of a file written by write_npz."""
+    import json
+
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files if name != "header"}
+        return json.loads(str(data["header"])), arrays

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import read_npz, write_npz
 
 
 class StemError(ValueError):
@@ -47,22 +46,19 @@ class Stem:
             arrays["init"] = self.init
         header = {"stride": self.stride, "first_conv": self.first_conv,
                   "status": self.status, "meta": self.meta}
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
+        write_npz(path, header, **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "Stem":
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(str(data["header"]))
-            return cls(
-                weight=data["weight"],
-                init=data["init"] if "init" in data else None,
-                stride=header["stride"],
-                first_conv=header["first_conv"],
-                status=header["status"],
-                meta=header["meta"],
-            )
+        header, data = read_npz(path)
+        return cls(
+            weight=data["weight"],
+            init=data["init"] if "init" in data else None,
+            stride=header["stride"],
+            first_conv=header["first_conv"],
+            status=header["status"],
+            meta=header["meta"],
+        )
 
     @classmethod
     def skipped(cls, reason: str, first_conv: str, meta: dict) -> "Stem":
