@@ -80,21 +80,6 @@ def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:
     return weight
 
 
-def read_safetensors_tensor(path: str | Path, key: str) -> np.ndarray:
-    """Read one tensor from a safetensors file; only that tensor's bytes are read."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            if key not in handle.keys():
-                raise StemError(f"{path}: no tensor named {key!r}")
-            return handle.get_tensor(key)
-    except TypeError:
-        # bfloat16 and float8 have no numpy dtype; torch reads them.
-        with safe_open(str(path), framework="pt") as handle:
-            return handle.get_tensor(key).float().numpy()
-
-
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -23,9 +23,9 @@ import numpy as np
 from .downloads import DownloadError, RangeNotSupported
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
-from .checkpoint_io import load_torch_state_dict
+from .checkpoint_io import load_torch_state_dict, read_tensor
 from .remote_tensors import read_remote_safetensors
-from .stems import Stem, StemError, read_safetensors_tensor, validate_conv_weight
+from .stems import Stem, StemError, validate_conv_weight
 from .zoos import ZooSource, register
 
 TIMM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
@@ -335,7 +335,7 @@ def fetch_hub_tensors(repo_id: str, revision: str, keys: list[str], filename: st
             except RangeNotSupported:
                 print(f"{repo_id}: the server ignores Range requests: downloading all {meta.size} bytes of {candidate}")
             path = hf_hub_download(repo_id, candidate, revision=meta.commit_hash or revision, endpoint=endpoint)
-            tensors = {key: read_safetensors_tensor(path, key).astype(np.float64) for key in keys}
+            tensors = {key: read_tensor(path, key)[1] for key in keys}
             return HubTensors(tensors, meta.size, meta.size, {**provenance, "fetch": "full"})
         print(f"{repo_id}: {candidate} is a pickle, which cannot be read in ranges: downloading all "
               f"{meta.size} bytes")

@@ -13,7 +13,8 @@ from typing import Callable, ClassVar
 from .atomic import write_text
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
-from .stems import Stem, StemError, read_safetensors_metadata, read_safetensors_tensor, validate_conv_weight
+from .checkpoint_io import read_tensor
+from .stems import Stem, StemError, read_safetensors_metadata, validate_conv_weight
 
 ZOO_SOURCES: dict[str, type["ZooSource"]] = {}
 
@@ -160,8 +161,8 @@ class TrainedHere(ZooSource):
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         key = f"{spec.first_conv}.weight"
-        weight = validate_conv_weight(read_safetensors_tensor(spec.uri, key), spec.uri)
-        init = validate_conv_weight(read_safetensors_tensor(spec.init_uri, key), spec.init_uri)
+        weight = validate_conv_weight(read_tensor(spec.uri, key)[1], spec.uri)
+        init = validate_conv_weight(read_tensor(spec.init_uri, key)[1], spec.init_uri)
         metadata = read_safetensors_metadata(spec.uri)
         return Stem(weight=weight, init=init, stride=int(metadata["stem_stride"]),
                     first_conv=spec.first_conv)
