@@ -16,8 +16,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/zoos.smk"
 include: "workflow/rules/archives.smk"
 include: "workflow/rules/statistics.smk"
-include: "workflow/rules/stems.smk"
-include: "workflow/rules/profiles.smk"
+include: "workflow/rules/analyses.smk"
 include: "workflow/rules/aggregate.smk"
 
 

@@ -15,7 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from snakemake.utils import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from firstlayer_zoo.plan import Study  # noqa: E402
 
@@ -42,8 +45,8 @@ def main() -> None:
             "datasets": {"photos": {"source": "skimage"}},
             "zoos": {"local": {"source": "folder", "dataset": "photos", "root": str(root),
                                "stem_key": "conv1.weight", "preprocessing": {}}},
-            "analysis": {"strict": False},
         }
+        validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))  # fills in the defaults
         for label in ["cold", "warm"]:
             start = time.perf_counter()
             study = Study(config)

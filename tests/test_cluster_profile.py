@@ -42,14 +42,12 @@ def test_every_rule_declares_threads_memory_and_runtime():
             assert re.search(rf"\b{key}=", resources), f"rule {rule} declares no {key} under resources"
 
 
-def test_slurm_profile_groups_every_per_checkpoint_rule():
-    per_checkpoint = {rule for rule, body in rule_bodies().items()
-                      if "{{zoo}}/{{name}}" in section(body, "output")}
-    assert per_checkpoint >= {"extract_stem", "profile_stem"}
-    groups = PROFILE["groups"]
-    assert set(groups) == per_checkpoint, "group every rule with one output per checkpoint, and only those"
-    assert len(set(groups.values())) == 1, "one group, so a checkpoint's rules share a SLURM job"
-    assert PROFILE["group-components"][next(iter(groups.values()))] > 1
+def test_no_rule_has_one_job_per_checkpoint_and_the_profile_groups_nothing():
+    """Per-checkpoint work runs in shards; a rule with an output per checkpoint would pay start-up per checkpoint."""
+    for rule, body in rule_bodies().items():
+        assert "{{name}}" not in section(body, "output"), f"rule {rule} makes one job per checkpoint"
+    assert "{{shard}}" in section(rule_bodies()["analyse_checkpoints"], "output")
+    assert "groups" not in PROFILE and "group-components" not in PROFILE
 
 
 def test_slurm_profile_works_without_accounting():
@@ -81,13 +79,12 @@ def test_patch_statistics_asks_for_a_gpu_when_the_config_wants_cuda(dry_run_dir:
     assert re.search(r"resources: .*\bgpu=(\d+)", job).group(1) == gpus
 
 
-@pytest.mark.parametrize("components", [3, 50])
-def test_profile_groups_batch_the_per_checkpoint_jobs(dry_run_dir: Path, components):
-    """The profile's groups on the tiny study (8 checkpoints): ceil(8 / components) group jobs."""
-    groups = [f"{rule}={group}" for rule, group in PROFILE["groups"].items()]
-    group = next(iter(PROFILE["groups"].values()))
-    result = snakemake(dry_run_dir, "--dry-run", "--cores", "8", "--groups", *groups,
-                       "--group-components", f"{group}={components}")
+@pytest.mark.parametrize(("shard_size", "jobs"), [(8, 1), (3, 4), (1, 8)])
+def test_checkpoints_are_planned_in_shards(dry_run_dir: Path, shard_size, jobs):
+    """The tiny study's 8 checkpoints in shards of `shard_size` on average: every checkpoint in exactly one job."""
+    config = write_config(dry_run_dir / f"shards{shard_size}.yaml", {"analysis": {"shard_size": shard_size}})
+    result = snakemake(dry_run_dir, "--dry-run", "--cores", "2", "--printshellcmds", config=config)
     output = result.stdout + result.stderr
-    assert output.count(f"Group job {group} ") == -(-8 // components)
-    assert output.count("rule extract_stem:") == output.count("rule profile_stem:") == 8
+    planned = re.findall(r"rule analyse_checkpoints:\n.*?output: (\S+)", output, re.S)
+    assert len(planned) <= jobs and len(set(planned)) == len(planned)
+    assert all(re.search(rf"/analyses/tiny/\d{{4}}-of-{jobs:04d}\.npz$", path) for path in planned)

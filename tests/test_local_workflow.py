@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from hostile_corpus import expected_status, onnx_conv_model, stem_weights, write_corpus, write_good
+from firstlayer_zoo.shards import shard_count, shard_name
 from workflow_helpers import snakemake
 
 pytestmark = pytest.mark.slow
@@ -39,13 +40,16 @@ def planned_jobs(output: str) -> dict[str, int]:
     return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def planned_checkpoints(output: str, rule: str) -> list[str]:
-    blocks = re.findall(rf"rule {rule}:\n(.*?)(?:\n\n|\n\[|\Z)", output, re.DOTALL)
-    return sorted(re.search(r"name=([^,\s]+)", block).group(1) for block in blocks)
+def planned_shards(output: str) -> list[str]:
+    blocks = re.findall(r"rule analyse_checkpoints:\n(.*?)(?:\n\n|\n\[|\Z)", output, re.DOTALL)
+    return sorted(re.search(r"shard=([^,\s]+)", block).group(1) for block in blocks)
 
 
 AGGREGATES = {"build_tables": 1, "plot_profiles": 1, "plot_fits": 1, "plot_training_time": 1,
               "plot_whitening": 1, "plot_consistency": 1, "all": 1}
+
+
+SHARD_SIZE = 4
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +62,8 @@ def mixed_run(tmp_path_factory):
     (workdir / "onnx").mkdir()
     onnx.save(onnx_conv_model(stem_weights(20).numpy()), str(workdir / "onnx" / "net.onnx"))
     onnx.save(onnx_conv_model(stem_weights(21, (6, 1, 5, 5)).numpy(), group=3), str(workdir / "onnx" / "grouped.onnx"))
-    config = folder_config(workdir, with_onnx=True)
+    # Small shards, so that the incremental test below can tell one shard from the others.
+    config = folder_config(workdir, with_onnx=True, shard_size=SHARD_SIZE)
     snakemake(workdir, "--cores", "2", config=config)
     return workdir, config, marker, expected
 
@@ -83,30 +88,34 @@ def test_mixed_folder_completes_with_a_status_row_per_file(mixed_run):
     assert len(pd.read_parquet(workdir / "results" / "tables" / "consistency.parquet")) == 6
 
 
-def test_adding_removing_or_replacing_a_file_plans_only_its_jobs_and_the_aggregates(mixed_run):
+def test_adding_removing_or_replacing_a_file_plans_only_its_shard_and_the_aggregates(mixed_run):
     workdir, config, _, _ = mixed_run
     before = snakemake(workdir, "--dry-run", config=config)
     assert "Nothing to be done" in before.stdout + before.stderr
+    n_files = len(list((workdir / "zoo").iterdir()))
+    count = shard_count(n_files, SHARD_SIZE)
+    assert count == shard_count(n_files + 1, SHARD_SIZE) == shard_count(n_files - 1, SHARD_SIZE) > 2
+    done = {path.name for path in (workdir / "results" / "analyses" / "local").glob("*.npz")}
+    assert len(done) > 2  # several shards, so "only its shard" below means something
 
     write_good(workdir / "zoo", "good3.safetensors", seed=3)
     plan = snakemake(workdir, "--dry-run", config=config)
     output = plan.stdout + plan.stderr
-    assert planned_jobs(output) == {"extract_stem": 1, "profile_stem": 1, **AGGREGATES}
-    assert planned_checkpoints(output, "extract_stem") == ["good3.safetensors"]
-    assert planned_checkpoints(output, "profile_stem") == ["good3.safetensors"]
+    assert planned_jobs(output) == {"analyse_checkpoints": 1, **AGGREGATES}
+    assert planned_shards(output) == [shard_name("good3.safetensors", count)]
 
     (workdir / "zoo" / "good3.safetensors").unlink()
     (workdir / "zoo" / "good2.safetensors").unlink()
     plan = snakemake(workdir, "--dry-run", config=config)
     output = plan.stdout + plan.stderr
-    assert planned_jobs(output) == AGGREGATES
-    assert "Set of input files has changed since last execution" in output
+    assert planned_jobs(output) == {"analyse_checkpoints": 1, **AGGREGATES}
+    assert planned_shards(output) == [shard_name("good2.safetensors", count)]
 
     write_good(workdir / "zoo", "good1.safetensors", seed=11)  # replaced by a newer file
     plan = snakemake(workdir, "--dry-run", config=config)
     output = plan.stdout + plan.stderr
-    assert planned_jobs(output) == {"extract_stem": 1, "profile_stem": 1, **AGGREGATES}
-    assert planned_checkpoints(output, "extract_stem") == ["good1.safetensors"]
+    assert planned_shards(output) == sorted({shard_name(name, count) for name in ["good1.safetensors",
+                                                                                  "good2.safetensors"]})
     snakemake(workdir, "--cores", "2", config=config)
     table = pd.read_parquet(workdir / "results" / "tables" / "checkpoints.parquet")
     assert "local/good2.safetensors" not in set(table["checkpoint"])
@@ -122,8 +131,8 @@ def test_strict_mode_fails_naming_the_file(tmp_path):
     result = snakemake(tmp_path, "--cores", "1", config=folder_config(tmp_path, strict=True), check=False)
     assert result.returncode != 0
     bad = tmp_path / "zoo" / "weights.safetensors"
-    assert f"input: {bad}" in result.stderr
-    log = (tmp_path / "results" / "logs" / "extract_stem" / "local" / "weights.safetensors.log").read_text()
+    assert str(bad) in result.stderr  # among the failed job's inputs
+    (log,) = (tmp_path / "results" / "logs" / "analyse_checkpoints" / "local").glob("*.log")
     assert (f"analysis.strict: checkpoint local/weights.safetensors ({bad}) cannot be analysed: skipped: {bad}: "
-            "Git LFS pointer file, not the checkpoint itself; run `git lfs pull` in its repository") in log
-    assert not (tmp_path / "results" / "stems" / "local" / "weights.safetensors.npz").exists()
+            "Git LFS pointer file, not the checkpoint itself; run `git lfs pull` in its repository") in log.read_text()
+    assert not list((tmp_path / "results" / "analyses").rglob("*.npz"))

@@ -5,7 +5,6 @@ from conftest import direct_patches
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.profiles import (
     analytic_profile,
-    consistency_matrix,
     energy_profile,
     fit_analytic_profile,
     normalise,
@@ -95,10 +94,3 @@ def test_analytic_profile_limits():
     late = analytic_profile(s, 1e6)
     assert pearson(early, np.sqrt(s)) > 0.99999
     np.testing.assert_allclose(late, 1 / np.sqrt(s))
-
-
-def test_consistency_matrix_is_pearson():
-    rows = np.random.default_rng(0).random((4, 9))
-    matrix = consistency_matrix(rows)
-    assert matrix[1, 2] == pytest.approx(pearson(rows[1], rows[2]))
-    np.testing.assert_allclose(np.diag(matrix), 1.0)

@@ -15,13 +15,13 @@ import pytest
 
 import workflow_checks
 from slurm_cluster import SlurmUnavailable, install_slurm, start_slurm
-from workflow_helpers import ROOT, TINY_CONFIG
+from workflow_helpers import ROOT, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 PROFILE = ROOT / "profiles" / "slurm"
-# 1 arch x 2 seeds x 2 label regimes x 2 kept steps, each with an extract_stem and a profile_stem job.
-TINY_CHECKPOINTS = 8
+# 1 arch x 2 seeds x 2 label regimes x 2 kept steps, analysed in shards of 2 on average (2 non-empty shards).
+SHARD_SIZE = 2
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def slurm_run(tmp_path_factory, slurm, slurm_plugin):
         sys.executable, "-m", "snakemake",
         "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(workdir),
-        "--configfile", str(TINY_CONFIG),
+        "--configfile", str(write_config(workdir / "config.yaml", {"analysis": {"shard_size": SHARD_SIZE}})),
         "--profile", str(PROFILE),
         # The profile waits 40 s before its first status check, as suits a real queue.
         "--slurm-init-seconds-before-status-checks", "5",
@@ -110,15 +110,13 @@ def test_slurm_jobs_got_the_resources_their_rules_declare(slurm, slurm_run):
     assert all(job["partition"] == "debug" for job in jobs)
 
 
-def test_per_checkpoint_jobs_reach_slurm_as_one_submission(slurm, slurm_run):
+def test_per_checkpoint_work_reaches_slurm_as_one_submission_per_shard(slurm, slurm_run):
     jobs = slurm.jobs()
-    comments = [job["comment"] for job in jobs]
-    assert not [c for c in comments if c.startswith(("rule_extract_stem", "rule_profile_stem"))]
-    groups = [job for job in jobs if job["comment"].startswith("rule_per_checkpoint")]
-    # 2 x 8 per-checkpoint jobs, one sbatch: the profile puts up to 50 checkpoints in a group,
-    # and the group asks for the profile's 8 cores rather than one per job.
-    assert len(groups) == 1
-    assert groups[0]["cpus"] == "8"
-    # Every other job is a submission of its own; only `all` runs in Snakemake itself.
+    shards = sorted(path.stem for path in (slurm_run / "results" / "analyses" / "tiny").glob("*.npz"))
+    assert len(shards) >= 2
+    submitted = sorted(job["comment"].split("_wildcards_tiny_")[1] for job in jobs
+                       if job["comment"].startswith("rule_analyse_checkpoints"))
+    assert submitted == shards
+    # Every job is a submission of its own; only `all` runs in Snakemake itself.
     steps = int(re.findall(r"(\d+) of (\d+) steps", (slurm_run / "snakemake.log").read_text())[-1][1])
-    assert len(jobs) == steps - 1 - 2 * TINY_CHECKPOINTS + 1
+    assert len(jobs) == steps - 1

@@ -37,6 +37,10 @@ def test_plots_and_logs_exist(tiny_run):
     workflow_checks.check_plots_and_logs_exist(tiny_run)
 
 
+def test_consistency_values_follow_from_the_profiles(tiny_run):
+    workflow_checks.check_consistency_values_follow_from_the_profiles(tiny_run)
+
+
 def test_consistency_summary_groups_every_pair_and_the_init(tiny_run):
     workflow_checks.check_consistency_summary_groups_every_pair_and_the_init(tiny_run)
 

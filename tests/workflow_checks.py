@@ -65,7 +65,7 @@ def check_plots_and_logs_exist(workdir):
     for name in ["profiles", "fits", "fit_quality", "training_time", "whitening"]:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((plots / "consistency").glob("*.png"))) == 1
-    assert (workdir / "results" / "logs" / "build_tables.log").read_text().count("rows") == 5
+    assert (workdir / "results" / "logs" / "build_tables.log").read_text().count("rows") == len(SCHEMAS)
 
 
 def check_consistency_summary_groups_every_pair_and_the_init(workdir):
@@ -84,6 +84,31 @@ def check_consistency_summary_groups_every_pair_and_the_init(workdir):
     assert row["median_r"] == pytest.approx(fits["r_init"].median())
 
 
+def check_consistency_values_follow_from_the_profiles(workdir):
+    """Pairs, per-checkpoint means, relation means and group means, recomputed from the profiles table."""
+    profiles = read_table(workdir, "profiles").pivot(index="checkpoint", columns="component", values="energy")
+    matrix = pd.DataFrame(np.corrcoef(profiles.to_numpy()), index=profiles.index, columns=profiles.index)
+    consistency = read_table(workdir, "consistency")
+    expected = [matrix.at[a, b] for a, b in zip(consistency["checkpoint_a"], consistency["checkpoint_b"])]
+    np.testing.assert_allclose(consistency["r"], expected, atol=1e-12)
+    fits = read_table(workdir, "fits").set_index("checkpoint")
+    for checkpoint in profiles.index:
+        others = matrix.loc[checkpoint].drop(checkpoint)
+        assert fits.at[checkpoint, "mean_r"] == pytest.approx(others.mean(), abs=1e-12)
+    checkpoints = read_table(workdir, "checkpoints").set_index("checkpoint")
+    relation = [", ".join(("same " if checkpoints.at[a, g] == checkpoints.at[b, g] else "other ") + g
+                          for g in ["arch", "labels", "seed", "step"])
+                for a, b in zip(consistency["checkpoint_a"], consistency["checkpoint_b"])]
+    means = consistency.assign(relation=relation).groupby("relation")["r"].mean()
+    summary = read_table(workdir, "consistency_summary").set_index("relation")
+    for name, mean in means.items():
+        assert summary.at[name, "mean_r"] == pytest.approx(mean, abs=1e-12)
+        assert summary.at[name, "n_sampled"] == summary.at[name, "n_pairs"]  # every pair kept: nothing sampled
+    groups = read_table(workdir, "consistency_groups")
+    assert groups["n_pairs"].sum() == len(consistency)
+    assert groups["mean_r"].between(-1, 1).all()
+
+
 # Every check above, for runs that check them all at once.
 TINY_RUN_CHECKS = [
     check_checkpoints_table_follows_the_contract,
@@ -92,4 +117,5 @@ TINY_RUN_CHECKS = [
     check_consistency_table_pairs_each_basis_once,
     check_plots_and_logs_exist,
     check_consistency_summary_groups_every_pair_and_the_init,
+    check_consistency_values_follow_from_the_profiles,
 ]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import cached_property
 
 import numpy as np
 
-from .atomic import read_npz, write_npz
 from .basis import PatchBasis
 from .profiles import (
     ProfileFit,
@@ -40,7 +39,12 @@ class CheckpointAnalysis:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def save(self, path: str | Path) -> None:
+    @cached_property
+    def checkpoint(self) -> CheckpointSpec:
+        return CheckpointSpec.from_dict(self.spec)
+
+    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON header, arrays): what shards.save_analyses stores for this checkpoint."""
         header = {
             "spec": self.spec,
             "status": self.status,
@@ -55,11 +59,10 @@ class CheckpointAnalysis:
         arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
         if self.energy_init is not None:
             arrays["energy_init"] = self.energy_init
-        write_npz(path, header, **arrays)
+        return header, arrays
 
     @classmethod
-    def load(cls, path: str | Path) -> "CheckpointAnalysis":
-        header, data = read_npz(path)
+    def from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> "CheckpointAnalysis":
         return cls(
             spec=header["spec"],
             status=header["status"],
@@ -67,9 +70,9 @@ class CheckpointAnalysis:
             stride=header["stride"],
             init_known=header["init_known"],
             init_subtracted=header["init_subtracted"],
-            eigenvalues=data["eigenvalues"],
-            energy=data["energy"],
-            energy_init=data["energy_init"] if "energy_init" in data else None,
+            eigenvalues=arrays["eigenvalues"],
+            energy=arrays["energy"],
+            energy_init=arrays.get("energy_init"),
             fit=ProfileFit(**header["fit"]) if header["fit"] else None,
             whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
             stem_meta=header.get("stem_meta", {}),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .records import BasisKey, CheckpointSpec
+from .shards import assign_shards
 from .zoos import ZOO_SOURCES, GeometryCache
 
 
@@ -24,7 +25,8 @@ class Study:
         self.runs: dict[tuple[str, str], dict] = {}
         # Zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them).
         self.dynamic_zoos: dict[str, object] = {}
-        self._indexed: dict[str, tuple[int, dict[str, CheckpointSpec]]] = {}
+        self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
+        self.shard_size: int = config["analysis"]["shard_size"]
         for zoo_name, options in config["zoos"].items():
             if options["dataset"] not in self.datasets:
                 raise ValueError(
@@ -41,23 +43,26 @@ class Study:
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
         cache.save()
+        self._shards = {
+            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
+            for zoo in config["zoos"] if zoo not in self.dynamic_zoos
+        }
         planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
-    def indexed_checkpoints(self, zoo: str) -> dict[str, CheckpointSpec]:
-        """A dynamic zoo's checkpoints by name, from the index its checkpoint rule wrote."""
+    def _indexed_shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
+        """A dynamic zoo's checkpoints by shard, from the index its checkpoint rule wrote."""
         # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
         stamp = Path(self.dynamic_zoos[zoo].index_path).stat().st_mtime_ns
-        if self._indexed.get(zoo, (None,))[0] != stamp:
-            specs = {spec.name: spec for spec in self.dynamic_zoos[zoo].indexed_checkpoints()}
-            self._indexed[zoo] = (stamp, specs)
+        if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
+            specs = self.dynamic_zoos[zoo].indexed_checkpoints()
+            self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
         return self._indexed[zoo][1]
 
-    def checkpoint(self, zoo: str, name: str) -> CheckpointSpec:
-        if zoo in self.dynamic_zoos:
-            return self.indexed_checkpoints(zoo)[name]
-        return self.checkpoints[f"{zoo}/{name}"]
+    def shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
+        """A zoo's checkpoints by shard (a dynamic zoo's only once its index exists)."""
+        return self._indexed_shards(zoo) if zoo in self.dynamic_zoos else self._shards[zoo]
 
     @property
     def bases(self) -> list[BasisKey]:

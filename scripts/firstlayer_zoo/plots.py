@@ -103,15 +103,24 @@ def consistency_linkage(matrix: np.ndarray) -> np.ndarray:
     return linkage(squareform(np.clip(distance, 0.0, 2.0), checks=False), method="average")
 
 
-def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis: str,
-                     path: str | Path) -> None:
-    """Clustered matrix of profile correlations within one basis, groups marked."""
-    pairs = consistency[consistency["basis"] == basis]
+def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, basis: str,
+                     path: str | Path, max_checkpoints: int = 300) -> None:
+    """Clustered matrix of profile correlations within one basis: of checkpoints (groups marked) while the
+    basis has at most `max_checkpoints` and every pair is tabulated, else of group means."""
     members = _ok(checkpoints)
     members = members[members["basis"] == basis].set_index("checkpoint")
     if len(members) < 2:
         _empty(path, f"{basis}: fewer than two analysed checkpoints")
         return
+    pairs = consistency[consistency["basis"] == basis]
+    every_pair = pairs["rank"].isna().all() and len(pairs) == len(members) * (len(members) - 1) // 2
+    if len(members) <= max_checkpoints and every_pair:
+        _checkpoint_heatmap(members, pairs, basis, path)
+    else:
+        _group_heatmap(groups[groups["basis"] == basis], basis, len(members), path)
+
+
+def _checkpoint_heatmap(members: pd.DataFrame, pairs: pd.DataFrame, basis: str, path: str | Path) -> None:
     ids = list(members.index)
     square = consistency_square(ids, pairs)
     matrix = pd.DataFrame(square, index=ids, columns=ids)
@@ -133,6 +142,35 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis
     grid.ax_col_dendrogram.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
                                   fontsize=7, frameon=False)
     grid.figure.suptitle(f"Profile consistency in basis {basis} ({len(ids)} checkpoints)", y=1.01)
+    save(grid.figure, path)
+
+
+def group_square(groups: pd.DataFrame) -> pd.DataFrame:
+    """The symmetric matrix of mean r between groups, from the group table's upper triangle."""
+    names = sorted(set(groups["group_a"]) | set(groups["group_b"]))
+    index = pd.Index(names)
+    matrix = np.full((len(names), len(names)), np.nan)
+    a, b = index.get_indexer(groups["group_a"]), index.get_indexer(groups["group_b"])
+    matrix[a, b] = matrix[b, a] = groups["mean_r"].to_numpy(dtype=np.float64)
+    return pd.DataFrame(matrix, index=names, columns=names)
+
+
+def _group_heatmap(groups: pd.DataFrame, basis: str, n_checkpoints: int, path: str | Path) -> None:
+    square = group_square(groups)
+    # A group of one checkpoint has no pair within it: its diagonal is unknown, drawn as 1.
+    values = square.to_numpy(copy=True)
+    np.fill_diagonal(values, np.where(np.isnan(np.diag(values)), 1.0, np.diag(values)))
+    square = pd.DataFrame(values, index=square.index, columns=square.columns)
+    side = min(0.25 * len(square) + 5, 18)
+    labelled = len(square) <= 60
+    tree = consistency_linkage(values) if len(square) > 1 else None
+    grid = sns.clustermap(square, cmap="viridis", vmin=float(np.nanmin(values)), vmax=1,
+                          row_linkage=tree, col_linkage=tree, row_cluster=tree is not None,
+                          col_cluster=tree is not None, figsize=(side, side),
+                          xticklabels=False, yticklabels=labelled, cbar_kws={"label": "mean Pearson r"})
+    grid.ax_heatmap.tick_params(axis="y", labelsize=6)
+    grid.figure.suptitle(f"Profile consistency in basis {basis}: mean r between {len(square)} groups "
+                         f"of its {n_checkpoints} checkpoints (seeds pooled)", y=1.01)
     save(grid.figure, path)
 
 

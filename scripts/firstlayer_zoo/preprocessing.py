@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
@@ -56,13 +57,13 @@ class Preprocessing:
         return len(self.mean)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
     @classmethod
     def from_dict(cls, values: dict) -> "Preprocessing":
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()})
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Short stable name used in paths: bases are shared by equal preprocessing."""
         values = self.to_dict()

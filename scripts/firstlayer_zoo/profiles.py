@@ -116,11 +116,3 @@ def whitening_spreads(energy: np.ndarray, eigenvalues: np.ndarray) -> Whitening:
         input_spread=float(np.log10(s[0] / s[-1])),
         output_spread=float(np.log10(positive.max() / positive.min())) if positive.size else float("nan"),
     )
-
-
-def consistency_matrix(profiles: np.ndarray) -> np.ndarray:
-    """Pearson r between every pair of normalised profiles (rows) in one basis."""
-    profiles = np.asarray(profiles, dtype=np.float64)
-    if profiles.shape[0] == 0:
-        return np.zeros((0, 0))
-    return np.corrcoef(profiles)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-from .atomic import read_npz, write_npz
 
 
 class StemError(ValueError):
@@ -39,26 +36,6 @@ class Stem:
         """(K, p) rows in conv-weight order, minus the initialisation when asked and known."""
         weight = self.weight - self.init if subtract_init and self.init is not None else self.weight
         return weight.reshape(weight.shape[0], -1)
-
-    def save(self, path: str | Path) -> None:
-        arrays = {"weight": self.weight}
-        if self.init is not None:
-            arrays["init"] = self.init
-        header = {"stride": self.stride, "first_conv": self.first_conv,
-                  "status": self.status, "meta": self.meta}
-        write_npz(path, header, **arrays)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Stem":
-        header, data = read_npz(path)
-        return cls(
-            weight=data["weight"],
-            init=data["init"] if "init" in data else None,
-            stride=header["stride"],
-            first_conv=header["first_conv"],
-            status=header["status"],
-            meta=header["meta"],
-        )
 
     @classmethod
     def skipped(cls, reason: str, first_conv: str, meta: dict) -> "Stem":

@@ -12,8 +12,19 @@ import pyarrow.parquet as pq
 
 from .analysis import CheckpointAnalysis
 from .atomic import atomic_path
-from .profiles import consistency_matrix, pearson
-from .records import CheckpointSpec
+from .consistency import (
+    RELATION_GROUPS,
+    ConsistencyLimits,
+    all_pairs,
+    checkpoint_means,
+    group_labels,
+    group_matrix,
+    metadata_codes,
+    nearest_neighbours,
+    relation_summary,
+    standardised,
+)
+from .profiles import pearson
 
 SCHEMAS: dict[str, pa.Schema] = {
     "checkpoints": pa.schema([
@@ -58,30 +69,41 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("input_spread", pa.float64()),
         ("output_spread", pa.float64()),
         ("r_init", pa.float64()),
+        ("mean_r", pa.float64()),
+        ("mean_r_group", pa.float64()),
     ]),
     "consistency": pa.schema([
         ("basis", pa.string()),
         ("checkpoint_a", pa.string()),
         ("checkpoint_b", pa.string()),
         ("r", pa.float64()),
+        ("rank", pa.int64()),
     ]),
     "consistency_summary": pa.schema([
         ("basis", pa.string()),
         ("relation", pa.string()),
         ("n_pairs", pa.int64()),
+        ("mean_r", pa.float64()),
         ("median_r", pa.float64()),
         ("min_r", pa.float64()),
         ("max_r", pa.float64()),
+        ("n_sampled", pa.int64()),
+    ]),
+    "consistency_groups": pa.schema([
+        ("basis", pa.string()),
+        ("group_a", pa.string()),
+        ("group_b", pa.string()),
+        ("n_pairs", pa.int64()),
+        ("mean_r", pa.float64()),
     ]),
 }
-SUMMARY_GROUPS = ("arch", "labels", "seed", "step")
 TRAINED_VS_INIT = "trained vs its own initialisation"
 
 
 def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
     rows = []
     for analysis in analyses:
-        spec = CheckpointSpec.from_dict(analysis.spec)
+        spec = analysis.checkpoint
         rows.append({
             "checkpoint": spec.id,
             "zoo": spec.zoo,
@@ -112,21 +134,22 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
 
 
 def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
-    frames = []
-    for analysis in analyses:
-        if not analysis.ok:
-            continue
-        count = analysis.energy.shape[0]
-        frames.append(pd.DataFrame({
-            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
-            "component": np.arange(1, count + 1),
-            "eigenvalue": analysis.eigenvalues,
-            "energy": analysis.energy,
-            "energy_init": analysis.energy_init if analysis.energy_init is not None else np.full(count, np.nan),
-        }))
-    if not frames:
+    ok = [analysis for analysis in analyses if analysis.ok]
+    if not ok:
         return _frame([], "profiles")
-    return _frame(pd.concat(frames, ignore_index=True), "profiles")
+    counts = np.array([analysis.energy.shape[0] for analysis in ok])
+    return _frame(pd.DataFrame({
+        "checkpoint": np.repeat(_ids(ok), counts),
+        "component": np.concatenate([np.arange(1, count + 1) for count in counts]),
+        "eigenvalue": np.concatenate([analysis.eigenvalues for analysis in ok]),
+        "energy": np.concatenate([analysis.energy for analysis in ok]),
+        "energy_init": np.concatenate([analysis.energy_init if analysis.energy_init is not None
+                                       else np.full(analysis.energy.shape[0], np.nan) for analysis in ok]),
+    }), "profiles")
+
+
+def _ids(analyses: list[CheckpointAnalysis]) -> np.ndarray:
+    return np.array([analysis.spec["zoo"] + "/" + analysis.spec["name"] for analysis in analyses], dtype=object)
 
 
 def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -143,66 +166,73 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "input_spread": analysis.whitening.input_spread,
             "output_spread": analysis.whitening.output_spread,
             "r_init": pearson(analysis.energy, analysis.energy_init) if analysis.energy_init is not None else None,
+            "mean_r": None,
+            "mean_r_group": None,
         })
     return _frame(rows, "fits")
 
 
-def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
-    """Pearson r of every unordered pair of ok checkpoints that share a basis."""
+def profiles_by_basis(analyses: Iterable[CheckpointAnalysis]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{basis: (checkpoint ids, energy profiles as rows)} of the ok checkpoints."""
     by_basis: dict[str, list[CheckpointAnalysis]] = {}
     for analysis in analyses:
         if analysis.ok:
-            basis = CheckpointSpec.from_dict(analysis.spec).basis.slug
-            by_basis.setdefault(basis, []).append(analysis)
-    frames = []
-    for basis, members in sorted(by_basis.items()):
-        if len(members) < 2:
-            continue  # a basis with one checkpoint has no pair
-        ids = np.array([m.spec["zoo"] + "/" + m.spec["name"] for m in members])
-        matrix = consistency_matrix(np.stack([m.energy for m in members]))
-        upper_a, upper_b = np.triu_indices(len(members), k=1)
-        frames.append(pd.DataFrame({
-            "basis": basis,
-            "checkpoint_a": ids[upper_a],
-            "checkpoint_b": ids[upper_b],
-            "r": matrix[upper_a, upper_b],
-        }))
-    if not frames:
-        return _frame([], "consistency")
-    return _frame(pd.concat(frames, ignore_index=True), "consistency")
+            by_basis.setdefault(analysis.checkpoint.basis.slug, []).append(analysis)
+    return {basis: (_ids(members), np.stack([member.energy for member in members]))
+            for basis, members in sorted(by_basis.items())}
 
 
-def consistency_summary_table(checkpoints: pd.DataFrame, consistency: pd.DataFrame,
-                              fits: pd.DataFrame) -> pd.DataFrame:
-    """Pair correlations summarised by how the two checkpoints differ, per basis.
+def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], checkpoints: pd.DataFrame,
+                       fits: pd.DataFrame, limits: ConsistencyLimits) -> dict[str, pd.DataFrame]:
+    """Pair correlations within each basis (`profiles_by_basis`): pairs, relation summary and group matrix.
 
+    `consistency` holds every pair while a basis has at most `limits.max_pairs`
+    of them, otherwise each checkpoint's `limits.neighbours` nearest neighbours
+    (`rank` 1, 2, ...; none by default: the search costs a pass over every pair).
     A relation names, for each of arch, labels, seed and step, whether the pair
-    shares it ("same seed") or not ("other seed"); trained-vs-init rows come from
+    shares it ("same seed") or not ("other seed", also when either value is
+    unknown); its mean r is exact at any size, its median, min and max come
+    from all pairs or from `n_sampled` of them. Trained-vs-init rows come from
     each checkpoint's r against its own initialisation.
     """
-    groups = [g for g in SUMMARY_GROUPS if checkpoints[g].notna().any()]
-    # Millions of pairs at zoo scale: compare integer codes of each group's values, and code
-    # each pair by which groups it shares, then look up one of 2^len(groups) relation names.
-    # A missing value (code -1) is never "same".
-    index = pd.Index(checkpoints["checkpoint"])
-    row_a = index.get_indexer(consistency["checkpoint_a"])
-    row_b = index.get_indexer(consistency["checkpoint_b"])
-    code = np.zeros(len(consistency), dtype=np.int64)
-    for bit, group in enumerate(groups):
-        values = pd.factorize(checkpoints[group])[0]
-        code |= ((values[row_a] == values[row_b]) & (values[row_a] >= 0)).astype(np.int64) << bit
-    names = np.array([", ".join(("same " if shared >> i & 1 else "other ") + g for i, g in enumerate(groups))
-                      for shared in range(1 << len(groups))], dtype=object)
-    pairs = pd.DataFrame({"basis": consistency["basis"].to_numpy(), "relation": names[code],
-                          "r": consistency["r"].to_numpy()})
-    init = fits.dropna(subset=["r_init"]).merge(checkpoints[["checkpoint", "basis"]], on="checkpoint")
-    pairs = pd.concat([pairs, pd.DataFrame({"basis": init["basis"], "relation": TRAINED_VS_INIT,
-                                            "r": init["r_init"]})], ignore_index=True)
-    if pairs.empty:
-        return _frame([], "consistency_summary")
-    summary = pairs.groupby(["basis", "relation"])["r"].agg(
-        n_pairs="size", median_r="median", min_r="min", max_r="max").reset_index()
-    return _frame(summary, "consistency_summary")
+    metadata = checkpoints.set_index("checkpoint")
+    groups = tuple(group for group in RELATION_GROUPS if checkpoints[group].notna().any())
+    pairs, summary, matrices, means = [], [], [], []
+    for basis, (all_ids, energies) in profiles.items():
+        z, valid = standardised(energies)
+        ids = all_ids[valid]
+        z = z[valid]
+        rows = metadata.loc[ids]
+        codes = metadata_codes(rows, groups)
+        every_pair = None
+        if len(ids) * (len(ids) - 1) // 2 <= limits.max_pairs:
+            every_pair = all_pairs(z)
+            rows_a, rows_b, r = every_pair
+            rank = None
+        else:
+            rows_a, rows_b, r = nearest_neighbours(z, limits.neighbours)
+            rank = np.tile(np.arange(1, len(rows_a) // max(len(ids), 1) + 1), len(ids)) if len(rows_a) else None
+        pairs.append(pd.DataFrame({"basis": basis, "checkpoint_a": ids[rows_a], "checkpoint_b": ids[rows_b],
+                                   "r": r, "rank": rank}))
+        labels = group_labels(rows, limits)
+        mean_all, mean_group = checkpoint_means(z, labels)
+        means.append(pd.DataFrame({"checkpoint": ids, "mean_r": mean_all, "mean_r_group": mean_group}))
+        if len(ids) > 1:
+            summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, limits, every_pair)]
+            matrices.append(group_matrix(z, labels).assign(basis=basis))
+        init = fits.loc[fits["checkpoint"].isin(all_ids), "r_init"].dropna().to_numpy()
+        if init.size:
+            summary.append({"basis": basis, "relation": TRAINED_VS_INIT, "n_pairs": init.size,
+                            "mean_r": init.mean(), "median_r": np.median(init), "min_r": init.min(),
+                            "max_r": init.max(), "n_sampled": init.size})
+    return {
+        "consistency": _frame(pd.concat(pairs, ignore_index=True) if pairs else [], "consistency"),
+        "consistency_summary": _frame(summary, "consistency_summary"),
+        "consistency_groups": _frame(pd.concat(matrices, ignore_index=True) if matrices else [],
+                                     "consistency_groups"),
+        "checkpoint_means": pd.concat(means, ignore_index=True) if means else
+        pd.DataFrame(columns=["checkpoint", "mean_r", "mean_r_group"]),
+    }
 
 
 def _frame(rows, name: str) -> pd.DataFrame:
@@ -221,13 +251,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
-def build_tables(analyses: list[CheckpointAnalysis]) -> dict[str, pd.DataFrame]:
+def build_tables(analyses: list[CheckpointAnalysis],
+                 limits: ConsistencyLimits = ConsistencyLimits()) -> dict[str, pd.DataFrame]:
     tables = {
         "checkpoints": checkpoints_table(analyses),
         "profiles": profiles_table(analyses),
         "fits": fits_table(analyses),
-        "consistency": consistency_table(analyses),
     }
-    tables["consistency_summary"] = consistency_summary_table(
-        tables["checkpoints"], tables["consistency"], tables["fits"])
+    consistency = consistency_tables(profiles_by_basis(analyses), tables["checkpoints"], tables["fits"], limits)
+    # Each checkpoint's mean r with its basis and its group goes beside its fit.
+    means = consistency.pop("checkpoint_means").set_index("checkpoint")
+    fits = tables["fits"].set_index("checkpoint")
+    fits.update(means)
+    tables["fits"] = _frame(fits.reset_index(), "fits")
+    tables.update(consistency)
     return tables

@@ -1,6 +1,6 @@
 rule build_tables:
     input:
-        all_profiles,
+        all_analyses,
     output:
         checkpoints=report(
             f"{OUT}/tables/checkpoints.parquet",
@@ -15,8 +15,11 @@ rule build_tables:
             caption="../report/consistency_summary.rst",
             category="Tables",
         ),
+        consistency_groups=f"{OUT}/tables/consistency_groups.parquet",
     log:
         f"{OUT}/logs/build_tables.log",
+    params:
+        limits=config["consistency"],
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -49,6 +52,7 @@ rule plot_consistency:
     input:
         checkpoints=f"{OUT}/tables/checkpoints.parquet",
         consistency=f"{OUT}/tables/consistency.parquet",
+        groups=f"{OUT}/tables/consistency_groups.parquet",
     output:
         report(
             f"{OUT}/plots/consistency/{{basis}}.png",
@@ -58,6 +62,8 @@ rule plot_consistency:
         ),
     log:
         f"{OUT}/logs/plots/consistency/{{basis}}.log",
+    params:
+        max_checkpoints=config["plots"]["heatmap_checkpoints"],
     conda:
         "../../envs/analysis.yaml"
     threads: 1

@@ -17,13 +17,13 @@ except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 OUT = STUDY.outdir
 PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening"]
-TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary"]
+TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups"]
 
 
 wildcard_constraints:
     dataset=r"[^/]+",
     zoo=r"[^/]+",
-    name=r"[^/]+",
+    shard=r"\d{4}-of-\d{4}",
     run=r"[^/]+",
     prep=r"[^/]+",
     basis=r"[^/]+",
@@ -46,38 +46,49 @@ def train_run_dataset_manifest(wildcards):
     return f"{OUT}/datasets/{dataset}/manifest.json"
 
 
-def checkpoint_spec(wildcards):
-    return STUDY.checkpoint(wildcards.zoo, wildcards.name).to_dict()
+def shard_members(wildcards):
+    return STUDY.shards(wildcards.zoo)[wildcards.shard]
 
 
-def checkpoint_files(wildcards):
-    """The files a checkpoint's stem is read from, where the DAG makes them."""
+def shard_specs(wildcards):
+    return [spec.to_dict() for spec in shard_members(wildcards)]
+
+
+def shard_checkpoint_files(wildcards):
+    """The files a shard's stems are read from, where the DAG makes them."""
     if wildcards.zoo in STUDY.dynamic_zoos:
         return [STUDY.dynamic_zoos[wildcards.zoo].index_path]
-    spec = STUDY.checkpoint(wildcards.zoo, wildcards.name)
-    if spec.source == "train":
-        return [f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}"]
-    # Local files are inputs, so replacing one reruns its jobs; a missing init is the job's to report.
-    return [path for path in (spec.uri, spec.init_uri) if path and Path(path).is_file()]
+    files = set()
+    for spec in shard_members(wildcards):
+        if spec.source == "train":
+            files.add(f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}")
+        else:
+            # Local files are inputs, so replacing one reruns its shard; a missing init is the job's to report.
+            files.update(path for path in (spec.uri, spec.init_uri) if path and Path(path).is_file())
+    return sorted(files)
 
 
-def basis_file(wildcards):
-    """The checkpoint's patch basis; none where no basis fits (its profile job says why)."""
-    basis = STUDY.checkpoint(wildcards.zoo, wildcards.name).basis
-    return [basis.path(OUT)] if basis is not None else []
+def shard_bases(wildcards):
+    """The patch bases of a shard's checkpoints by slug; a checkpoint planned without one is skipped, saying why."""
+    return {spec.basis.slug: spec.basis.path(OUT) for spec in shard_members(wildcards) if spec.basis is not None}
+
+
+def shard_basis_files(wildcards):
+    return sorted(set(shard_bases(wildcards).values()))
+
+
+def all_analyses(wildcards=None):
+    """Every shard's analyses; an archive zoo's shards are known once its unpack checkpoint has run."""
+    files = []
+    for zoo in STUDY.config["zoos"]:
+        if zoo in STUDY.dynamic_zoos:
+            checkpoints.unpack_archive.get(zoo=zoo)
+        files += [f"{OUT}/analyses/{zoo}/{shard}.npz" for shard in STUDY.shards(zoo)]
+    return files
 
 
 def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
-
-
-def all_profiles(wildcards=None):
-    """Every checkpoint's profile; an archive zoo's are listed once its unpack checkpoint has run."""
-    specs = list(STUDY.checkpoints.values())
-    for zoo in STUDY.dynamic_zoos:
-        checkpoints.unpack_archive.get(zoo=zoo)
-        specs += STUDY.indexed_checkpoints(zoo).values()
-    return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in specs]
 
 
 def archive_options(wildcards):

@@ -1,0 +1,21 @@
+rule analyse_checkpoints:
+    input:
+        checkpoints=shard_checkpoint_files,
+        bases=shard_basis_files,
+    output:
+        f"{OUT}/analyses/{{zoo}}/{{shard}}.npz",
+    log:
+        f"{OUT}/logs/analyse_checkpoints/{{zoo}}/{{shard}}.log",
+    params:
+        specs=shard_specs,
+        bases=shard_bases,
+        subtract_init=config["analysis"]["subtract_init"],
+        strict=config["analysis"]["strict"],
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../../scripts/analyse_checkpoints.py"
