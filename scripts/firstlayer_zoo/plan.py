@@ -6,10 +6,24 @@ from each zoo source's cheap metadata and is cached across invocations.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
+from .limits import Limits, applied
+from .local_zoos import NAME_LIMIT
 from .records import BasisKey, CheckpointSpec
 from .zoos import ZOO_SOURCES, GeometryCache
+
+# Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
+def check_name(kind: str, name: str) -> None:
+    if not SAFE_NAME.fullmatch(name) or len(name) > NAME_LIMIT:
+        raise ValueError(
+            f"{kind}: the name {name!r} cannot name a folder under the outdir; use letters, digits and _ . + = - "
+            f"(not starting with . or -), at most {NAME_LIMIT} characters")
 
 
 class Study:
@@ -19,13 +33,29 @@ class Study:
         self.config = config
         self.outdir = config["outdir"]
         self.datasets: dict[str, dict] = config["datasets"]
+        for name in self.datasets:
+            check_name("datasets", name)
+        self.limits = Limits.from_dict(config.get("limits"))
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}
         # Zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them).
         self.dynamic_zoos: dict[str, object] = {}
         self._indexed: dict[str, tuple[int, dict[str, CheckpointSpec]]] = {}
-        for zoo_name, options in config["zoos"].items():
+        with applied(self.limits):
+            self._plan(config["zoos"], cache)
+        cache.save()
+        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
+        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
+        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
+
+    def _with_limits(self, spec: CheckpointSpec) -> CheckpointSpec:
+        """The spec carrying the study's limits, which its job applies when it reads the checkpoint."""
+        return dataclasses.replace(spec, extra={**spec.extra, "limits": self.limits.to_dict()})
+
+    def _plan(self, zoos: dict, cache: GeometryCache) -> None:
+        for zoo_name, options in zoos.items():
+            check_name("zoos", zoo_name)
             if options["dataset"] not in self.datasets:
                 raise ValueError(
                     f"zoos.{zoo_name}.dataset: {options['dataset']!r} is not a dataset in the config; "
@@ -37,20 +67,16 @@ class Study:
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
-                self.checkpoints[spec.id] = spec
+                self.checkpoints[spec.id] = self._with_limits(spec)
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
-        cache.save()
-        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
-        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
-        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
     def indexed_checkpoints(self, zoo: str) -> dict[str, CheckpointSpec]:
         """A dynamic zoo's checkpoints by name, from the index its checkpoint rule wrote."""
         # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
         stamp = Path(self.dynamic_zoos[zoo].index_path).stat().st_mtime_ns
         if self._indexed.get(zoo, (None,))[0] != stamp:
-            specs = {spec.name: spec for spec in self.dynamic_zoos[zoo].indexed_checkpoints()}
+            specs = {spec.name: self._with_limits(spec) for spec in self.dynamic_zoos[zoo].indexed_checkpoints()}
             self._indexed[zoo] = (stamp, specs)
         return self._indexed[zoo][1]
 
