@@ -228,3 +228,41 @@ def onnx_conv_model(weight: np.ndarray, *, as_constant=False, group=1, strides=(
         initializer=initializers,
     )
     return helper.make_model(graph)
+
+
+def write_onnx_corpus(folder: Path) -> dict[str, str]:
+    """Hostile ONNX models into `folder`; return {file name: exact skipped status}, with {path} for its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = stem_weights(30).numpy()
+
+    one_input = onnx_conv_model(weights, decoy=False)
+    stem_node = next(node for node in one_input.graph.node if node.name == "stem")
+    del stem_node.input[1:]
+    onnx.save(one_input, str(folder / "one_input.onnx"))
+
+    cycle = onnx_conv_model(weights, decoy=False)
+    stem_node = next(node for node in cycle.graph.node if node.name == "stem")
+    stem_node.input[1] = "loop_a"
+    cycle.graph.node.extend([helper.make_node("Identity", ["loop_b"], ["loop_a"]),
+                             helper.make_node("Identity", ["loop_a"], ["loop_b"])])
+    onnx.save(cycle, str(folder / "identity_cycle.onnx"))
+
+    (folder.parent / "outside_weights.bin").write_bytes(weights.tobytes())
+    external = onnx_conv_model(weights, decoy=False)
+    tensor = next(tensor for tensor in external.graph.initializer if tensor.name == "stem_w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../outside_weights.bin"), ("offset", "0"), ("length", str(weights.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    onnx.save(external, str(folder / "external_outside.onnx"))
+
+    onnx.save(onnx_conv_model(np.ones((8, 3, 5, 5), np.int8)), str(folder / "int8.onnx"))
+    return {
+        "one_input.onnx": "{path}: the stem Conv node 'stem' has no weight input; export the model again",
+        "identity_cycle.onnx": "{path}: the stem weight comes through a cycle of Identity nodes; export it again",
+        "external_outside.onnx": "{path}: the stem weight 'stem_w' names an external data file outside the model's "
+                                 "folder ('../outside_weights.bin'), which this workflow does not read; copy it "
+                                 "next to the model",
+        "int8.onnx": "{path}: the stem 'stem_w' is stored as int8, not as float weights (a quantized model?); "
+                     "export the float model",
+    }

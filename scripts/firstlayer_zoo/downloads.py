@@ -50,10 +50,10 @@ class ClientDownloadError(DownloadError):
 class DownloadTooLarge(DownloadError):
     """A download past limits.download_gb."""
 
-    def __init__(self, url: str, size: int, limit: int, announced: bool):
-        how = "announces" if announced else "streamed past"
-        super().__init__(f"{url}: the download {how} {size:,} bytes, over the limit of {limit:,} "
-                         "(limits.download_gb); raise limits.download_gb in the config if you trust the source")
+    def __init__(self, url: str, limit: int, announced: int | None):
+        what = f"announces {announced:,} bytes" if announced is not None else "streamed on without a size"
+        super().__init__(f"{url}: the download {what}, over the limit of {limit:,} bytes (limits.download_gb); "
+                         "raise limits.download_gb in the config if you trust the source")
 
 
 class RangeNotSupported(DownloadError):
@@ -157,7 +157,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
             total = _announced_total(response, offset)
             if total is not None and total > limit:
                 partial.unlink(missing_ok=True)
-                raise DownloadTooLarge(url, total, limit, announced=True)
+                raise DownloadTooLarge(url, limit, announced=total)
             try:
                 with open(partial, mode) as handle:
                     written = offset
@@ -166,7 +166,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
                         if written > limit:
                             handle.close()
                             partial.unlink()
-                            raise DownloadTooLarge(url, written, limit, announced=False)
+                            raise DownloadTooLarge(url, limit, announced=None)
                         handle.write(block)
                         fetched += len(block)
             except TRANSIENT_ERRORS as error:
