@@ -27,8 +27,8 @@ SECRET = "hunter2-TOPSECRET-credential"
 
 def secret_traces() -> list[str]:
     """Every form in which the secret file's bytes could leak into a message."""
-    head = json.dumps({"token": SECRET}).encode()
-    return [SECRET, str(struct.unpack("<Q", head[:8])[0])]
+    heads = [json.dumps({"token": SECRET}).encode()[:8], SECRET.encode()[:8]]
+    return [SECRET, *(str(struct.unpack("<Q", head)[0]) for head in heads)]
 
 
 def write_safetensors_raw(path: Path, header: bytes, data: bytes = b"") -> Path:
@@ -114,9 +114,10 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
     outside = folder.parent / "outside"
     outside.mkdir(exist_ok=True)
     (outside / "creds.json").write_text(json.dumps({"token": SECRET}))
-    (outside / "model.safetensors").write_bytes((outside / "creds.json").read_bytes())
+    (outside / "secret.key").write_text(SECRET)
     os.symlink(outside / "creds.json", folder / "linked.bin")
-    os.symlink(outside / "model.safetensors", folder / "linked_header.safetensors")
+    os.symlink(outside / "creds.json", folder / "linked_json.safetensors")
+    os.symlink(outside / "secret.key", folder / "linked_key.safetensors")
     for name, init in (("absolute_init", str(outside / "creds.json")), ("climbing_init", "../outside/creds.json")):
         save_file({STEM_KEY: stem_weights(5)}, str(folder / f"{name}.safetensors"))
         (folder / f"{name}.json").write_text(json.dumps({"init": init}))
@@ -172,7 +173,7 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
                                ("float8_e4m3fn.safetensors", "F8_E4M3"))},
         **{name: f"{{path}}: a symlink to a file outside the zoo's root {folder.resolve()}, which this workflow "
                  "does not read; copy the file into the root instead"
-           for name in ("linked.bin", "linked_header.safetensors")},
+           for name in ("linked.bin", "linked_json.safetensors", "linked_key.safetensors")},
         "linked_sidecar.safetensors": f"{folder / 'linked_sidecar.json'}: a symlink to a file outside the zoo's "
                                       f"root {folder.resolve()}, which this workflow does not read; copy the file "
                                       "into the root instead",

@@ -118,9 +118,6 @@ def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtrac
         return skipped_analysis(spec, stem.status, stem)
     if basis is None:
         return skipped_analysis(spec, no_basis_reason(spec, stem), stem)
-    if stem.weight.ndim != 4 or 0 in stem.weight.shape:
-        return skipped_analysis(spec, f"skipped: {spec.uri}: stem weight has shape {tuple(stem.weight.shape)}: "
-                                      "no filters to profile", stem)
     if (stem.in_chans, stem.kernel_size) != (basis.in_chans, basis.kernel_size):
         return skipped_analysis(
             spec,
