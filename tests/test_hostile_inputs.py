@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.archive_zoo import ArchiveError, unpack
-from firstlayer_zoo.checkpoint_io import CheckpointError, onnx_stem, tensor_shape
+from firstlayer_zoo.checkpoint_io import CheckpointError, tensor_shape
 from firstlayer_zoo.datasets import dataset_source
 from firstlayer_zoo.downloads import DownloadError, DownloadTooLarge, download
 from firstlayer_zoo.limits import Limits, applied
@@ -352,6 +352,22 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
         source.load(None, 0)
 
 
+# The config
+
+
+def test_yaml_alias_bomb_is_refused_at_start_up(tmp_path):
+    from workflow_helpers import TINY_CONFIG, snakemake
+
+    levels = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    levels += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    config = tmp_path / "bomb.yaml"
+    config.write_text(TINY_CONFIG.read_text() + "bomb:\n" + "".join(f"  {level}\n" for level in levels))
+    # Ten million values: before the guard, validating them took many minutes.
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=240)
+    assert result.returncode != 0
+    assert "config: the config expands to more than 200,000 values (YAML aliases" in result.stdout + result.stderr
+
+
 # A file rewritten under its memory map
 
 
@@ -366,7 +382,7 @@ def test_sigbus_while_reading_names_the_file_in_the_log(tmp_path):
         from firstlayer_zoo.rule_io import logged
         from firstlayer_zoo.zoos import GeometryCache, extract_stem
 
-        def read_under_a_shrinking_map(uri, options):
+        def read_under_a_shrinking_map(uri):
             with open(uri, "r+b") as handle:
                 mapped = mmap.mmap(handle.fileno(), 0)
                 handle.truncate(0)
@@ -375,7 +391,7 @@ def test_sigbus_while_reading_names_the_file_in_the_log(tmp_path):
         source = local_zoos.FolderSource("local", {{"source": "folder", "dataset": "photos",
             "root": {str(tmp_path)!r}, "stem_key": "stem.weight"}}, "results", GeometryCache({str(tmp_path / "c")!r}))
         (spec,) = source.checkpoints()
-        local_zoos.FolderSource.read_weight = classmethod(lambda cls, uri, options: read_under_a_shrinking_map(uri, options))
+        local_zoos.FolderSource.read_weight = classmethod(lambda cls, uri, options: read_under_a_shrinking_map(uri))
         with logged(types.SimpleNamespace(log=[{str(log)!r}])):
             extract_stem(spec)
     """)

@@ -179,7 +179,8 @@ def _checked_torch_tensor(tensor: object, key: str, path: Path):
     if not torch.is_tensor(tensor):
         raise CheckpointError(f"{path}: {key!r} is a {type(tensor).__name__}, not a tensor")
     for kind, odd in (("nested", tensor.is_nested), ("quantized", tensor.is_quantized),
-                      ("meta (no data)", tensor.is_meta), (f"{tensor.layout} (sparse)", tensor.layout != torch.strided)):
+                      ("meta (no data)", tensor.is_meta),
+                      (f"{tensor.layout} (sparse)", tensor.layout != torch.strided)):
         if odd:
             raise CheckpointError(f"{path}: the stem {key!r} is a {kind} tensor, not dense weights; "
                                   "save the dense float weights (tensor.to_dense() / dequantize())")

@@ -72,12 +72,12 @@ class LocalFiles(ZooSource):
         # Hidden files are other programs' partial writes (our own atomic writes use them too).
         files = sorted(path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts))
         for path in files:
-            self.check_name(path)
+            self.check_name(path, root)
         return files
 
-    def check_name(self, path: Path) -> None:
+    def check_name(self, path: Path, root: Path) -> None:
         """Refuse at start-up a file whose name cannot become an output name (Snakemake records paths as UTF-8)."""
-        relative = path.relative_to(self.root)
+        relative = path.relative_to(root)
         try:
             encoded = relative.as_posix().encode("utf-8")
         except UnicodeEncodeError:

@@ -19,6 +19,26 @@ from .zoos import ZOO_SOURCES, GeometryCache
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
 
 
+# A config is a few hundred values; YAML aliases can make a short file expand to billions, which validation
+# would then walk for minutes.
+CONFIG_VALUE_LIMIT = 200_000
+
+
+def refuse_oversized_config(config: dict) -> None:
+    """Count the config's values, aliases expanded, and stop counting past the limit."""
+    pending, count = [config], 0
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > CONFIG_VALUE_LIMIT:
+            raise ValueError(f"the config expands to more than {CONFIG_VALUE_LIMIT:,} values (YAML aliases "
+                             "repeating each other?); write the values out or trim the lists")
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
 def check_name(kind: str, name: str) -> None:
     if not SAFE_NAME.fullmatch(name) or len(name) > NAME_LIMIT:
         raise ValueError(
