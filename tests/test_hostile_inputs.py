@@ -108,6 +108,16 @@ def test_a_file_name_that_is_not_utf8_is_named_at_start_up(tmp_path):
         folder_source(tmp_path, tmp_path / "cache.json").checkpoints()
 
 
+def test_a_path_too_long_for_an_output_name_is_named_at_start_up(tmp_path):
+    folder = tmp_path / ("d" * 120) / ("e" * 60)
+    folder.mkdir(parents=True)
+    path = write_good(folder, "weights.safetensors", seed=0)
+    with pytest.raises(ValueError, match=rf"^zoos.local.root: {path}: its path relative to the root is 201 bytes, "
+                                         "over the 200"):
+        folder_source(tmp_path, tmp_path / "cache.json").checkpoints()
+    assert len(folder_source(folder.parent, tmp_path / "cache.json").checkpoints()) == 1
+
+
 def test_an_image_name_that_is_not_utf8_is_named(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     os.rename(tmp_path / "a.png", os.fsencode(tmp_path) + b"/\xff.png")
