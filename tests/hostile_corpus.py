@@ -1,12 +1,18 @@
 """Checkpoint files a stranger's zoo may hold, good and bad, made by the tests themselves.
 
 Every state dict names its stem `stem.weight` (some behind wrapper prefixes);
-`EXPECTED` gives each bad file's exact `skipped:` reason, with {path} for its path.
+`write_corpus` returns each bad file's exact `skipped:` reason, with {path} for its path.
+Beside the zoo folder it plants `outside/creds.json` holding SECRET, which
+symlinks and sidecars in the zoo point to: it must never be read, so SECRET
+(and its first bytes read as a number) must appear nowhere in any output.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,22 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
 STEM_KEY = "stem.weight"
+SECRET = "hunter2-TOPSECRET-credential"
+
+
+def secret_traces() -> list[str]:
+    """Every form in which the secret file's bytes could leak into a message."""
+    heads = [json.dumps({"token": SECRET}).encode()[:8], SECRET.encode()[:8]]
+    return [SECRET, *(str(struct.unpack("<Q", head)[0]) for head in heads)]
+
+
+def write_safetensors_raw(path: Path, header: bytes, data: bytes = b"") -> Path:
+    path.write_bytes(struct.pack("<Q", len(header)) + header + data)
+    return path
+
+
+def write_safetensors_entry(path: Path, entry: object) -> Path:
+    return write_safetensors_raw(path, json.dumps({STEM_KEY: entry}).encode(), bytes(8 * 3 * 5 * 5 * 4))
 
 
 class WritesMarker:
@@ -65,6 +87,43 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
     nan[0, 0, 0, 0] = float("nan")
     torch.save({"state_dict": {f"model.{STEM_KEY}": nan}}, folder / "nan.ckpt")
 
+    # Round two. Files that crashed their job (or leaked) before they became status rows.
+    depth = 100_000
+    write_safetensors_raw(folder / "deep.safetensors", b'{"a":' * depth + b"1" + b"}" * depth)
+    write_safetensors_entry(folder / "entry_not_object.safetensors", 5)
+    write_safetensors_entry(folder / "no_offsets.safetensors", {"dtype": "F32", "shape": [8, 3, 5, 5]})
+    write_safetensors_entry(folder / "wrong_byte_count.safetensors",
+                            {"dtype": "F32", "shape": [8, 3, 5, 5], "data_offsets": [0, 100]})
+    save_file({STEM_KEY: torch.zeros(0, 3, 5, 5)}, str(folder / "zero_channels.safetensors"))
+    save_file({STEM_KEY: torch.zeros(8, 3, 5, 5)}, str(folder / "all_zero.safetensors"))
+    (folder / "brackets.bin").write_bytes(b"[" * 500_000)
+    # A header length past the default limit in a sparse file: refused before its bytes are read.
+    huge = 64 << 20
+    with open(write_safetensors_raw(folder / "huge_header.safetensors", b"{"), "r+b") as handle:
+        handle.seek(0)
+        handle.write(struct.pack("<Q", huge))
+        handle.truncate(8 + huge + 8)
+    torch.save({STEM_KEY: weights.to_sparse()}, folder / "sparse.pt")
+    torch.save({STEM_KEY: torch.quantize_per_tensor(weights, 0.1, 0, torch.qint8)}, folder / "quantized.pt")
+    torch.save({STEM_KEY: weights.to("meta")}, folder / "meta.pt")
+    torch.save({STEM_KEY: torch.nested.nested_tensor([weights[0], weights[1]])}, folder / "nested.pt")
+    torch.save({STEM_KEY: weights.to(torch.complex64)}, folder / "complex.pt")
+    for dtype in (torch.int8, torch.uint8, torch.bool, torch.float8_e4m3fn):
+        save_file({STEM_KEY: weights.to(dtype)}, str(folder / f"{str(dtype).removeprefix('torch.')}.safetensors"))
+    # The leak: links and sidecars reaching a credentials file outside the zoo.
+    outside = folder.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "creds.json").write_text(json.dumps({"token": SECRET}))
+    (outside / "secret.key").write_text(SECRET)
+    os.symlink(outside / "creds.json", folder / "linked.bin")
+    os.symlink(outside / "creds.json", folder / "linked_json.safetensors")
+    os.symlink(outside / "secret.key", folder / "linked_key.safetensors")
+    for name, init in (("absolute_init", str(outside / "creds.json")), ("climbing_init", "../outside/creds.json")):
+        save_file({STEM_KEY: stem_weights(5)}, str(folder / f"{name}.safetensors"))
+        (folder / f"{name}.json").write_text(json.dumps({"init": init}))
+    save_file({STEM_KEY: stem_weights(6)}, str(folder / "linked_sidecar.safetensors"))
+    os.symlink(outside / "creds.json", folder / "linked_sidecar.json")
+
     refuse = "loading it would run code from the file ({why}), which this workflow refuses; {hint}"
     return {
         "malicious.pt": "{path}: " + refuse.format(why="the pickle calls io.open", hint="{hint}"),
@@ -78,8 +137,8 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
                            "run `git lfs pull` in its repository",
         "page.pth": "{path}: an HTML/XML page saved as a checkpoint (a login or error page from a failed download?); "
                     "download it again",
-        "error.bin": '{path}: a JSON document saved as a checkpoint (an error response?): '
-                     '{"error": "Repository Not Found"}; download it again',
+        "error.bin": "{path}: a JSON document saved as a checkpoint (an error response?); open it to see what "
+                     "the server said, then download it again",
         "no_conv.safetensors": "{path}: no tensor named 'stem.weight' (no conv stem there?); "
                                "its first weights are ['fc.weight']; set stem_key to the stem's weight",
         "one_by_one.safetensors": "{path}: 1x1 stem only mixes colours; it has no spatial patch basis to be "
@@ -88,7 +147,53 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
         "gray.safetensors": "{path}: stem takes 1 input channel(s) per filter, the photos preprocessing gives 3: "
                             "a stem for 1-channel images or a grouped conv; no patch basis fits",
         "nan.ckpt": "{path}: stem weight contains NaN or Inf",
+        "deep.safetensors": "{path}: corrupt safetensors header (JSON nested too deeply); fetch it again",
+        "entry_not_object.safetensors": "{path}: corrupt safetensors header: the entry of tensor 'stem.weight' "
+                                        "lacks a dtype, shape or data_offsets; fetch it again",
+        "no_offsets.safetensors": "{path}: corrupt safetensors header: the entry of tensor 'stem.weight' "
+                                  "lacks a dtype, shape or data_offsets; fetch it again",
+        "wrong_byte_count.safetensors": "{path}: corrupt safetensors header: tensor 'stem.weight' of shape "
+                                        "[8, 3, 5, 5] (F32) takes 100 bytes in the file, not the 4 per element "
+                                        "its shape needs; fetch it again",
+        "zero_channels.safetensors": "{path}: stem weight has shape (0, 3, 5, 5): no filters to profile",
+        "all_zero.safetensors": "{path}: the stem's weights are all zero (an untrained or pruned layer?)",
+        "brackets.bin": "{path}: not a checkpoint format this workflow reads "
+                        "(safetensors; PyTorch .pt/.pth/.bin/.ckpt saved by torch.save; ONNX)",
+        "huge_header.safetensors": f"{{path}}: safetensors header is {huge:,} bytes, over the limit of "
+                                   f"{16 << 20:,} (limits.safetensors_header_mb); raise "
+                                   "limits.safetensors_header_mb in the config if you trust it",
+        **{f"{name}.pt": f"{{path}}: the stem 'stem.weight' is a {kind} tensor, not dense weights; "
+                         "save the dense float weights (tensor.to_dense() / dequantize())"
+           for name, kind in (("sparse", "torch.sparse_coo (sparse)"), ("quantized", "quantized"),
+                              ("meta", "meta (no data)"), ("nested", "nested"))},
+        **{name: f"{{path}}: the stem 'stem.weight' is stored as {dtype}, not as float16/bfloat16/float32/float64 "
+                 "weights (a quantized, boolean or complex tensor); export the float weights"
+           for name, dtype in (("complex.pt", "complex64"), ("int8.safetensors", "I8"),
+                               ("uint8.safetensors", "U8"), ("bool.safetensors", "BOOL"),
+                               ("float8_e4m3fn.safetensors", "F8_E4M3"))},
+        **{name: f"{{path}}: a symlink to a file outside the zoo's root {folder.resolve()}, which this workflow "
+                 "does not read; copy the file into the root instead"
+           for name in ("linked.bin", "linked_json.safetensors", "linked_key.safetensors")},
+        "linked_sidecar.safetensors": f"{folder / 'linked_sidecar.json'}: a symlink to a file outside the zoo's "
+                                      f"root {folder.resolve()}, which this workflow does not read; copy the file "
+                                      "into the root instead",
+        **{f"{name}.safetensors": f"{folder / name}.json: its init {init!r} lies outside the zoo's root "
+                                  f"{folder.resolve()}, which this workflow does not read; give a path relative "
+                                  "to the root, or set `init` in the config"
+           for name, init in (("absolute_init", str(outside / "creds.json")),
+                              ("climbing_init", "../outside/creds.json"))},
     }
+
+
+def identity_basis(kernel_size: int, in_chans: int):
+    """A PatchBasis whose eigenvectors are the pixel axes, for analysing stems without patch statistics."""
+    from firstlayer_zoo.basis import PatchBasis
+
+    dimension = in_chans * kernel_size * kernel_size
+    eigenvalues = np.linspace(2.0, 1.0, dimension)
+    return PatchBasis(kernel_size=kernel_size, in_chans=in_chans, mean=np.zeros(dimension),
+                      covariance=np.diag(eigenvalues), eigenvalues=eigenvalues, eigenvectors=np.eye(dimension),
+                      n_patches=1, n_images=1)
 
 
 def expected_status(template: str, path: Path) -> str:
@@ -124,3 +229,41 @@ def onnx_conv_model(weight: np.ndarray, *, as_constant=False, group=1, strides=(
         initializer=initializers,
     )
     return helper.make_model(graph)
+
+
+def write_onnx_corpus(folder: Path) -> dict[str, str]:
+    """Hostile ONNX models into `folder`; return {file name: exact skipped status}, with {path} for its path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = stem_weights(30).numpy()
+
+    one_input = onnx_conv_model(weights, decoy=False)
+    stem_node = next(node for node in one_input.graph.node if node.name == "stem")
+    del stem_node.input[1:]
+    onnx.save(one_input, str(folder / "one_input.onnx"))
+
+    cycle = onnx_conv_model(weights, decoy=False)
+    stem_node = next(node for node in cycle.graph.node if node.name == "stem")
+    stem_node.input[1] = "loop_a"
+    cycle.graph.node.extend([helper.make_node("Identity", ["loop_b"], ["loop_a"]),
+                             helper.make_node("Identity", ["loop_a"], ["loop_b"])])
+    onnx.save(cycle, str(folder / "identity_cycle.onnx"))
+
+    (folder.parent / "outside_weights.bin").write_bytes(weights.tobytes())
+    external = onnx_conv_model(weights, decoy=False)
+    tensor = next(tensor for tensor in external.graph.initializer if tensor.name == "stem_w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "../outside_weights.bin"), ("offset", "0"), ("length", str(weights.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    onnx.save(external, str(folder / "external_outside.onnx"))
+
+    onnx.save(onnx_conv_model(np.ones((8, 3, 5, 5), np.int8)), str(folder / "int8.onnx"))
+    return {
+        "one_input.onnx": "{path}: the stem Conv node 'stem' has no weight input; export the model again",
+        "identity_cycle.onnx": "{path}: the stem weight comes through a cycle of Identity nodes; export it again",
+        "external_outside.onnx": "{path}: the stem weight 'stem_w' names an external data file outside the model's "
+                                 "folder ('../outside_weights.bin'), which this workflow does not read; copy it "
+                                 "next to the model",
+        "int8.onnx": "{path}: the stem 'stem_w' is stored as int8, not as float weights (a quantized model?); "
+                     "export the float model",
+    }

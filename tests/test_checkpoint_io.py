@@ -14,7 +14,15 @@ from firstlayer_zoo.checkpoint_io import CheckpointError, read_tensor, sniff, te
 from firstlayer_zoo.local_zoos import FolderSource
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo.zoos import GeometryCache, extract_stem
-from hostile_corpus import STEM_KEY, expected_status, stem_weights, write_corpus, write_good
+from hostile_corpus import (
+    STEM_KEY,
+    expected_status,
+    identity_basis,
+    secret_traces,
+    stem_weights,
+    write_corpus,
+    write_good,
+)
 
 
 def folder_source(root, cache_path, **options):
@@ -39,7 +47,8 @@ def test_every_hostile_file_becomes_its_exact_status_and_no_code_runs(corpus, tm
     for name, template in expected.items():
         spec = specs[name]
         stem = extract_stem(spec)
-        analysis = analyse_stem(spec, stem, basis=None, subtract_init=False)
+        basis = identity_basis(spec.kernel_size, spec.in_chans) if spec.basis is not None else None
+        analysis = analyse_stem(spec, stem, basis=basis, subtract_init=True)
         assert analysis.status == expected_status(template, folder / name), name
         with pytest.raises(StemError, match="analysis.strict: checkpoint local/"):
             require_ok(spec, analysis.status)
@@ -47,6 +56,18 @@ def test_every_hostile_file_becomes_its_exact_status_and_no_code_runs(corpus, tm
     good = extract_stem(specs["good.safetensors"])
     assert good.status == "ok"
     np.testing.assert_array_equal(good.weight, stem_weights(10).double().numpy())
+
+
+def test_nothing_outside_the_root_is_read_or_quoted(corpus, tmp_path):
+    folder, _, _ = corpus
+    source = folder_source(folder, tmp_path / "cache.json")
+    specs = source.checkpoints()
+    source.cache.save()
+    said = [json.dumps(spec.to_dict()) + extract_stem(spec).status for spec in specs]
+    said.append((tmp_path / "cache.json").read_text())
+    for trace in secret_traces():
+        assert not [text for text in said if trace in text], trace
+    assert all(spec.init_uri is None for spec in specs if "init" in spec.name)
 
 
 def test_planning_reads_geometry_and_plans_bad_files_without_a_basis(corpus, tmp_path):

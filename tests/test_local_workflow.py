@@ -4,13 +4,22 @@ and incremental reruns read from Snakemake's own plan."""
 import re
 import shutil
 
+import numpy as np
 import onnx
 import pandas as pd
 import pytest
 import yaml
 
-from hostile_corpus import expected_status, onnx_conv_model, stem_weights, write_corpus, write_good
 from firstlayer_zoo.shards import shard_count, shard_name
+from hostile_corpus import (
+    expected_status,
+    onnx_conv_model,
+    secret_traces,
+    stem_weights,
+    write_corpus,
+    write_good,
+    write_onnx_corpus,
+)
 from workflow_helpers import snakemake
 
 pytestmark = pytest.mark.slow
@@ -59,21 +68,24 @@ def mixed_run(tmp_path_factory):
     expected = write_corpus(workdir / "zoo", marker)
     for seed in range(3):
         write_good(workdir / "zoo", f"good{seed}.safetensors", seed=seed)
-    (workdir / "onnx").mkdir()
+    onnx_expected = write_onnx_corpus(workdir / "onnx")
     onnx.save(onnx_conv_model(stem_weights(20).numpy()), str(workdir / "onnx" / "net.onnx"))
     onnx.save(onnx_conv_model(stem_weights(21, (6, 1, 5, 5)).numpy(), group=3), str(workdir / "onnx" / "grouped.onnx"))
     # Small shards, so that the incremental test below can tell one shard from the others.
     config = folder_config(workdir, with_onnx=True, shard_size=SHARD_SIZE)
     snakemake(workdir, "--cores", "2", config=config)
-    return workdir, config, marker, expected
+    return workdir, config, marker, {**{f"local/{name}": (template, workdir / "zoo" / name)
+                                        for name, template in expected.items()},
+                                     **{f"exported/{name}": (template, workdir / "onnx" / name)
+                                        for name, template in onnx_expected.items()}}
 
 
 def test_mixed_folder_completes_with_a_status_row_per_file(mixed_run):
     workdir, _, marker, expected = mixed_run
     assert not marker.exists(), "a pickle ran code during the study"
     table = pd.read_parquet(workdir / "results" / "tables" / "checkpoints.parquet").set_index("checkpoint")
-    for name, template in expected.items():
-        assert table.loc[f"local/{name}", "status"] == expected_status(template, workdir / "zoo" / name), name
+    for checkpoint, (template, path) in expected.items():
+        assert table.loc[checkpoint, "status"] == expected_status(template, path), checkpoint
     good = table.loc[[f"local/good{seed}.safetensors" for seed in range(3)]]
     assert set(good["status"]) == {"ok"} and list(good["seed"]) == [0, 1, 2]
     onnx_row = table.loc["exported/net.onnx"]
@@ -88,11 +100,34 @@ def test_mixed_folder_completes_with_a_status_row_per_file(mixed_run):
     assert len(pd.read_parquet(workdir / "results" / "tables" / "consistency.parquet")) == 6
 
 
+def test_nothing_from_outside_the_zoo_appears_in_any_output(mixed_run):
+    workdir, _, _, _ = mixed_run
+    outputs = [path for path in (workdir / "results").rglob("*") if path.is_file()]
+    assert any(".plan" in path.parts for path in outputs) and any("logs" in path.parts for path in outputs)
+    for path in outputs:
+        text = readable_text(path)
+        for trace in secret_traces():
+            assert trace not in text, (path, trace)
+
+
+def readable_text(path) -> str:
+    """A file's text as a reader would see it: tables and npz headers decoded (their bytes may be compressed
+    or UTF-32), anything else as raw bytes."""
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path).to_json()
+    text = path.read_bytes().decode("latin-1")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            text += "".join(str(data[name]) for name in data.files if data[name].dtype.kind == "U")
+    return text
+
+
 def test_adding_removing_or_replacing_a_file_plans_only_its_shard_and_the_aggregates(mixed_run):
     workdir, config, _, _ = mixed_run
     before = snakemake(workdir, "--dry-run", config=config)
     assert "Nothing to be done" in before.stdout + before.stderr
-    n_files = len(list((workdir / "zoo").iterdir()))
+    table = pd.read_parquet(workdir / "results" / "tables" / "checkpoints.parquet")
+    n_files = int((table["zoo"] == "local").sum())
     count = shard_count(n_files, SHARD_SIZE)
     assert count == shard_count(n_files + 1, SHARD_SIZE) == shard_count(n_files - 1, SHARD_SIZE) > 2
     done = {path.name for path in (workdir / "results" / "analyses" / "local").glob("*.npz")}

@@ -8,6 +8,7 @@ import pytest
 from firstlayer_zoo import shards
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
+from firstlayer_zoo.downloads import DownloadError
 from firstlayer_zoo.local_zoos import FolderSource
 from firstlayer_zoo.shard_analysis import analyse_shard
 from firstlayer_zoo.shards import assign_shards, load_analyses, save_analyses, shard_count
@@ -106,3 +107,14 @@ def test_an_unforeseen_error_in_one_checkpoint_is_its_own_skipped_row(zoo, monke
     assert "SECRET-BYTES-FROM-THE-FILE" in capsys.readouterr().err  # the job's log keeps the traceback
     with pytest.raises(StemError, match="analysis.strict: checkpoint local/good1.safetensors"):
         analyse_shard(good, bases, subtract_init=True, strict=True, progress=False)
+
+
+def test_a_failed_download_fails_the_shard_instead_of_leaving_a_skipped_row(zoo, monkeypatch):
+    specs, bases = zoo
+
+    def offline(spec):
+        raise DownloadError("https://hub.example/x: no connection; fetch the study's remote inputs first")
+
+    monkeypatch.setattr(zoos, "extract_stem", offline)
+    with pytest.raises(DownloadError, match="no connection"):
+        analyse_shard(specs, bases, subtract_init=True, strict=False, progress=False)

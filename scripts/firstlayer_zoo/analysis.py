@@ -104,7 +104,19 @@ def no_basis_reason(spec: CheckpointSpec, stem: Stem) -> str:
 
 def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
                  subtract_init: bool) -> CheckpointAnalysis:
-    """Energy profile, analytic fit and whitening of one stem in its basis (None: planned without one)."""
+    """Energy profile, analytic fit and whitening of one stem in its basis (None: planned without one).
+
+    Never raises for one stem's values: whatever they do to the analysis becomes its skipped status.
+    """
+    try:
+        return _analyse(spec, stem, basis, subtract_init)
+    except Exception as error:  # noqa: BLE001 - one checkpoint must never stop the study
+        return skipped_analysis(
+            spec, f"skipped: {spec.uri}: its stem could not be analysed ({type(error).__name__}); "
+                  "check the file's weights", stem)
+
+
+def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtract_init: bool) -> CheckpointAnalysis:
     if stem.status != "ok":
         return skipped_analysis(spec, stem.status, stem)
     if basis is None:
@@ -120,7 +132,10 @@ def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
     filters = stem.filters(subtract_init=init_subtracted)
     raw = energy_profile(filters, basis.eigenvectors)
     if not np.any(raw > 0):
-        return skipped_analysis(spec, "skipped: the stem equals its initialisation (no training signal)", stem)
+        if init_subtracted:
+            return skipped_analysis(spec, "skipped: the stem equals its initialisation (no training signal)", stem)
+        return skipped_analysis(spec, f"skipped: {spec.uri}: the stem's weights are all zero (an untrained or "
+                                      "pruned layer?)", stem)
     energy = normalise(raw)
     energy_init = None
     if stem.init is not None:

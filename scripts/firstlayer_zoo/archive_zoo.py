@@ -4,6 +4,10 @@ The archive is downloaded (checksum verified) and unpacked by a Snakemake
 checkpoint, which writes an index of its checkpoints with their metadata;
 the checkpoints are known only then. Stem geometry and preprocessing come
 from the config, so the patch bases are planned at start-up as for any zoo.
+
+The archive's format is read from its bytes, not its URL. Before anything is
+unpacked, every member is checked: no absolute or climbing paths, no links
+out of the folder, no name twice, and the total within limits.archive_*.
 """
 
 from __future__ import annotations
@@ -11,18 +15,76 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tarfile
+import zipfile
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from .atomic import write_text
 from .downloads import download
+from .limits import Limits, current as current_limits, refuse_over
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .checkpoint_io import read_tensor
 from .stems import Stem, StemError, validate_conv_weight
 from .zoos import ZooSource, register
 
+
+
+class ArchiveError(StemError):
+    """An archive this workflow refuses to unpack; the message names the URL and the reason."""
+
+
+def member_path(name: str, url: str) -> PurePosixPath:
+    """A member's path inside the folder; absolute or climbing names are refused, not silently dropped."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or re.match(r"[A-Za-z]:", name):
+        raise ArchiveError(f"{url}: the archive member {name!r} would land outside the unpacked folder; "
+                           "the archive is corrupt or hostile, and is not unpacked")
+    return path
+
+
+def check_members(members: list[tuple[str, int, bool]], packed: int, url: str, limits: Limits) -> None:
+    """Refuse the archive unless each (name, size, is_dir) member stays inside, appears once, and all fit the limits."""
+    seen: set[PurePosixPath] = set()
+    for name, _, is_dir in members:
+        path = member_path(name, url)
+        if path in seen and not is_dir:
+            raise ArchiveError(f"{url}: the archive holds {name!r} twice, so which one is meant is unclear; "
+                               "repack it with each file once")
+        seen.add(path)
+    total = sum(size for _, size, _ in members)
+    refuse_over(f"{url}: the archive unpacked", total, limits.archive_bytes, "archive_unpacked_gb", ArchiveError)
+    refuse_over(f"{url}: the archive unpacked", total, int(max(packed, 1) * limits.archive_expansion_ratio),
+                "archive_expansion_ratio", ArchiveError)
+
+
+def unpack(archive: Path, dest: Path, url: str, limits: Limits) -> None:
+    """Unpack a zip or (compressed) tar, told apart by their bytes, into `dest` after checking every member."""
+    packed = archive.stat().st_size
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as bundle:
+            members = bundle.infolist()
+            check_members([(m.filename, m.file_size, m.is_dir()) for m in members], packed, url, limits)
+            for member in members:
+                target = dest / member_path(member.filename, url)
+                if member.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with bundle.open(member) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink)
+        return
+    try:
+        bundle = tarfile.open(archive)
+    except tarfile.TarError:
+        raise ArchiveError(f"{url}: neither a zip nor a tar archive (compressed or not); check the URL") from None
+    with bundle:
+        members = bundle.getmembers()
+        check_members([(m.name, m.size, m.isdir()) for m in members], packed, url, limits)
+        # The "data" filter refuses links and devices that point outside the folder.
+        bundle.extractall(dest, filter="data")
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -73,7 +135,7 @@ class ArchiveSource(ZooSource):
         """Download (verified), unpack into the archive folder, and return the index entries."""
         options = self.options
         archive_dir = Path(f"{self.outdir}/zoos/{self.name}/download")
-        filename = PurePosixPath(options["url"].split("?")[0]).name
+        filename = PurePosixPath(options["url"].split("?")[0]).name or "archive"
         result = download(options["url"], archive_dir / filename, sha256=options.get("sha256"),
                           md5=options.get("md5"), log=log)
         log(f"{options['url']}: {result.size} bytes, {result.bytes_fetched} fetched in {result.attempts} attempt(s)")
@@ -82,9 +144,7 @@ class ArchiveSource(ZooSource):
             shutil.rmtree(root)
         staging = root.with_name(root.name + ".unpacking")
         shutil.rmtree(staging, ignore_errors=True)
-        # tar members may point outside the folder; the "data" filter refuses them (zipfile strips such paths).
-        safety = {} if result.path.suffix == ".zip" else {"filter": "data"}
-        shutil.unpack_archive(result.path, staging, **safety)
+        unpack(result.path, staging, options["url"], current_limits())
         staging.rename(root)
         return self.index_entries(root)
 

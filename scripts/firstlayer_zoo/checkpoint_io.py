@@ -5,7 +5,8 @@ for are read; PyTorch pickles (.pt, .pth, .bin, Lightning .ckpt) go through
 `torch.load(weights_only=True, mmap=True)`, whose unpickler refuses every
 global outside plain tensors and containers. A file that is not a checkpoint
 at all (empty, a Git LFS pointer, an HTML or JSON error page, truncated) is
-named for what it is before any parser sees it.
+named for what it is before any parser sees it. No error message quotes a
+file's bytes: a zoo may link or point to files that are not its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
+from .limits import current as current_limits, refuse_over
 from .stems import StemError
 
 # Prefixes that training wrappers put before every parameter name:
@@ -28,6 +30,10 @@ WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 SNIFF_BYTES = 1024
 JSON_PAGE_LIMIT = 1 << 20
+# Stems are analysed in float64; other dtypes (quantized ints, masks, float8, complex) are not weights to profile.
+FLOAT_SAFETENSORS_DTYPES = {"F16", "BF16", "F32", "F64"}
+SAFETENSORS_ITEM_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+                          "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
 
 class CheckpointError(StemError):
@@ -66,13 +72,13 @@ def sniff(path: str | Path) -> str:
             "download it again")
     if text.startswith((b"{", b"[")) and size <= JSON_PAGE_LIMIT:
         try:
-            document = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError):
+            json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError, RecursionError):
             pass
         else:
-            snippet = json.dumps(document)[:120]
             raise CheckpointError(
-                f"{path}: a JSON document saved as a checkpoint (an error response?): {snippet}; download it again")
+                f"{path}: a JSON document saved as a checkpoint (an error response?); open it to see what the "
+                "server said, then download it again")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
         return "torch"
     if path.suffix == ".onnx":
@@ -101,23 +107,85 @@ def safetensors_header(path: str | Path) -> dict[str, dict]:
             raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes); fetch it again")
         (length,) = struct.unpack("<Q", prefix)
         if length > size - 8:
+            # The length is the file's own first 8 bytes: not quoted, they may be anything's.
             raise CheckpointError(
-                f"{path}: truncated safetensors file: the header claims {length} bytes, the file holds {size}; "
-                "fetch it again")
+                f"{path}: truncated or not a safetensors file: its header length field exceeds the file's "
+                f"{size} bytes; fetch it again")
+        refuse_over(f"{path}: safetensors header", length, current_limits().header_bytes, "safetensors_header_mb",
+                    CheckpointError)
         raw = handle.read(length)
-    try:
-        header = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({error}); fetch it again") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object); fetch it again")
-    header.pop("__metadata__", None)
+    header, _ = parse_safetensors_header(raw, str(path))
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     if 8 + length + data_end > size:
         raise CheckpointError(
             f"{path}: truncated safetensors file: the header promises {8 + length + data_end} bytes, "
             f"the file holds {size}; fetch it again")
     return header
+
+
+def parse_safetensors_header(raw: bytes, source: str) -> tuple[dict[str, dict], dict]:
+    """A safetensors JSON header's tensor entries, each checked (dtype, shape, offsets, bytes = shape x dtype),
+    and its `__metadata__`."""
+    try:
+        header = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"{source}: corrupt safetensors header (not JSON); fetch it again") from None
+    except RecursionError:
+        raise CheckpointError(f"{source}: corrupt safetensors header (JSON nested too deeply); fetch it again") \
+            from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{source}: corrupt safetensors header (not a JSON object); fetch it again")
+    metadata = header.pop("__metadata__", None)
+    for name, entry in header.items():
+        if not _valid_entry(entry):
+            raise CheckpointError(f"{source}: corrupt safetensors header: the entry of tensor {name!r} lacks a "
+                                  "dtype, shape or data_offsets; fetch it again")
+        start, end = entry["data_offsets"]
+        item = SAFETENSORS_ITEM_BYTES.get(entry["dtype"])
+        if item is not None and end - start != item * int(np.prod(entry["shape"], dtype=object)):
+            raise CheckpointError(
+                f"{source}: corrupt safetensors header: tensor {name!r} of shape {entry['shape']} "
+                f"({entry['dtype']}) takes {end - start} bytes in the file, not the {item} per element its shape "
+                "needs; fetch it again")
+    return header, metadata if isinstance(metadata, dict) else {}
+
+
+def _valid_entry(entry: object) -> bool:
+    def natural(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    return (isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
+            and isinstance(entry.get("shape"), list) and all(natural(n) for n in entry["shape"])
+            and isinstance(entry.get("data_offsets"), list) and len(entry["data_offsets"]) == 2
+            and all(natural(n) for n in entry["data_offsets"])
+            and entry["data_offsets"][0] <= entry["data_offsets"][1])
+
+
+def refuse_non_float_dtype(dtype: str, key: str, path: str | Path) -> None:
+    """Stems must be floating-point weights; `dtype` in safetensors' spelling."""
+    if dtype not in FLOAT_SAFETENSORS_DTYPES:
+        raise CheckpointError(
+            f"{path}: the stem {key!r} is stored as {dtype}, not as float16/bfloat16/float32/float64 weights "
+            "(a quantized, boolean or complex tensor); export the float weights")
+
+
+TORCH_DTYPES = {"torch.float16": "F16", "torch.bfloat16": "BF16", "torch.float32": "F32", "torch.float64": "F64"}
+
+
+def _checked_torch_tensor(tensor: object, key: str, path: Path):
+    """The stem tensor of a state dict, refused unless a dense, real, floating tensor with its data at hand."""
+    import torch
+
+    if not torch.is_tensor(tensor):
+        raise CheckpointError(f"{path}: {key!r} is a {type(tensor).__name__}, not a tensor")
+    for kind, odd in (("nested", tensor.is_nested), ("quantized", tensor.is_quantized),
+                      ("meta (no data)", tensor.is_meta),
+                      (f"{tensor.layout} (sparse)", tensor.layout != torch.strided)):
+        if odd:
+            raise CheckpointError(f"{path}: the stem {key!r} is a {kind} tensor, not dense weights; "
+                                  "save the dense float weights (tensor.to_dense() / dequantize())")
+    refuse_non_float_dtype(TORCH_DTYPES.get(str(tensor.dtype), str(tensor.dtype).removeprefix("torch.")), key, path)
+    return tensor
 
 
 def load_torch_state_dict(path: str | Path) -> Mapping[str, object]:
@@ -195,11 +263,12 @@ def tensor_shape(path: str | Path, wanted: str) -> tuple[str, tuple[int, ...]]:
     if kind == "safetensors":
         header = safetensors_header(path)
         key = resolve_key(header, wanted, path)
+        refuse_non_float_dtype(header[key]["dtype"], key, path)
         return key, tuple(int(n) for n in header[key]["shape"])
     if kind == "torch":
         state = load_torch_state_dict(path)
         key = resolve_key(state, wanted, path)
-        return key, tuple(int(n) for n in state[key].shape)
+        return key, tuple(int(n) for n in _checked_torch_tensor(state[key], key, Path(path)).shape)
     raise CheckpointError(f"{path}: an ONNX model; list it under a zoo with `source: onnx`")
 
 
@@ -211,7 +280,9 @@ def read_tensor(path: str | Path, wanted: str) -> tuple[str, np.ndarray]:
     if kind == "safetensors":
         from safetensors import SafetensorError, safe_open
 
-        key = resolve_key(safetensors_header(path), wanted, path)
+        header = safetensors_header(path)
+        key = resolve_key(header, wanted, path)
+        refuse_non_float_dtype(header[key]["dtype"], key, path)
         try:
             with safe_open(str(path), framework="pt") as handle:
                 tensor = handle.get_tensor(key)
@@ -220,9 +291,7 @@ def read_tensor(path: str | Path, wanted: str) -> tuple[str, np.ndarray]:
     elif kind == "torch":
         state = load_torch_state_dict(path)
         key = resolve_key(state, wanted, path)
-        tensor = state[key]
-        if not torch.is_tensor(tensor):
-            raise CheckpointError(f"{path}: {key!r} is a {type(tensor).__name__}, not a tensor")
+        tensor = _checked_torch_tensor(state[key], key, Path(path))
     else:
         raise CheckpointError(f"{path}: an ONNX model; list it under a zoo with `source: onnx`")
     return key, tensor.detach().to(dtype=torch.float64).numpy()
@@ -294,7 +363,7 @@ def _onnx_stem_and_weight(path: Path):
         following = []
         for name in frontier:
             for node in consumers.get(name, []):
-                if node.op_type == "Conv" and node.input[0] == name:
+                if node.op_type == "Conv" and node.input and node.input[0] == name:
                     conv = node
                     break
                 for output in node.output:
@@ -306,11 +375,17 @@ def _onnx_stem_and_weight(path: Path):
         frontier = following
     if conv is None:
         raise StemError(f"{path}: no Conv node is reached from the graph input (no conv stem)")
+    if len(conv.input) < 2 or not conv.input[1]:
+        raise StemError(f"{path}: the stem Conv node {conv.name!r} has no weight input; export the model again")
     attributes = {attribute.name: helper.get_attribute_value(attribute) for attribute in conv.attribute}
     weight_name = conv.input[1]
+    followed = {weight_name}  # a cycle of Identity nodes must not loop forever
     while weight_name not in initializers and weight_name in producers \
-            and producers[weight_name].op_type == "Identity":
+            and producers[weight_name].op_type == "Identity" and producers[weight_name].input:
         weight_name = producers[weight_name].input[0]
+        if weight_name in followed:
+            raise StemError(f"{path}: the stem weight comes through a cycle of Identity nodes; export it again")
+        followed.add(weight_name)
     if weight_name in initializers:
         tensor = initializers[weight_name]
     elif weight_name in producers and producers[weight_name].op_type == "Constant":
@@ -347,18 +422,29 @@ def read_onnx_stem(path: str | Path) -> tuple[OnnxStem, np.ndarray]:
     path = Path(path)
     stem, tensor = _onnx_stem_and_weight(path)
     if uses_external_data(tensor):
+        from onnx.checker import ValidationError
+
         location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+        folder = path.parent.resolve()
+        if Path(location).is_absolute() or not (folder / location).resolve().is_relative_to(folder):
+            raise CheckpointError(
+                f"{path}: the stem weight {stem.weight_name!r} names an external data file outside the model's "
+                f"folder ({location!r}), which this workflow does not read; copy it next to the model")
         if not (path.parent / location).is_file():
             raise CheckpointError(
                 f"{path}: the stem weight {stem.weight_name!r} lives in the external data file {location!r}, "
                 f"which is not next to the model; copy it into {path.parent}")
         try:
             load_external_data_for_tensor(tensor, str(path.parent))
-        except (ValueError, OSError) as error:
-            raise CheckpointError(f"{path}: cannot read external data {location!r} ({error})") from None
+        except (ValueError, OSError, ValidationError) as error:
+            raise CheckpointError(f"{path}: cannot read external data {location!r} ({type(error).__name__}); "
+                                  "export the model again") from None
         tensor.data_location = TensorProto.DEFAULT
     try:
         array = numpy_helper.to_array(tensor)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: the stem weight {stem.weight_name!r} is corrupt ({error})") from None
+    if array.dtype.kind != "f":
+        raise CheckpointError(f"{path}: the stem {stem.weight_name!r} is stored as {array.dtype}, not as float "
+                              "weights (a quantized model?); export the float model")
     return stem, np.asarray(array, dtype=np.float64)

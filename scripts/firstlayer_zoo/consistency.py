@@ -7,6 +7,8 @@ dot product of their sums: means over any set of pairs defined by shared
 metadata are exact without forming a single pair. Relations ("same arch,
 other seed, ...") are exact sets of metadata agreements; their sums come from
 group sums by inclusion-exclusion over the groups a pair agrees on.
+A pair is "same", "other" or "unknown" (either value missing) for each of
+arch, labels, seed and step.
 Quantiles (median, min, max) need pairs: all of them while the basis has at
 most `max_pairs`, otherwise a seeded sample drawn uniformly from each relation.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-# Metadata whose agreement names a relation; a missing value never agrees with anything.
+# Metadata whose agreement names a relation; a missing value makes the pair's state "unknown".
 RELATION_GROUPS = ("arch", "labels", "seed", "step")
 # Checkpoints averaged together in the group matrix: seeds are what a group pools.
 MATRIX_GROUPS = ("arch", "labels", "step")
@@ -50,17 +52,26 @@ def metadata_codes(checkpoints: pd.DataFrame, groups: tuple[str, ...]) -> np.nda
     return np.stack([pd.factorize(checkpoints[group])[0] for group in groups], axis=1).astype(np.int64)
 
 
-def relation_name(shared: int, groups: tuple[str, ...]) -> str:
-    return ", ".join(("same " if shared >> bit & 1 else "other ") + group for bit, group in enumerate(groups))
+# A pair's state for one group: both values known and different, known and equal, or either missing.
+OTHER, SAME, UNKNOWN = 0, 1, 2
+
+
+def relation_name(code: int, groups: tuple[str, ...]) -> str:
+    words = [(f"other {group}", f"same {group}", f"{group} unknown") for group in groups]
+    return ", ".join(choices[code // 3**position % 3] for position, choices in enumerate(words))
 
 
 def pair_relations(codes: np.ndarray, rows_a: np.ndarray, rows_b: np.ndarray) -> np.ndarray:
-    """Each pair's relation as a bit mask of the groups it agrees on."""
+    """Each pair's relation: one base-3 digit (OTHER, SAME, UNKNOWN) per group."""
     relation = np.zeros(len(rows_a), dtype=np.int64)
-    for bit in range(codes.shape[1]):
-        a, b = codes[rows_a, bit], codes[rows_b, bit]
-        relation |= ((a == b) & (a >= 0)).astype(np.int64) << bit
+    for position in range(codes.shape[1]):
+        a, b = codes[rows_a, position], codes[rows_b, position]
+        relation += np.where((a < 0) | (b < 0), UNKNOWN, (a == b).astype(np.int64)) * 3**position
     return relation
+
+
+def _digits(code: int, n_groups: int) -> list[int]:
+    return [code // 3**position % 3 for position in range(n_groups)]
 
 
 def _group_sums(z: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,42 +84,63 @@ def _group_sums(z: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def exact_relation_sums(z: np.ndarray, codes: np.ndarray) -> dict[int, tuple[int, float]]:
-    """{relation mask: (number of pairs, sum of r)} over every unordered pair of rows, exactly."""
+    """{relation code: (number of pairs, sum of r)} over every unordered pair of rows, exactly.
+
+    Per group, "other" = known - same and "unknown" = 1 - known, so a relation's
+    indicator expands into signed terms "same on X and known on Y", each a sum
+    over the groups of equal X values among the rows known on X and Y.
+    """
     n_groups = codes.shape[1]
-    agree = {}  # pairs agreeing on at least the groups in the mask (others free)
-    for mask in range(1 << n_groups):
-        columns = [bit for bit in range(n_groups) if mask >> bit & 1]
-        members = np.all(codes[:, columns] >= 0, axis=1) if columns else np.ones(len(z), dtype=bool)
-        if not members.any():
-            agree[mask] = (0, 0.0)
-            continue
-        sums, sizes, _ = _group_sums(z[members], codes[members][:, columns] if columns else np.zeros((members.sum(), 1)))
-        pairs = int((sizes * (sizes - 1) // 2).sum())
-        agree[mask] = (pairs, float((np.einsum("ij,ij->i", sums, sums) - sizes).sum() / 2))
+    known = codes >= 0
+    agreeing: dict[tuple[frozenset, frozenset], tuple[int, float]] = {}
+
+    def agree(same: frozenset, known_on: frozenset) -> tuple[int, float]:
+        if (same, known_on) not in agreeing:
+            columns = sorted(same | known_on)
+            members = known[:, columns].all(axis=1) if columns else np.ones(len(z), dtype=bool)
+            keys = codes[members][:, sorted(same)] if same else np.zeros((int(members.sum()), 1))
+            if not members.any():
+                agreeing[same, known_on] = (0, 0.0)
+            else:
+                sums, sizes, _ = _group_sums(z[members], keys)
+                agreeing[same, known_on] = (int((sizes * (sizes - 1) // 2).sum()),
+                                            float((np.einsum("ij,ij->i", sums, sums) - sizes).sum() / 2))
+        return agreeing[same, known_on]
+
     exact = {}
-    for mask in range(1 << n_groups):
+    for code in range(3**n_groups):
+        digits = _digits(code, n_groups)
+        same = frozenset(g for g, d in enumerate(digits) if d == SAME)
+        other = [g for g, d in enumerate(digits) if d == OTHER]
+        unknown = [g for g, d in enumerate(digits) if d == UNKNOWN]
         count, total = 0, 0.0
-        for superset in range(1 << n_groups):
-            if superset & mask == mask:
-                sign = -1 if bin(superset ^ mask).count("1") % 2 else 1
-                count += sign * agree[superset][0]
-                total += sign * agree[superset][1]
+        for other_same in range(1 << len(other)):  # each "other" factor: known (+) or same (-)
+            for unknown_known in range(1 << len(unknown)):  # each "unknown" factor: 1 (+) or known (-)
+                chosen_same = same | {g for i, g in enumerate(other) if other_same >> i & 1}
+                known_on = frozenset({g for i, g in enumerate(other) if not other_same >> i & 1}
+                                     | {g for i, g in enumerate(unknown) if unknown_known >> i & 1})
+                sign = -1 if (bin(other_same).count("1") + bin(unknown_known).count("1")) % 2 else 1
+                pairs, sum_r = agree(frozenset(chosen_same), known_on)
+                count += sign * pairs
+                total += sign * sum_r
         if count > 0:
-            exact[mask] = (count, total)
+            exact[code] = (count, total)
     return exact
 
 
-def sample_relation_pairs(codes: np.ndarray, mask: int, n_pairs: int, size: int,
+def sample_relation_pairs(codes: np.ndarray, code: int, n_pairs: int, size: int,
                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Up to `size` pairs drawn uniformly (with replacement) from those whose relation is exactly `mask`.
+    """Up to `size` pairs drawn uniformly (with replacement) from those whose relation is exactly `code`.
 
-    A candidate is a uniform pair among those agreeing on at least the groups in
-    `mask`; candidates with a wider agreement are rejected, which leaves the
-    draw uniform over the relation.
+    A candidate is a uniform pair among those that share the relation's "same"
+    groups and know its "other" groups; candidates in another relation are
+    rejected, which leaves the draw uniform over the relation.
     """
-    columns = [bit for bit in range(codes.shape[1]) if mask >> bit & 1]
-    members = np.flatnonzero(np.all(codes[:, columns] >= 0, axis=1)) if columns else np.arange(len(codes))
-    keys = codes[members][:, columns] if columns else np.zeros((len(members), 1))
+    digits = _digits(code, codes.shape[1])
+    same = [g for g, d in enumerate(digits) if d == SAME]
+    needed = [g for g, d in enumerate(digits) if d in (SAME, OTHER)]
+    members = np.flatnonzero(np.all(codes[:, needed] >= 0, axis=1)) if needed else np.arange(len(codes))
+    keys = codes[members][:, same] if same else np.zeros((len(members), 1))
     _, inverse, sizes = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
     order = np.argsort(inverse.ravel(), kind="stable")
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -127,7 +159,7 @@ def sample_relation_pairs(codes: np.ndarray, mask: int, n_pairs: int, size: int,
         second += second >= first
         rows_a = members[order[starts[group] + first]]
         rows_b = members[order[starts[group] + second]]
-        exact = pair_relations(codes, rows_a, rows_b) == mask
+        exact = pair_relations(codes, rows_a, rows_b) == code
         kept_a.append(rows_a[exact])
         kept_b.append(rows_b[exact])
         kept += int(exact.sum())
@@ -144,13 +176,13 @@ def relation_summary(z: np.ndarray, codes: np.ndarray, groups: tuple[str, ...], 
     rows = []
     if all_pairs is not None:
         relations = pair_relations(codes, all_pairs[0], all_pairs[1])
-    for mask, (count, total) in sorted(exact_relation_sums(z, codes).items()):
+    for code, (count, total) in sorted(exact_relation_sums(z, codes).items()):
         if all_pairs is not None:
-            r = all_pairs[2][relations == mask]
+            r = all_pairs[2][relations == code]
         else:
-            rows_a, rows_b = sample_relation_pairs(codes, mask, count, min(count, limits.sample_pairs), rng)
+            rows_a, rows_b = sample_relation_pairs(codes, code, count, min(count, limits.sample_pairs), rng)
             r = np.einsum("ij,ij->i", z[rows_a], z[rows_b])
-        rows.append({"relation": relation_name(mask, groups), "n_pairs": count, "mean_r": total / count,
+        rows.append({"relation": relation_name(code, groups), "n_pairs": count, "mean_r": total / count,
                      "median_r": float(np.median(r)) if r.size else None,
                      "min_r": float(r.min()) if r.size else None, "max_r": float(r.max()) if r.size else None,
                      "n_sampled": int(r.size)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator
 
@@ -167,7 +168,7 @@ class ImageFolder(DatasetSource):
 
     @property
     def folder(self) -> Path:
-        return Path(self.options["path"]).expanduser()
+        return Path(os.path.expandvars(os.path.expanduser(self.options["path"])))
 
     def files(self) -> list[Path]:
         if not hasattr(self, "_files"):
@@ -183,6 +184,12 @@ class ImageFolder(DatasetSource):
                 raise FileNotFoundError(
                     f"dataset {self.name!r}: no {'/'.join(extensions)} files under {self.folder}"
                 )
+            for name in found:
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(f"dataset {self.name!r}: the file name {ascii(str(self.folder / name))} is not "
+                                     "valid UTF-8; rename it (or move it out of the folder)") from None
             self._files = [self.folder / name for name in found]
         return self._files
 
@@ -197,8 +204,25 @@ class ImageFolder(DatasetSource):
         return self.files()[index]
 
     def load(self, root: Path, index: int) -> np.ndarray:
-        with Image.open(self.path_of(root, index)) as image:
-            return np.asarray(image.convert("RGB"))
+        path = self.path_of(root, index)
+        try:
+            with Image.open(path) as image:
+                return rgb_uint8(image)
+        except Image.DecompressionBombError:
+            raise ValueError(f"{path}: more pixels than PIL will decode (Image.MAX_IMAGE_PIXELS, a guard against "
+                             "decompression bombs); remove it or shrink it") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ValueError(f"{path}: not a readable image, truncated or corrupt ({type(error).__name__}); "
+                             "remove or replace it") from None
+
+
+def rgb_uint8(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8; 16- and 32-bit greyscale scaled down from their full range rather than clipped at 255."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        wide = np.asarray(image).astype(np.float64)
+        grey = np.rint(wide / 257.0).clip(0, 255).astype(np.uint8)  # 65535 / 257 = 255 exactly
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 # Registers the torchvision-backed sources; imported last because it subclasses DatasetSource.

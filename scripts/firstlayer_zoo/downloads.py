@@ -5,7 +5,8 @@ read timeout, a body shorter than announced) are retried with exponential
 backoff, resuming with an HTTP Range request where the server honours it and
 restarting where it does not. Client errors (4xx) are not retried: the error
 names the URL and what to do. The file appears under its final name only
-once its size and checksum are verified.
+once its size and checksum are verified. No download grows past
+`limits.download_gb`, whether or not the server announces its size.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from .limits import current as current_limits
 
 CHUNK = 1 << 16
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -42,6 +45,15 @@ class ClientDownloadError(DownloadError):
             416: "the server refused the byte range: the file is smaller than expected",
         }.get(status, "check the URL and the config entry that produced it")
         super().__init__(f"{url}: HTTP {status} {reason}; {advice}")
+
+
+class DownloadTooLarge(DownloadError):
+    """A download past limits.download_gb."""
+
+    def __init__(self, url: str, limit: int, announced: int | None):
+        what = f"announces {announced:,} bytes" if announced is not None else "streamed on without a size"
+        super().__init__(f"{url}: the download {what}, over the limit of {limit:,} bytes (limits.download_gb); "
+                         "raise limits.download_gb in the config if you trust the source")
 
 
 class RangeNotSupported(DownloadError):
@@ -114,6 +126,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial"
     headers = dict(headers or {})
+    limit = current_limits().download_bytes
     fetched, resumed, last_error = 0, False, None
     for attempt in range(policy.attempts):
         if attempt:
@@ -142,9 +155,18 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
             else:
                 offset, mode = 0, "wb"  # the server sent the whole file: restart
             total = _announced_total(response, offset)
+            if total is not None and total > limit:
+                partial.unlink(missing_ok=True)
+                raise DownloadTooLarge(url, limit, announced=total)
             try:
                 with open(partial, mode) as handle:
+                    written = offset
                     while block := response.read1(CHUNK):
+                        written += len(block)
+                        if written > limit:
+                            handle.close()
+                            partial.unlink()
+                            raise DownloadTooLarge(url, limit, announced=None)
                         handle.write(block)
                         fetched += len(block)
             except TRANSIENT_ERRORS as error:

@@ -5,11 +5,17 @@ deterministic; each file's stem geometry is read from its header (or a
 weights-only, memory-mapped load) once and cached by (path, size, mtime), so
 re-planning a large folder costs a stat per file. A file whose geometry cannot
 be read is still planned, without a basis: its own jobs write a `skipped:` row.
+
+Nothing outside `root` is read as part of the zoo: a file or sidecar that is a
+symlink leaving it, or a sidecar `init` that is absolute or climbs out, is
+planned as a `skipped:` row without its target ever being opened. Only the
+config's own `init` may name a file elsewhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import ClassVar
@@ -22,6 +28,24 @@ from .zoos import ZooSource, register, timm_stem_geometry
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
+SIDECAR_LIMIT = 1 << 20
+# Output files are <name>.npz and hidden temporaries beside them; file systems allow 255 bytes a name.
+NAME_LIMIT = 200
+
+
+def expand_path(value: str) -> Path:
+    """A configured path with `~` and `$VARS` expanded."""
+    return Path(os.path.expandvars(os.path.expanduser(value)))
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path`, with every symlink followed, lies under `root` (itself resolved)."""
+    return path.resolve().is_relative_to(root)
+
+
+def outside_root_reason(path: Path, root: Path) -> str:
+    return (f"{path}: a symlink to a file outside the zoo's root {root}, which this workflow does not read; "
+            "copy the file into the root instead")
 
 
 class LocalFiles(ZooSource):
@@ -31,7 +55,7 @@ class LocalFiles(ZooSource):
 
     @property
     def root(self) -> Path:
-        root = Path(self.options["root"])
+        root = expand_path(self.options["root"])
         if not root.is_dir():
             raise ValueError(f"zoos.{self.name}.root: {root} is not a folder; give the folder that holds the files")
         return root
@@ -46,7 +70,23 @@ class LocalFiles(ZooSource):
         for pattern in self.options.get("patterns", self.default_patterns):
             found.update(path for path in root.glob(pattern) if path.is_file())
         # Hidden files are other programs' partial writes (our own atomic writes use them too).
-        return sorted(path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts))
+        files = sorted(path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts))
+        for path in files:
+            self.check_name(path, root)
+        return files
+
+    def check_name(self, path: Path, root: Path) -> None:
+        """Refuse at start-up a file whose name cannot become an output name (Snakemake records paths as UTF-8)."""
+        relative = path.relative_to(root)
+        try:
+            encoded = relative.as_posix().encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"zoos.{self.name}.root: the file name {ascii(str(path))} is not valid UTF-8, "
+                             "which Snakemake cannot record; rename it (or move it out of the root)") from None
+        if len(encoded) > NAME_LIMIT:
+            raise ValueError(f"zoos.{self.name}.root: {path}: its path relative to the root is {len(encoded)} "
+                             f"bytes, over the {NAME_LIMIT} an output file name may take; rename it or narrow "
+                             "the root")
 
     def metadata(self, path: Path) -> dict:
         """Config `metadata`, then named groups of `path_pattern` on the relative path, then `<file>.json`."""
@@ -61,11 +101,15 @@ class LocalFiles(ZooSource):
             if match:
                 values.update({key: value for key, value in match.groupdict().items() if value is not None})
         sidecar = path.with_suffix(".json")
-        if self.options.get("sidecar", True) and sidecar.is_file():
+        if self.options.get("sidecar", True) and sidecar.is_file() and inside(sidecar, self.root.resolve()):
+            if sidecar.stat().st_size > SIDECAR_LIMIT:
+                raise ValueError(f"{sidecar}: sidecar metadata is over {SIDECAR_LIMIT} bytes; it holds a few fields "
+                                 "such as seed and step: fix or remove it")
             try:
-                found = json.loads(sidecar.read_text())
-            except ValueError as error:
-                raise ValueError(f"{sidecar}: sidecar metadata is not valid JSON ({error}); fix or remove it") from None
+                found = json.loads(sidecar.read_bytes())
+            except (ValueError, UnicodeDecodeError, RecursionError) as error:
+                raise ValueError(f"{sidecar}: sidecar metadata is not valid JSON ({type(error).__name__}); "
+                                 "fix or remove it") from None
             if not isinstance(found, dict):
                 raise ValueError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, step")
             values.update(found)
@@ -100,14 +144,46 @@ class LocalFiles(ZooSource):
     def read_geometry(self, path: Path) -> dict:
         raise NotImplementedError
 
+    @staticmethod
+    def refuse_outside_root(spec: CheckpointSpec) -> None:
+        """Raise the planned refusal, or a new one if the file became a symlink out of the root since planning."""
+        extra = spec.extra
+        if extra.get("refused"):
+            raise StemError(extra["refused"])
+        root = Path(extra["root"])
+        for path in [spec.uri, *([spec.init_uri] if spec.init_uri and extra.get("init_in_root") else [])]:
+            if not inside(Path(path), root):
+                raise StemError(outside_root_reason(Path(path), root))
+
+    def refusal(self, path: Path, sidecar_init: str | None) -> str | None:
+        """Why the file must not be read at all (it or its init lies outside the root), or None."""
+        root = self.root.resolve()
+        sidecar = path.with_suffix(".json")
+        if not inside(path, root):
+            return outside_root_reason(path, root)
+        if self.options.get("sidecar", True) and sidecar.is_file() and not inside(sidecar, root):
+            return outside_root_reason(sidecar, root)
+        if sidecar_init is not None and (Path(sidecar_init).is_absolute() or not inside(root / sidecar_init, root)):
+            return (f"{sidecar}: its init {sidecar_init!r} lies outside the zoo's root {root}, which this workflow "
+                    "does not read; give a path relative to the root, or set `init` in the config")
+        return None
+
     def checkpoints(self) -> list[CheckpointSpec]:
         prep = self.preprocessing
         specs = []
         for path in self.files():
             metadata = self.metadata(path)
-            geometry = self.geometry(path)
-            init = metadata.pop("init", None) or self.options.get("init")
-            init_uri = str(self.root / init) if init else None  # an absolute init stays absolute
+            sidecar_init = metadata.pop("init", None)
+            refused = self.refusal(path, sidecar_init)
+            geometry = self.geometry(path) if refused is None else \
+                {"first_conv": "", "kernel_size": 0, "in_chans": 0, "stride": None, "error": refused}
+            # The config's init is an explicit path and may lie anywhere (an absolute one stays absolute).
+            if refused is not None or not (sidecar_init or self.options.get("init")):
+                init_uri = None
+            elif sidecar_init:
+                init_uri = str(self.root / sidecar_init)
+            else:
+                init_uri = str(self.root / expand_path(self.options["init"]))  # an absolute one stays absolute
             stride = metadata.pop("stride", None) or self.options.get("stride") or geometry.get("stride")
             specs.append(CheckpointSpec(
                 zoo=self.name,
@@ -126,7 +202,8 @@ class LocalFiles(ZooSource):
                 labels=metadata.pop("labels", None),
                 run=metadata.pop("run", None),
                 extra={"stem": self.stem_options(), "stride": stride, "metadata": metadata,
-                       "planning_error": geometry.get("error")},
+                       "planning_error": geometry.get("error"), "refused": refused,
+                       "root": str(self.root.resolve()), "init_in_root": bool(sidecar_init)},
             ))
         return specs
 
@@ -188,6 +265,7 @@ class FolderSource(LocalFiles):
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        cls.refuse_outside_root(spec)
         options = spec.extra["stem"]
         key, weight = cls.read_weight(spec.uri, options)
         init = None
@@ -217,6 +295,7 @@ class OnnxSource(LocalFiles):
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        cls.refuse_outside_root(spec)
         stem, array = read_onnx_stem(spec.uri)
         if stem.group != 1:
             raise StemError(f"{spec.uri}: grouped stem (group={stem.group}): each filter sees "

@@ -6,11 +6,45 @@ from each zoo source's cheap metadata and is cached across invocations.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
+from .limits import Limits, applied
+from .local_zoos import NAME_LIMIT
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .zoos import ZOO_SOURCES, GeometryCache
+
+# Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
+
+
+# A config is a few hundred values; YAML aliases can make a short file expand to billions, which validation
+# would then walk for minutes.
+CONFIG_VALUE_LIMIT = 200_000
+
+
+def refuse_oversized_config(config: dict) -> None:
+    """Count the config's values, aliases expanded, and stop counting past the limit."""
+    pending, count = [config], 0
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > CONFIG_VALUE_LIMIT:
+            raise ValueError(f"the config expands to more than {CONFIG_VALUE_LIMIT:,} values (YAML aliases "
+                             "repeating each other?); write the values out or trim the lists")
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+
+
+def check_name(kind: str, name: str) -> None:
+    if not SAFE_NAME.fullmatch(name) or len(name) > NAME_LIMIT:
+        raise ValueError(
+            f"{kind}: the name {name!r} cannot name a folder under the outdir; use letters, digits and _ . + = - "
+            f"(not starting with . or -), at most {NAME_LIMIT} characters")
 
 
 class Study:
@@ -20,6 +54,9 @@ class Study:
         self.config = config
         self.outdir = config["outdir"]
         self.datasets: dict[str, dict] = config["datasets"]
+        for name in self.datasets:
+            check_name("datasets", name)
+        self.limits = Limits.from_dict(config.get("limits"))
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}
@@ -27,7 +64,24 @@ class Study:
         self.dynamic_zoos: dict[str, object] = {}
         self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
         self.shard_size: int = config["analysis"]["shard_size"]
-        for zoo_name, options in config["zoos"].items():
+        with applied(self.limits):
+            self._plan(config["zoos"], cache)
+        cache.save()
+        self._shards = {
+            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
+            for zoo in config["zoos"] if zoo not in self.dynamic_zoos
+        }
+        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
+        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
+        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
+
+    def _with_limits(self, spec: CheckpointSpec) -> CheckpointSpec:
+        """The spec carrying the study's limits, which its job applies when it reads the checkpoint."""
+        return dataclasses.replace(spec, extra={**spec.extra, "limits": self.limits.to_dict()})
+
+    def _plan(self, zoos: dict, cache: GeometryCache) -> None:
+        for zoo_name, options in zoos.items():
+            check_name("zoos", zoo_name)
             if options["dataset"] not in self.datasets:
                 raise ValueError(
                     f"zoos.{zoo_name}.dataset: {options['dataset']!r} is not a dataset in the config; "
@@ -39,24 +93,16 @@ class Study:
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
-                self.checkpoints[spec.id] = spec
+                self.checkpoints[spec.id] = self._with_limits(spec)
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
-        cache.save()
-        self._shards = {
-            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
-            for zoo in config["zoos"] if zoo not in self.dynamic_zoos
-        }
-        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
-        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
-        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
     def _indexed_shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
         """A dynamic zoo's checkpoints by shard, from the index its checkpoint rule wrote."""
         # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
         stamp = Path(self.dynamic_zoos[zoo].index_path).stat().st_mtime_ns
         if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
-            specs = self.dynamic_zoos[zoo].indexed_checkpoints()
+            specs = [self._with_limits(spec) for spec in self.dynamic_zoos[zoo].indexed_checkpoints()]
             self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
         return self._indexed[zoo][1]
 

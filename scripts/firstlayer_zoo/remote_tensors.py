@@ -8,13 +8,14 @@ hundreds of megabytes.
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checkpoint_io import parse_safetensors_header
 from .downloads import RetryPolicy, read_range
+from .limits import current as current_limits, refuse_over
 from .stems import StemError
 
 FIRST_READ = 64 * 1024  # one request usually covers the length and the whole header
@@ -48,16 +49,15 @@ def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str
         raise StemError(f"{url}: {len(first)} bytes is too short for a safetensors file")
     (header_len,) = struct.unpack("<Q", first[:8])
     if total is not None and 8 + header_len > total:
-        raise StemError(f"{url}: safetensors header of {header_len} bytes is longer than the file ({total})")
+        raise StemError(f"{url}: not a safetensors file, or truncated: its header length field exceeds the file's "
+                        f"{total} bytes")
+    refuse_over(f"{url}: safetensors header", header_len, current_limits().header_bytes, "safetensors_header_mb",
+                StemError)
     if 8 + header_len > len(first):
         rest, _ = read_range(url, len(first), 8 + header_len, headers=headers, policy=policy)
         fetched += len(rest)
         first += rest
-    try:
-        header = json.loads(first[8:8 + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise StemError(f"{url}: not a safetensors file (its header is not JSON: {error})") from None
-    metadata = header.pop("__metadata__", None) or {}
+    header, metadata = parse_safetensors_header(first[8:8 + header_len], url)
     missing = [key for key in keys if key not in header]
     if missing:
         stems = sorted(name for name in header if name.endswith(".weight"))[:5]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import sys
 import traceback
 from pathlib import Path
@@ -14,15 +15,19 @@ def logged(snakemake) -> Iterator[None]:
     """Send the job's stdout and stderr (progress bars included) to its log file.
 
     A failure is written to the log and raised again, so Snakemake reports the
-    job as failed and deletes its outputs.
+    job as failed and deletes its outputs. A fatal signal (SIGBUS from a file
+    rewritten under a memory map, SIGSEGV) leaves the Python trace in the log.
     """
     path = Path(snakemake.log[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", buffering=1) as log:
+        faulthandler.enable(file=log)
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             try:
                 yield
             except BaseException:
                 traceback.print_exc(file=log)
                 raise
+            finally:
+                faulthandler.disable()
     sys.stdout.flush()

@@ -47,6 +47,8 @@ def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:
     """A stem weight must be a finite (K, c, k, k) square kernel with k > 1; return it as float64."""
     if weight.ndim != 4:
         raise StemError(f"{source}: stem weight has shape {tuple(weight.shape)}, not (out, in, k, k)")
+    if 0 in weight.shape:
+        raise StemError(f"{source}: stem weight has shape {tuple(weight.shape)}: no filters to profile")
     if weight.shape[2] != weight.shape[3]:
         raise StemError(f"{source}: non-square {weight.shape[2]}x{weight.shape[3]} kernel has no square patch basis")
     if weight.shape[2] == 1:

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from .atomic import write_text
+from .downloads import DownloadError
+from .limits import Limits, applied
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .checkpoint_io import read_tensor
@@ -169,11 +171,38 @@ class TrainedHere(ZooSource):
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:
-    """The stem of one checkpoint, or a skipped Stem saying why it cannot be analysed."""
+    """The stem of one checkpoint, or a skipped Stem saying why it cannot be analysed.
+
+    Whatever one checkpoint's bytes do to the readers becomes its skipped
+    reason; only a failed download (a rerun may succeed) and interrupts escape.
+    """
+    # Said before reading: if the file is rewritten under a memory map, the job dies of SIGBUS, and this line
+    # (with faulthandler's trace, see rule_io.logged) is what names the file in its log.
+    print(f"{spec.id}: reading {spec.uri}", flush=True)
     try:
-        return ZOO_SOURCES[spec.source].load_stem(spec)
+        with applied(Limits.from_dict(spec.extra.get("limits"))):
+            return ZOO_SOURCES[spec.source].load_stem(spec)
     except StemError as error:
-        return Stem.skipped(str(error), spec.first_conv, meta={"uri": spec.uri})
+        reason = str(error)
+    except DownloadError:
+        raise
+    except Exception as error:  # noqa: BLE001 - one checkpoint's bytes must never stop the study
+        reason = unreadable_reason(spec.uri, error)
+    return Stem.skipped(reason, spec.first_conv, meta={"uri": spec.uri})
+
+
+def unreadable_reason(uri: str, error: Exception) -> str:
+    """What to do about a failure no reader anticipated; the exception's text is left out, as it may quote the file."""
+    if isinstance(error, PermissionError):
+        return f"{uri} (or its init): permission denied; make it readable (chmod a+r) or remove it from the zoo"
+    if isinstance(error, OSError):
+        return f"{uri} (or its init): cannot be read ({error.strerror or type(error).__name__}); check the file"
+    if isinstance(error, RecursionError):
+        return f"{uri}: nested too deeply to parse (a corrupt or hostile file); fetch or export it again"
+    if isinstance(error, MemoryError):
+        return f"{uri}: claims sizes too large to read into memory (corrupt?); fetch or export it again"
+    return (f"{uri}: unreadable ({type(error).__name__} while reading it), not a checkpoint this workflow can "
+            "analyse; fetch or export it again")
 
 
 # Sources in their own modules register themselves on import.

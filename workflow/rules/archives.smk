@@ -7,6 +7,7 @@ checkpoint unpack_archive:
     params:
         options=archive_options,
         outdir=OUT,
+        limits=STUDY.limits.to_dict(),
     conda:
         "../../envs/torch.yaml"
     threads: 1
