@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The study is config.yaml, or exactly the files given with --configfile (which Snakemake would
+# otherwise merge into config.yaml, keeping its zoos); --config key=value overrides either.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -63,8 +63,11 @@ def test_consistency_plot_draws_a_large_basis(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def both_known_and_equal(x, y) -> bool:
-    return bool(pd.notna(x) and pd.notna(y) and x == y)
+def relation_word(x, y, group) -> str:
+    """How a pair relates in one group: a value either checkpoint lacks makes it unknown, never "same"."""
+    if pd.isna(x) or pd.isna(y):
+        return f"{group} unknown"
+    return ("same " if x == y else "other ") + group
 
 
 def test_summary_relations_match_a_pair_by_pair_reading():
@@ -87,8 +90,7 @@ def test_summary_relations_match_a_pair_by_pair_reading():
     row = checkpoints.set_index("checkpoint")
     expected = {}
     for a, b, r in pairs[["checkpoint_a", "checkpoint_b", "r"]].itertuples(index=False):
-        shared = [("same " if both_known_and_equal(row.at[a, g], row.at[b, g]) else "other ") + g
-                  for g in ["arch", "labels", "seed", "step"]]
+        shared = [relation_word(row.at[a, g], row.at[b, g], g) for g in ["arch", "labels", "seed", "step"]]
         expected.setdefault(", ".join(shared), []).append(r)
     expected[TRAINED_VS_INIT] = list(fits["r_init"])
     assert set(summary.index) == set(expected)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .photos import check_image_names
 from .records import BasisKey, CheckpointSpec
 from .zoos import ZOO_SOURCES, GeometryCache
 
@@ -19,6 +20,9 @@ class Study:
         self.config = config
         self.outdir = config["outdir"]
         self.datasets: dict[str, dict] = config["datasets"]
+        for dataset_name, options in self.datasets.items():
+            if options["source"] == "skimage" and options.get("images"):
+                check_image_names(dataset_name, options["images"])
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}

@@ -177,22 +177,26 @@ def consistency_summary_table(checkpoints: pd.DataFrame, consistency: pd.DataFra
     """Pair correlations summarised by how the two checkpoints differ, per basis.
 
     A relation names, for each of arch, labels, seed and step, whether the pair
-    shares it ("same seed") or not ("other seed"); trained-vs-init rows come from
-    each checkpoint's r against its own initialisation.
+    shares it ("same seed"), does not ("other seed"), or whether that is not known
+    because either checkpoint lacks the value ("seed unknown"); a group no
+    checkpoint knows is left out. Trained-vs-init rows come from each
+    checkpoint's r against its own initialisation.
     """
     groups = [g for g in SUMMARY_GROUPS if checkpoints[g].notna().any()]
-    # Millions of pairs at zoo scale: compare integer codes of each group's values, and code
-    # each pair by which groups it shares, then look up one of 2^len(groups) relation names.
-    # A missing value (code -1) is never "same".
+    # Millions of pairs at zoo scale: compare integer codes of each group's values, code each
+    # pair by one base-3 digit per group (other, same, unknown), then look up its name.
     index = pd.Index(checkpoints["checkpoint"])
     row_a = index.get_indexer(consistency["checkpoint_a"])
     row_b = index.get_indexer(consistency["checkpoint_b"])
     code = np.zeros(len(consistency), dtype=np.int64)
-    for bit, group in enumerate(groups):
-        values = pd.factorize(checkpoints[group])[0]
-        code |= ((values[row_a] == values[row_b]) & (values[row_a] >= 0)).astype(np.int64) << bit
-    names = np.array([", ".join(("same " if shared >> i & 1 else "other ") + g for i, g in enumerate(groups))
-                      for shared in range(1 << len(groups))], dtype=object)
+    for position, group in enumerate(groups):
+        values = pd.factorize(checkpoints[group])[0]  # a missing value is -1
+        a, b = values[row_a], values[row_b]
+        state = np.where((a < 0) | (b < 0), 2, (a == b).astype(np.int64))
+        code += state * 3**position
+    words = [(f"other {g}", f"same {g}", f"{g} unknown") for g in groups]
+    names = np.array([", ".join(choices[digits // 3**i % 3] for i, choices in enumerate(words))
+                      for digits in range(3 ** len(groups))], dtype=object)
     pairs = pd.DataFrame({"basis": consistency["basis"].to_numpy(), "relation": names[code],
                           "r": consistency["r"].to_numpy()})
     init = fits.dropna(subset=["r_init"]).merge(checkpoints[["checkpoint", "basis"]], on="checkpoint")

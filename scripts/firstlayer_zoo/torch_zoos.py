@@ -151,6 +151,7 @@ class TorchHubSource(ZooSource):
                 extra={"repo": repo, "entry": function, "hub_source": self.options.get("hub_source", "github"),
                        "trust_repo": self.options["trust_repo"], "kwargs": entry.get("kwargs", {}),
                        "dataset_tag": entry.get("dataset_tag")},
+                channel_order=self.options.get("channel_order", "rgb"),
             ))
         return specs
 

@@ -169,9 +169,10 @@ class TrainedHere(ZooSource):
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:
-    """The stem of one checkpoint, or a skipped Stem saying why it cannot be analysed."""
+    """The stem of one checkpoint (in RGB channel order), or a skipped Stem saying why it cannot be analysed."""
     try:
-        return ZOO_SOURCES[spec.source].load_stem(spec)
+        stem = ZOO_SOURCES[spec.source].load_stem(spec)
+        return stem.in_rgb_order() if spec.channel_order == "bgr" else stem
     except StemError as error:
         return Stem.skipped(str(error), spec.first_conv, meta={"uri": spec.uri})
 
