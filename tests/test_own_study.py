@@ -21,6 +21,7 @@ from firstlayer_zoo.tables import build_tables
 from firstlayer_zoo.zoos import extract_stem
 from plot_checks import overlapping_texts
 from synthetic_tables import synthetic_tables
+from workflow_helpers import ROOT, snakemake
 
 PHOTOS = {"photos": {"source": "skimage", "images": ["astronaut", "coffee"]}}
 
@@ -230,3 +231,56 @@ def test_a_bgr_trained_stem_gives_the_profile_of_its_rgb_twin(tmp_path, photo_ba
     spec = plain.checkpoints["bgr/model0.safetensors"]
     assert not np.allclose(analyse_stem(spec, extract_stem(spec), photo_basis, True).energy,
                            profiles["rgb/model0.safetensors"])
+
+
+# --- the study is the user's config ---------------------------------------------------------------
+
+def planned_rules(output: str) -> dict[str, int]:
+    """A dry run's job counts by rule, from its 'Job stats' table."""
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
+
+
+def test_configfile_runs_exactly_that_study_and_config_overrides_still_apply(tmp_path):
+    (tmp_path / "config.yaml").write_text((ROOT / "config.yaml").read_text())  # the demo, 18 training runs
+    folder_zoo(tmp_path / "zoo", count=2)
+    mine = study_config(tmp_path, {"mine": folder_options(tmp_path / "zoo")})
+    mine["outdir"] = "mine_results"
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+
+    result = snakemake(tmp_path, "--dry-run", config=tmp_path / "mine.yaml", timeout=300)
+    jobs = planned_rules(result.stdout)
+    assert "train_run" not in jobs and jobs["profile_stem"] == 2, jobs
+    assert "demo" not in result.stdout and "mine_results/" in result.stdout
+
+    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=elsewhere", config=tmp_path / "mine.yaml",
+                       timeout=300)
+    assert "elsewhere/tables/checkpoints.parquet" in result.stdout and "mine_results/" not in result.stdout
+
+    # Without --configfile the study is config.yaml, and --config still overrides it.
+    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=demo_elsewhere", configfile=False, timeout=300)
+    assert planned_rules(result.stdout)["train_run"] == 18
+    assert "demo_elsewhere/tables/checkpoints.parquet" in result.stdout
+
+
+# --- the project's own science page ---------------------------------------------------------------
+
+def test_science_page_is_the_projects_own_and_states_the_codes_definitions():
+    import subprocess
+
+    from firstlayer_zoo.profiles import RELATIVE_EIGENVALUE_FLOOR
+
+    outside = ["../" + "shared", "/work/" + "shared"]  # spelt in parts, so this file does not match itself
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        path = ROOT / name
+        if path.is_file() and path.suffix not in (".csv", ".png"):
+            text = path.read_text(errors="ignore")
+            assert not any(reference in text for reference in outside), name
+    science = (ROOT / "docs" / "science.md").read_text()
+    assert "(docs/science.md)" in (ROOT / "README.md").read_text()
+    assert "docs/science.md" in (ROOT / "scripts" / "firstlayer_zoo" / "profiles.py").read_text()
+    for definition in ("e_i = sqrt( (1/K) * sum_k A[k, i]^2 )", "f_i(tau) = (1 - exp(-tau * s_i)) / sqrt(s_i)",
+                       "log10(s_1 / s_p)", "log10( max_i(e_i^2 s_i) / min_i(e_i^2 s_i) )", "tau s_i > 1",
+                       f"{RELATIVE_EIGENVALUE_FLOOR:g} s_1"):
+        assert definition in science, definition
