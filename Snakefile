@@ -23,6 +23,7 @@ include: "workflow/rules/statistics.smk"
 include: "workflow/rules/stems.smk"
 include: "workflow/rules/profiles.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/fetch.smk"
 
 
 rule all:

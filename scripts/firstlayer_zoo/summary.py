@@ -6,10 +6,12 @@ from collections import Counter
 
 import pandas as pd
 
+from .rule_io import ClearError
+
 REASONS_SHOWN = 5  # per zoo; the rest are counted
 
 
-class NothingAnalysed(RuntimeError):
+class NothingAnalysed(ClearError):
     """No checkpoint of the study could be analysed: there is nothing to tabulate or plot."""
 
 

@@ -9,6 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from firstlayer_zoo.plan import Study  # noqa: E402
+from firstlayer_zoo.zoos import ZOO_SOURCES  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -104,3 +105,19 @@ def statistics_device():
 def statistics_gpus():
     """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
     return 1 if config["analysis"]["device"] == "cuda" else 0
+
+
+def fetch_spec(wildcards):
+    return STUDY.checkpoint(wildcards.zoo, wildcards.name).to_dict()
+
+
+def remote_inputs():
+    """What the study reads over the network: remote datasets, archives, remote checkpoints' weights."""
+    local_datasets = ("skimage", "folder")
+    return (
+        [f"{OUT}/datasets/{name}/manifest.json" for name, options in STUDY.datasets.items()
+         if options["source"] not in local_datasets]
+        + [zoo.index_path for zoo in STUDY.dynamic_zoos.values()]
+        + [f"{OUT}/fetched/{spec.zoo}/{spec.name}.json" for spec in STUDY.checkpoints.values()
+           if ZOO_SOURCES[spec.source].remote]
+    )
