@@ -16,7 +16,6 @@ from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.atomic import write_text
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.plan import Study
-from firstlayer_zoo.summary import NothingAnalysed, require_analysable, study_summary
 from firstlayer_zoo.tables import build_tables
 from firstlayer_zoo.zoos import extract_stem
 from plot_checks import overlapping_texts
@@ -158,6 +157,8 @@ def test_patterns_that_match_nothing_are_refused_at_start_up(tmp_path, source, p
 
 
 def test_summary_per_zoo_counts_ok_and_groups_skips_by_reason(tmp_path, photo_basis):
+    from firstlayer_zoo.summary import require_analysable, study_summary
+
     good = folder_zoo(tmp_path / "good", count=3)
     wrong_key = folder_zoo(tmp_path / "wrong_key", count=4, seed=1)
     study = Study(study_config(tmp_path, {"good": folder_options(good),
@@ -175,6 +176,8 @@ def test_summary_per_zoo_counts_ok_and_groups_skips_by_reason(tmp_path, photo_ba
 
 
 def test_a_study_with_nothing_analysable_fails_saying_why(tmp_path, photo_basis):
+    from firstlayer_zoo.summary import NothingAnalysed, require_analysable, study_summary
+
     wrong_key = folder_zoo(tmp_path / "zoo", count=2)
     study = Study(study_config(tmp_path, {"mine": folder_options(wrong_key, stem_key="stem.weight")}))
     checkpoints = build_tables(analyses_of(study, photo_basis))["checkpoints"]

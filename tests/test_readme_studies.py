@@ -123,6 +123,6 @@ def test_without_network_the_remote_job_fails_alone_with_one_clear_line(workdir)
     console = result.stdout + result.stderr
     lines = [line for line in console.splitlines() if f"network: cannot connect to {unreachable}" in line]
     assert lines and all("HF_ENDPOINT" in line and "fetch_remote" in line for line in lines), console[-3000:]
-    assert "Traceback" not in console.split("network: cannot connect")[0].rsplit("Error in rule", 1)[-1]
+    assert "Traceback" not in console and "httpx" not in console  # the line, not the client's traceback
     for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt"):  # the folder zoo's results are all there
         assert (workdir / "results_mixed" / "profiles" / "mine" / f"{name}.npz").is_file()
