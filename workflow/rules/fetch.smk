@@ -1,3 +1,9 @@
+# Downloads run where snakemake runs (a login node), never as cluster jobs on nodes without network.
+localrules:
+    fetch_checkpoint,
+    fetch_remote,
+
+
 rule fetch_checkpoint:
     output:
         f"{OUT}/fetched/{{zoo}}/{{name}}.json",
