@@ -31,8 +31,8 @@ TRANSIENT_ERRORS = (ConnectionError, TimeoutError, socket.timeout, http.client.H
 
 
 # How to get a study's remote inputs where the network is not reachable: fetch them where it is.
-FETCH_FIRST = ("or fetch the study's remote inputs on a machine with network (e.g. a login node, same folder and "
-               "config): `snakemake --cores 4 fetch_remote`, then rerun here")
+FETCH_FIRST = ("or fetch the study's remote inputs on a machine with network (e.g. a login node, in the same "
+               "folder, with the same --configfile): `snakemake --cores 4 fetch_remote`, then rerun here")
 
 
 class DownloadError(ClearError):
