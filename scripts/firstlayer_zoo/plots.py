@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 from scipy.cluster.hierarchy import linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
@@ -176,13 +177,10 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, basis
     grid.ax_heatmap.tick_params(axis="y", labelsize=6)
     grid.ax_row_colors.tick_params(axis="x", labelsize=7, labelrotation=90)
     grid.figure.suptitle(f"Profile consistency in basis {basis} ({len(ids)} checkpoints)", y=1.0, va="bottom")
-    # The legend goes below everything drawn, wherever the strip names end.
-    grid.figure.canvas.draw()
-    renderer = grid.figure.canvas.get_renderer()
-    bottom = min(text.get_window_extent(renderer).y0 for text in grid.ax_row_colors.get_xticklabels())
-    bottom = min(bottom, grid.ax_heatmap.get_window_extent(renderer).y0)
+    # The legend goes below the strip names (the group names, vertical at 7 pt: under 40 pt long).
+    below_strips = offset_copy(grid.ax_heatmap.transAxes, grid.figure, y=-45, units="points")
     grid.figure.legend(handles=handles, loc="upper left", ncol=4, fontsize=7, frameon=False,
-                       bbox_to_anchor=(0.02, grid.figure.transFigure.inverted().transform((0, bottom - 6))[1]))
+                       bbox_to_anchor=(0, 0), bbox_transform=below_strips)
     save(grid.figure, path)
 
 
