@@ -14,12 +14,17 @@ TINY_CONFIG = ROOT / "tests" / "tiny_config.yaml"
 
 
 def snakemake(workdir: Path, *args: str, config: Path | None = None, timeout: int = 900,
-              check: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+              check: bool = True, env: dict[str, str] | None = None,
+              configfile: bool = True) -> subprocess.CompletedProcess:
+    """Run snakemake on `config` (tiny_config.yaml by default) as the whole study, as a user's --configfile is.
+
+    configfile=False gives no --configfile: the study is then the workdir's config.yaml.
+    """
     command = [
         sys.executable, "-m", "snakemake",
         "--snakefile", str(ROOT / "Snakefile"),
         "--directory", str(workdir),
-        "--configfile", str(config or TINY_CONFIG),
+        *(["--configfile", str(config or TINY_CONFIG)] if configfile else []),
         *args,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

@@ -121,10 +121,11 @@ class ArchiveSource(ZooSource):
     def planned_spec(self, name: str = "", **fields) -> CheckpointSpec:
         """A spec with the config's geometry; the index fills in name, path and metadata."""
         return CheckpointSpec(
-            zoo=self.name, name=name, source=self.source, arch=self.options.get("arch", "archive"),
+            zoo=self.name, name=name, source=self.source, arch=self.options.get("arch"),
             uri=fields.pop("uri", self.options["url"]), first_conv=self.options["first_conv"],
             kernel_size=self.options["kernel_size"], in_chans=self.options["in_chans"],
-            dataset=self.options["dataset"], preprocessing=self.preprocessing, **fields)
+            dataset=self.options["dataset"], preprocessing=self.preprocessing,
+            channel_order=self.options.get("channel_order", "rgb"), **fields)
 
     def indexed_checkpoints(self) -> list[CheckpointSpec]:
         """The checkpoints listed by the index (only once the unpack checkpoint has run)."""

@@ -9,12 +9,27 @@ from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only read by setting)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it into place on success, delete it on failure."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
     handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent)
+    # mkstemp makes the file 0600; outputs get what an ordinary write would, so collaborators can read them.
+    os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     tmp = Path(name)
     try:

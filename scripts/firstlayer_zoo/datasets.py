@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import write_text
+from .photos import COLOUR_PHOTOS, check_image_names
 
 DATASET_SOURCES: dict[str, type["DatasetSource"]] = {}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -121,10 +122,7 @@ def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
     stereo = {"motorcycle_left": 0, "motorcycle_right": 1}
     if name in stereo:
         return lambda: data.stereo_motorcycle()[stereo[name]]
-    try:
-        return getattr(data, name)
-    except AttributeError:
-        raise ValueError(f"scikit-image ships no image named {name!r}") from None
+    return getattr(data, name)
 
 
 @register
@@ -132,19 +130,12 @@ class EmbeddedPhotos(DatasetSource):
     """Colour photographs shipped inside scikit-image: no download."""
 
     source = "skimage"
-    DEFAULT_IMAGES = (
-        "astronaut",
-        "chelsea",
-        "coffee",
-        "rocket",
-        "motorcycle_left",
-        "motorcycle_right",
-        "hubble_deep_field",
-    )
 
     @property
     def image_names(self) -> list[str]:
-        return list(self.options.get("images") or self.DEFAULT_IMAGES)
+        names = list(self.options.get("images") or COLOUR_PHOTOS)
+        check_image_names(self.name, names)
+        return names
 
     def prepare_files(self, root: Path) -> dict:
         entries = []

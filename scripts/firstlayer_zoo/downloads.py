@@ -11,6 +11,7 @@ once its size and checksum are verified. No download grows past
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
@@ -18,19 +19,50 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .limits import current as current_limits
+from .rule_io import ClearError
 
 CHUNK = 1 << 16
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 TRANSIENT_ERRORS = (ConnectionError, TimeoutError, socket.timeout, http.client.HTTPException, urllib.error.URLError)
 
 
-class DownloadError(RuntimeError):
+# How to get a study's remote inputs where the network is not reachable: fetch them where it is.
+FETCH_FIRST = ("or fetch the study's remote inputs on a machine with network (e.g. a login node, in the same "
+               "folder, with the same --configfile): `snakemake --cores 4 fetch_remote`, then rerun here")
+
+
+class DownloadError(ClearError):
     """A download that failed for good; the message names the URL and what to do."""
+
+
+class NetworkError(DownloadError):
+    """No connection to the endpoint at all (no route, no name, refused): waiting longer rarely helps."""
+
+    def __init__(self, endpoint: str, reason: str, ways_out: str = f"check the network, {FETCH_FIRST}"):
+        self.endpoint, self.reason = endpoint, reason
+        super().__init__(f"network: cannot connect to {endpoint} ({reason}); {ways_out}")
+
+
+def endpoint_of(url: str) -> str:
+    """scheme://host[:port] of a URL: what a firewall or a mirror setting is about."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def connection_failure(error: BaseException) -> str | None:
+    """The reason, when `error` means no connection could be made at all (as opposed to one that broke)."""
+    reason = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, (socket.gaierror, ConnectionRefusedError)):
+        return f"{type(reason).__name__}: {reason}"
+    if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{type(reason).__name__}: {reason}"
+    return None
 
 
 class ClientDownloadError(DownloadError):
@@ -63,6 +95,7 @@ class RangeNotSupported(DownloadError):
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6
+    connect_attempts: int = 3  # when no connection can be made at all
     backoff_s: float = 1.0
     max_backoff_s: float = 60.0
     connect_timeout_s: float = 20.0
@@ -85,6 +118,10 @@ class _Transient(Exception):
     """A failure worth another attempt."""
 
 
+class _Unreachable(_Transient):
+    """No connection at all: worth `connect_attempts` attempts, not a full backoff."""
+
+
 def _open(url: str, headers: dict[str, str], policy: RetryPolicy):
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity", **headers})
     try:
@@ -94,6 +131,9 @@ def _open(url: str, headers: dict[str, str], policy: RetryPolicy):
             raise _Transient(f"HTTP {error.code} {error.reason}") from error
         raise ClientDownloadError(url, error.code, error.reason) from None
     except TRANSIENT_ERRORS as error:
+        unreachable = connection_failure(error)
+        if unreachable:
+            raise _Unreachable(unreachable) from error
         raise _Transient(f"{type(error).__name__}: {error}") from error
 
 
@@ -139,6 +179,10 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
         request_headers = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
         try:
             response = _open(url, request_headers, policy)
+        except _Unreachable as error:
+            _give_up_if_unreachable(url, error, attempt, policy)
+            last_error = error
+            continue
         except _Transient as error:
             last_error = error
             continue
@@ -209,6 +253,10 @@ def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None
             policy.wait(attempt - 1)
         try:
             response = _open(url, request_headers, policy)
+        except _Unreachable as error:
+            _give_up_if_unreachable(url, error, attempt, policy)
+            last_error = error
+            continue
         except _Transient as error:
             last_error = error
             continue
@@ -227,3 +275,8 @@ def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None
             return body, total
         last_error = f"got {len(body)} bytes of {end - start}"
     raise DownloadError(f"{url}: bytes {start}-{end - 1} failed after {policy.attempts} attempts (last: {last_error})")
+
+
+def _give_up_if_unreachable(url: str, error: _Unreachable, attempt: int, policy: RetryPolicy) -> None:
+    if attempt + 1 >= min(policy.connect_attempts, policy.attempts):
+        raise NetworkError(endpoint_of(url), str(error)) from None

@@ -66,11 +66,15 @@ class LocalFiles(ZooSource):
 
     def files(self) -> list[Path]:
         root = self.root
+        patterns = self.options.get("patterns", self.default_patterns)
         found: set[Path] = set()
-        for pattern in self.options.get("patterns", self.default_patterns):
+        for pattern in patterns:
             found.update(path for path in root.glob(pattern) if path.is_file())
         # Hidden files are other programs' partial writes (our own atomic writes use them too).
         files = sorted(path for path in found if not any(part.startswith(".") for part in path.relative_to(root).parts))
+        if not files:
+            raise ValueError(f"zoos.{self.name}: no file under root {root} matches patterns {patterns} "
+                             f"(source {self.source!r}); fix root or patterns")
         for path in files:
             self.check_name(path, root)
         return files
@@ -189,7 +193,7 @@ class LocalFiles(ZooSource):
                 zoo=self.name,
                 name=path.relative_to(self.root).as_posix().replace("/", "--"),
                 source=self.source,
-                arch=metadata.pop("arch", None) or self.options.get("arch") or "unknown",
+                arch=metadata.pop("arch", None) or self.options.get("arch"),  # None: unknown, never "the same" as another
                 uri=str(path),
                 first_conv=geometry["first_conv"],
                 kernel_size=geometry["kernel_size"],
@@ -204,6 +208,7 @@ class LocalFiles(ZooSource):
                 extra={"stem": self.stem_options(), "stride": stride, "metadata": metadata,
                        "planning_error": geometry.get("error"), "refused": refused,
                        "root": str(self.root.resolve()), "init_in_root": bool(sidecar_init)},
+                channel_order=self.options.get("channel_order", "rgb"),
             ))
         return specs
 

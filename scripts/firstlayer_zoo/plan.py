@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .limits import Limits, applied
 from .local_zoos import NAME_LIMIT
+from .photos import check_image_names
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .zoos import ZOO_SOURCES, GeometryCache
@@ -57,6 +58,9 @@ class Study:
         for name in self.datasets:
             check_name("datasets", name)
         self.limits = Limits.from_dict(config.get("limits"))
+        for dataset_name, options in self.datasets.items():
+            if options["source"] == "skimage" and options.get("images"):
+                check_image_names(dataset_name, options["images"])
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}

@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 from scipy.cluster.hierarchy import linkage  # noqa: E402
 from scipy.spatial.distance import squareform  # noqa: E402
 
@@ -19,6 +21,7 @@ from .atomic import atomic_path  # noqa: E402
 from .profiles import analytic_profile  # noqa: E402
 
 GROUPS = ["arch", "labels", "seed"]
+LEGEND_VALUES = 12  # values of each group named in the consistency legend; the rest are counted
 
 
 def save(figure, path: str | Path) -> None:
@@ -46,31 +49,68 @@ def _empty(path: str | Path, message: str) -> None:
     save(figure, path)
 
 
+def _known(values: pd.Series, unknown: str) -> pd.Series:
+    """Metadata as labels, a value the source does not know spelled out instead of left blank."""
+    return values.map(lambda value: unknown if pd.isna(value) else _group_label(value))
+
+
+def _kind(labels: pd.Series) -> pd.Series:
+    return labels.map(lambda value: "trained, labels unknown" if pd.isna(value) else f"trained: {value} labels")
+
+
+def _draw_profiles(axis, curves: pd.DataFrame, colour, label: str, one_line_each: bool) -> None:
+    """Checkpoints' profiles (columns of `curves`): a median with a min-max band, or one thin line each."""
+    if one_line_each or curves.shape[1] == 1:
+        axis.plot(curves.index, curves.to_numpy(), color=colour, lw=0.8, alpha=0.8)
+        axis.plot([], [], color=colour, label=label)
+        return
+    axis.fill_between(curves.index, curves.min(axis=1), curves.max(axis=1), color=colour, alpha=0.25, lw=0)
+    axis.plot(curves.index, curves.median(axis=1), color=colour, label=label)
+
+
 def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str | Path) -> None:
-    """Normalised energy by component: trained (last step) against initialisation, per basis and arch."""
+    """Normalised energy by component of each run's last checkpoint, per arch and basis, against its init.
+
+    Checkpoints of one known arch are summarised by a median and a min-max band; those whose arch is
+    unknown need not be related, so each is drawn as its own line.
+    """
     last = _last_steps(checkpoints)
     data = profiles.merge(last[["checkpoint", "basis", "arch", "labels"]], on="checkpoint")
     if data.empty:
         _empty(path, "no analysed checkpoints")
         return
-    data["labels"] = data["labels"].fillna("n/a")
-    trained = data.assign(kind="trained: " + data["labels"].astype(str) + " labels")
-    init = data.dropna(subset=["energy_init"]).assign(kind="initialisation", energy=lambda d: d["energy_init"])
-    long = pd.concat([trained, init], ignore_index=True)
-    long["panel"] = long["arch"] + "\n" + long["basis"]
-    kinds = sorted(long["kind"].unique(), key=lambda kind: kind == "initialisation")
+    data["panel"] = _known(data["arch"], "arch unknown") + "\n" + data["basis"].astype(str)
+    data["kind"] = _kind(data["labels"])
+    kinds = sorted(data["kind"].unique())
     palette = dict(zip(kinds, sns.color_palette("tab10", len(kinds))))
-    palette["initialisation"] = "0.55"
-    grid = sns.relplot(
-        data=long, x="component", y="energy", hue="kind", hue_order=kinds, palette=palette,
-        col="panel", col_wrap=min(3, long["panel"].nunique()), kind="line", errorbar=("pi", 100),
-        facet_kws={"sharex": False, "sharey": False}, height=2.8, aspect=1.3,
-    )
-    grid.set(yscale="log")
-    grid.set_titles("{col_name}", size=8)
-    grid.set_axis_labels("PCA component (descending variance)", "normalised energy e/max(e)")
-    grid.figure.suptitle("Stem energy profiles: trained checkpoints vs their initialisation", y=1.02)
-    save(grid.figure, path)
+    panels = sorted(data["panel"].unique())
+    columns = min(3, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.3 * rows), squeeze=False)
+    init_known = data["energy_init"].notna().any()
+    summarised = data["arch"].notna().any()
+    for axis, panel in zip(axes.flat, panels):
+        members = data[data["panel"] == panel]
+        one_line_each = members["arch"].isna().all()
+        for kind, group in members.groupby("kind"):
+            curves = group.pivot(index="component", columns="checkpoint", values="energy")
+            _draw_profiles(axis, curves, palette[kind], kind, one_line_each)
+        init = members.dropna(subset=["energy_init"])
+        if not init.empty:
+            curves = init.pivot(index="component", columns="checkpoint", values="energy_init")
+            _draw_profiles(axis, curves, "0.55", "initialisation", one_line_each)
+        axis.set_yscale("log")
+        axis.set_title(panel + (" (one line per checkpoint)" if one_line_each else ""), fontsize=8)
+        axis.set_xlabel("PCA component (descending variance)")
+        axis.set_ylabel("normalised energy e/max(e)")
+        axis.legend(fontsize=7)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    what = "vs their initialisation (grey, where known)" if init_known else "(initialisation unknown)"
+    note = "\nline: median over an arch's checkpoints, band: their range" if summarised else ""
+    figure.suptitle(f"Stem energy profiles of trained checkpoints {what}{note}", fontsize=10)
+    figure.tight_layout()
+    save(figure, path)
 
 
 def _group_label(value) -> str:
@@ -128,20 +168,28 @@ def _checkpoint_heatmap(members: pd.DataFrame, pairs: pd.DataFrame, basis: str, 
     colours, handles = {}, []
     palettes = ["tab10", "Set2", "Pastel1"]
     for group, palette_name in zip(GROUPS, palettes):
-        values = members[group].map(_group_label)
-        palette = dict(zip(sorted(values.unique()), sns.color_palette(palette_name, values.nunique())))
+        values = _known(members[group], "unknown")
+        order = sorted(values.unique(), key=lambda v: (v == "unknown", not v.isdigit(), int(v) if v.isdigit() else 0, v))
+        palette = dict(zip(order, sns.color_palette(palette_name, len(order))))
         colours[group] = values.map(palette)
-        handles += [Patch(color=colour, label=f"{group}: {value}") for value, colour in palette.items()]
-    side = min(0.18 * len(ids) + 4, 16)
+        listed = list(palette.items())[:LEGEND_VALUES]
+        handles += [Patch(color=colour, label=f"{group}: {value}") for value, colour in listed]
+        if len(palette) > len(listed):
+            handles.append(Patch(color="white", label=f"{group}: {len(palette) - len(listed)} more not listed"))
+    side = min(max(0.18 * len(ids) + 4, 7), 16)
+    # The colour bar sits in the top-left corner below the title; the strips get room for their names.
     grid = sns.clustermap(matrix, cmap="viridis", vmin=float(np.nanmin(square)), vmax=1,
                           row_linkage=tree, col_linkage=tree,
-                          row_colors=pd.DataFrame(colours), figsize=(side, side),
+                          row_colors=pd.DataFrame(colours), figsize=(side, side), colors_ratio=0.035,
                           xticklabels=False, yticklabels=len(ids) <= 80,
-                          cbar_kws={"label": "Pearson r"})
+                          cbar_pos=(0.02, 0.8, 0.03, 0.12), cbar_kws={"label": "Pearson r"})
     grid.ax_heatmap.tick_params(axis="y", labelsize=6)
-    grid.ax_col_dendrogram.legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5),
-                                  fontsize=7, frameon=False)
-    grid.figure.suptitle(f"Profile consistency in basis {basis} ({len(ids)} checkpoints)", y=1.01)
+    grid.ax_row_colors.tick_params(axis="x", labelsize=7, labelrotation=90)
+    grid.figure.suptitle(f"Profile consistency in basis {basis} ({len(ids)} checkpoints)", y=1.0, va="bottom")
+    # The legend goes below the strip names (the group names, vertical at 7 pt: under 40 pt long).
+    below_strips = offset_copy(grid.ax_heatmap.transAxes, grid.figure, y=-45, units="points")
+    grid.figure.legend(handles=handles, loc="upper left", ncol=4, fontsize=7, frameon=False,
+                       bbox_to_anchor=(0, 0), bbox_transform=below_strips)
     save(grid.figure, path)
 
 
@@ -176,8 +224,14 @@ def _group_heatmap(groups: pd.DataFrame, basis: str, n_checkpoints: int, path: s
 
 def plot_fit_examples(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd.DataFrame,
                       count: int, path: str | Path) -> None:
-    """A few checkpoints' profiles with the fitted analytic profile, r in the title."""
-    last = _last_steps(checkpoints).drop_duplicates(subset=["arch", "labels"]).head(count)
+    """A few checkpoints' profiles with the fitted analytic profile, r in the title.
+
+    One example per (arch, labels); a checkpoint whose arch or labels are unknown is a group of its own.
+    """
+    last = _last_steps(checkpoints)
+    groups = pd.DataFrame({column: last[column].astype(object).where(last[column].notna(), last["checkpoint"])
+                           for column in ("arch", "labels")})
+    last = last[~groups.duplicated().to_numpy()].head(count)
     chosen = fits[fits["checkpoint"].isin(last["checkpoint"])]
     if chosen.empty:
         _empty(path, "no fitted checkpoints")
@@ -205,6 +259,7 @@ def plot_fit_quality(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | 
     if data.empty:
         _empty(path, "no fitted checkpoints")
         return
+    data["arch"] = _known(data["arch"], "arch unknown")
     figure, axis = plt.subplots(figsize=(6, 3.5))
     sns.histplot(data=data, x="fit_r", hue="arch", multiple="stack", bins=20, ax=axis)
     axis.set_xlabel("Pearson r of the analytic fit")
@@ -219,13 +274,36 @@ def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str 
     if data.empty:
         _empty(path, "no checkpoints with a training step")
         return
-    data["labels"] = data["labels"].fillna("n/a")
+    data["arch"] = _known(data["arch"], "arch unknown")
+    data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=data, x="step", y="tau_s1", hue="arch", style="labels", marker="o",
                  errorbar=("pi", 100), ax=axis)
     axis.set(xscale="log", yscale="log", xlabel="training step", ylabel="fitted tau * s1")
-    axis.set_title("Analytic training time along training")
+    _step_ticks(axis, sorted(data["step"].unique()))
+    if len(axis.get_legend_handles_labels()[0]) > 12:
+        sns.move_legend(axis, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, frameon=False)
+    left_out = len(fits) - len(data)
+    axis.set_title("Analytic training time along training\nline: median, band: range over seeds"
+                   + (f"; {left_out} checkpoint(s) without a known step left out" if left_out else ""), fontsize=9)
     save(figure, path)
+
+
+def _step_ticks(axis, steps: list) -> None:
+    """Label the training steps that occur, leaving out any whose label would touch its left neighbour's."""
+    axis.xaxis.set_major_locator(FixedLocator(steps))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.xaxis.set_minor_locator(NullLocator())
+    renderer = axis.figure.canvas.get_renderer()
+    axis.figure.canvas.draw()
+    kept, right = [], -np.inf
+    gap = 4  # pixels between labels
+    for step, label in zip(steps, axis.get_xticklabels()):
+        box = label.get_window_extent(renderer)
+        if box.x0 >= right + gap:
+            kept.append(step)
+            right = box.x1
+    axis.xaxis.set_major_locator(FixedLocator(kept))
 
 
 def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
@@ -233,7 +311,8 @@ def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Pa
     if data.empty:
         _empty(path, "no fitted checkpoints")
         return
-    data["labels"] = data["labels"].fillna("n/a")
+    data["arch"] = _known(data["arch"], "arch unknown")
+    data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(5, 4.5))
     sns.scatterplot(data=data, x="input_spread", y="output_spread", hue="arch", style="labels", ax=axis)
     top = float(np.nanmax(data[["input_spread", "output_spread"]].to_numpy())) * 1.05

@@ -1,6 +1,6 @@
 """Energy profiles, the analytic linear-CNN profile, its fit, whitening and consistency.
 
-Definitions follow SCIENCE.md (after Chowers & Weiss, ICML 2023).
+The exact definitions are in docs/science.md (after Chowers & Weiss, ICML 2023).
 """
 
 from __future__ import annotations

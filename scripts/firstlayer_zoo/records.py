@@ -29,7 +29,7 @@ class CheckpointSpec:
     zoo: str
     name: str
     source: str
-    arch: str
+    arch: str | None  # None where the source does not know it, like step, seed and labels
     uri: str
     first_conv: str
     kernel_size: int
@@ -42,6 +42,8 @@ class CheckpointSpec:
     labels: str | None = None
     run: str | None = None
     extra: dict = field(default_factory=dict)
+    # The order the model takes colour channels in; "bgr" stems are read as the RGB stem they equal.
+    channel_order: str = "rgb"
 
     @property
     def id(self) -> str:

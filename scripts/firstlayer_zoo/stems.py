@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +32,20 @@ class Stem:
     @property
     def kernel_size(self) -> int:
         return int(self.weight.shape[2])
+
+    def in_rgb_order(self) -> "Stem":
+        """The stem of a model fed BGR images as the equal stem for RGB images: input channels reversed.
+
+        conv(W, bgr) = conv(W[:, ::-1], rgb), so the reversed stem is profiled in the dataset's own
+        (RGB) patch basis, shared with RGB models; the initialisation is reversed with it.
+        """
+        if self.status != "ok":
+            return self
+        if self.in_chans != 3:
+            raise StemError(f"{self.meta.get('uri', self.first_conv)}: channel_order bgr needs a stem over 3 colour "
+                            f"channels, this one takes {self.in_chans}; set channel_order: rgb for this zoo")
+        init = None if self.init is None else np.ascontiguousarray(self.init[:, ::-1])
+        return replace(self, weight=np.ascontiguousarray(self.weight[:, ::-1]), init=init)
 
     def filters(self, subtract_init: bool) -> np.ndarray:
         """(K, p) rows in conv-weight order, minus the initialisation when asked and known."""

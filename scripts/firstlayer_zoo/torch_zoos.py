@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .downloads import DownloadError
+import urllib.error
+
+from .downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .stems import Stem, StemError, validate_conv_weight
@@ -73,6 +75,7 @@ class TorchvisionSource(ZooSource):
     """torchvision weight enums, downloaded by torch.hub with torchvision's hash check."""
 
     source = "torchvision"
+    remote = True
 
     def checkpoints(self) -> list[CheckpointSpec]:
         mirror = self.options.get("mirror")
@@ -100,19 +103,42 @@ class TorchvisionSource(ZooSource):
         return specs
 
     @classmethod
-    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+    def _state(cls, spec: CheckpointSpec) -> dict:
+        """The weights, from $TORCH_HOME/hub/checkpoints once downloaded there (no network needed then)."""
         import torch
 
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
-        fetched_before = cached.exists()
         try:
-            state = torch.hub.load_state_dict_from_url(spec.uri, map_location="cpu", progress=False,
-                                                       check_hash=True, weights_only=True)
+            return torch.hub.load_state_dict_from_url(spec.uri, map_location="cpu", progress=False,
+                                                      check_hash=True, weights_only=True)
         except RuntimeError as error:
             if "invalid hash value" in str(error):
                 raise DownloadError(f"{spec.uri}: the download fails torchvision's hash check ({error}); "
                                     "nothing was kept, rerun to download it again") from None
             raise
+        except urllib.error.URLError as error:
+            unreachable = connection_failure(error)
+            if unreachable is None:
+                raise
+            raise NetworkError(endpoint_of(spec.uri), unreachable,
+                               f"set the zoo's `mirror` to a copy this machine reaches, or download the weights "
+                               f"into {torch.hub.get_dir()}/checkpoints where there is network (same TORCH_HOME): "
+                               + FETCH_FIRST.removeprefix("or ")) from None
+
+    @classmethod
+    def fetch(cls, spec: CheckpointSpec) -> dict:
+        import torch
+
+        cls._state(spec)
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
+        return {"fetched": str(path), "bytes": path.stat().st_size}
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        import torch
+
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
+        fetched_before = cached.exists()
+        state = cls._state(spec)
         size = cached.stat().st_size
         return Stem(weight=_stem_from_state(state, spec.first_conv, spec.uri), init=None,
                     stride=spec.extra["stride"], first_conv=spec.first_conv,
@@ -128,6 +154,7 @@ class TorchHubSource(ZooSource):
     """
 
     source = "torchhub"
+    remote = True
 
     def checkpoints(self) -> list[CheckpointSpec]:
         specs = []
@@ -151,16 +178,39 @@ class TorchHubSource(ZooSource):
                 extra={"repo": repo, "entry": function, "hub_source": self.options.get("hub_source", "github"),
                        "trust_repo": self.options["trust_repo"], "kwargs": entry.get("kwargs", {}),
                        "dataset_tag": entry.get("dataset_tag")},
+                channel_order=self.options.get("channel_order", "rgb"),
             ))
         return specs
 
     @classmethod
-    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+    def _model(cls, spec: CheckpointSpec):
+        """The entry point's model; torch.hub keeps the repository (and the weights it loads) in its cache."""
         import torch
 
         extra = spec.extra
-        model = torch.hub.load(extra["repo"], extra["entry"], source=extra["hub_source"],
-                               trust_repo=extra["trust_repo"], verbose=False, **extra["kwargs"])
+        try:
+            return torch.hub.load(extra["repo"], extra["entry"], source=extra["hub_source"],
+                                  trust_repo=extra["trust_repo"], verbose=False, **extra["kwargs"])
+        except urllib.error.URLError as error:
+            unreachable = connection_failure(error)
+            if unreachable is None:
+                raise
+            raise NetworkError("https://github.com", unreachable,
+                               f"copy the hub repository to this machine and set hub_source: local, or fill "
+                               f"{torch.hub.get_dir()} where there is network (same TORCH_HOME): "
+                               + FETCH_FIRST.removeprefix("or ")) from None
+
+    @classmethod
+    def fetch(cls, spec: CheckpointSpec) -> dict:
+        import torch
+
+        cls._model(spec)
+        return {"fetched": torch.hub.get_dir()}
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        extra = spec.extra
+        model = cls._model(spec)
         first_conv = spec.first_conv or first_conv_module(model)
         conv = model.get_submodule(first_conv)
         weight = validate_conv_weight(conv.weight.detach().float().numpy(), spec.uri)

@@ -10,6 +10,7 @@ by the torchvision class itself.
 
 from __future__ import annotations
 
+import urllib.error
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +20,7 @@ from torchvision import datasets as tv
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
 from .datasets import DatasetSource, register
+from .downloads import FETCH_FIRST, NetworkError, connection_failure, endpoint_of
 
 
 class DownloadError(RuntimeError):
@@ -60,6 +62,13 @@ class TorchvisionSource(DatasetSource):
         path = root / self.filename()
         try:
             download_url(self.download_url(), str(root), self.filename(), self.md5())
+        except urllib.error.URLError as error:
+            unreachable = connection_failure(error)
+            if unreachable is None:
+                raise
+            raise NetworkError(endpoint_of(self.download_url()), unreachable,
+                               f"set datasets.{self.name}.url (and md5) to a copy this machine reaches, "
+                               + FETCH_FIRST) from None
         except RuntimeError:
             actual = calculate_md5(str(path)) if path.exists() else "no file"
             path.unlink(missing_ok=True)

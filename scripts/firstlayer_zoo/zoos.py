@@ -72,6 +72,7 @@ def timm_stem_geometry(arch: str, model_kwargs: dict, in_chans: int) -> dict:
 
 class ZooSource:
     source: ClassVar[str]
+    remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
 
     def __init__(self, name: str, options: dict, outdir: str, cache: GeometryCache):
         self.name = name
@@ -90,6 +91,11 @@ class ZooSource:
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         """Read the stem (and its init, where known) of one checkpoint; raise StemError if unusable."""
         raise NotImplementedError
+
+    @classmethod
+    def fetch(cls, spec: CheckpointSpec) -> dict:
+        """Put what load_stem reads over the network into its local cache, so it can run without one later."""
+        return {"fetched": None, "why": "a local source"}
 
 
 @register
@@ -171,7 +177,7 @@ class TrainedHere(ZooSource):
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:
-    """The stem of one checkpoint, or a skipped Stem saying why it cannot be analysed.
+    """The stem of one checkpoint (in RGB channel order), or a skipped Stem saying why it cannot be analysed.
 
     Whatever one checkpoint's bytes do to the readers becomes its skipped
     reason; only a failed download (a rerun may succeed) and interrupts escape.
@@ -181,7 +187,8 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
     print(f"{spec.id}: reading {spec.uri}", flush=True)
     try:
         with applied(Limits.from_dict(spec.extra.get("limits"))):
-            return ZOO_SOURCES[spec.source].load_stem(spec)
+            stem = ZOO_SOURCES[spec.source].load_stem(spec)
+        return stem.in_rgb_order() if spec.channel_order == "bgr" else stem
     except StemError as error:
         reason = str(error)
     except DownloadError:
@@ -203,6 +210,14 @@ def unreadable_reason(uri: str, error: Exception) -> str:
         return f"{uri}: claims sizes too large to read into memory (corrupt?); fetch or export it again"
     return (f"{uri}: unreadable ({type(error).__name__} while reading it), not a checkpoint this workflow can "
             "analyse; fetch or export it again")
+
+
+def fetch_checkpoint(spec: CheckpointSpec) -> dict:
+    """Download what a remote checkpoint is read from into its cache; a checkpoint that cannot be read says why."""
+    try:
+        return ZOO_SOURCES[spec.source].fetch(spec)
+    except StemError as error:
+        return {"fetched": None, "why": str(error)}
 
 
 # Sources in their own modules register themselves on import.

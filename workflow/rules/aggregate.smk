@@ -1,3 +1,10 @@
+# Every successful run ends by printing the study's summary: per zoo, ok and skipped by reason.
+onsuccess:
+    summary = Path(f"{OUT}/tables/summary.txt")
+    if summary.exists():
+        print(summary.read_text(), end="")
+
+
 rule build_tables:
     input:
         all_analyses,
@@ -16,6 +23,7 @@ rule build_tables:
             category="Tables",
         ),
         consistency_groups=f"{OUT}/tables/consistency_groups.parquet",
+        summary=f"{OUT}/tables/summary.txt",
     log:
         f"{OUT}/logs/build_tables.log",
     params:

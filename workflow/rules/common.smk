@@ -9,6 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from firstlayer_zoo.plan import Study, refuse_oversized_config  # noqa: E402
+from firstlayer_zoo.zoos import ZOO_SOURCES  # noqa: E402
 
 try:
     refuse_oversized_config(config)
@@ -119,3 +120,16 @@ def statistics_device():
 def statistics_gpus():
     """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
     return 1 if config["analysis"]["device"] == "cuda" else 0
+
+
+def remote_inputs():
+    """What the study reads over the network: remote datasets, archives, remote checkpoints' weights."""
+    local_datasets = ("skimage", "folder")
+    return (
+        [f"{OUT}/datasets/{name}/manifest.json" for name, options in STUDY.datasets.items()
+         if options["source"] not in local_datasets]
+        + [zoo.index_path for zoo in STUDY.dynamic_zoos.values()]
+        + [f"{OUT}/fetched/{zoo}/{shard}.json" for zoo, options in config["zoos"].items()
+           if zoo not in STUDY.dynamic_zoos and ZOO_SOURCES[options["source"]].remote
+           for shard in STUDY.shards(zoo)]
+    )

@@ -1,0 +1,128 @@
+"""The README's "Your own study" configs, run as written: taken from the README itself, on files the test makes.
+
+The folder and ONNX studies run for real; the timm study is fetched from an imitation of the Hub
+(`fetch_remote`) and then run with HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells
+a cluster user to.
+"""
+
+import re
+import socket
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import save
+
+from hostile_corpus import onnx_conv_model
+from loopback import HubImitation
+from workflow_helpers import ROOT, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def readme_studies() -> dict[str, str]:
+    """{file name: YAML text} of every block in the README that starts `# own-study: <name>.yaml`."""
+    text = (ROOT / "README.md").read_text()
+    return {name: body for body, name in re.findall(r"```yaml\n(# own-study: (\S+\.yaml).*?)```", text, re.DOTALL)}
+
+
+def test_the_readme_holds_the_three_studies():
+    studies = readme_studies()
+    assert set(studies) == {"folder.yaml", "onnx.yaml", "timm.yaml"}
+    assert [yaml.safe_load(body)["zoos"].popitem()[1]["source"] for body in studies.values()] == \
+        ["folder", "onnx", "timm"]
+
+
+def stem(seed: int) -> torch.Tensor:
+    weight = np.random.default_rng(seed).normal(size=(64, 3, 7, 7)).astype(np.float32)
+    weight[:, :, 3, 3] += 4  # some structure, as trained stems have
+    return torch.from_numpy(weight)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder with the README's files in it: its three configs, checkpoints/ and exports/."""
+    workdir = tmp_path_factory.mktemp("own_study")
+    for name, body in readme_studies().items():
+        (workdir / name).write_text(body)
+    (workdir / "checkpoints").mkdir()
+    for index, name in enumerate(["resnet_a.pt", "resnet_b.pth", "resnet_c.pt"]):
+        torch.save({"conv1.weight": stem(index), "bn1.weight": torch.ones(64), "fc.weight": torch.zeros(10, 512)},
+                   workdir / "checkpoints" / name)
+    torch.save({"features.0.weight": stem(9)}, workdir / "checkpoints" / "vgg.pt")  # another stem key: skipped
+    (workdir / "exports" / "more").mkdir(parents=True)
+    onnx.save(onnx_conv_model(stem(3).numpy()), str(workdir / "exports" / "net_a.onnx"))
+    onnx.save(onnx_conv_model(stem(4).numpy()), str(workdir / "exports" / "more" / "net_b.onnx"))
+    return workdir
+
+
+def tables(workdir):
+    return {name: pd.read_parquet(workdir / "results" / "tables" / f"{name}.parquet")
+            for name in ("checkpoints", "fits", "consistency_summary")}
+
+
+def test_folder_study_as_written(workdir):
+    result = snakemake(workdir, "--cores", "2", config=workdir / "folder.yaml")
+    found = tables(workdir)
+    checkpoints = found["checkpoints"].set_index("checkpoint")
+    assert (checkpoints.loc[[f"mine/resnet_{x}" for x in ("a.pt", "b.pth", "c.pt")], "status"] == "ok").all()
+    assert "no tensor named 'conv1.weight'" in checkpoints.loc["mine/vgg.pt", "status"]
+    assert checkpoints["arch"].isna().all()
+    assert len(found["fits"]) == 3
+    assert not found["consistency_summary"]["relation"].str.contains("same").any()
+    console = result.stdout + result.stderr
+    assert "zoo mine (folder): 4 checkpoint(s), 3 ok, 1 skipped" in console
+    assert "1 skipped: no tensor named 'conv1.weight'" in console
+
+
+def test_onnx_study_as_written(workdir):
+    result = snakemake(workdir, "--cores", "2", config=workdir / "onnx.yaml")
+    checkpoints = tables(workdir)["checkpoints"]
+    assert sorted(checkpoints["checkpoint"]) == ["exported/more--net_b.onnx", "exported/net_a.onnx"]
+    assert (checkpoints["status"] == "ok").all() and checkpoints["zoo"].eq("exported").all()  # the demo is not run
+    assert "zoo exported (onnx): 2 checkpoint(s), 2 ok, 0 skipped" in result.stdout + result.stderr
+
+
+def test_timm_study_fetched_with_network_then_run_without(workdir, monkeypatch):
+    from firstlayer_zoo.timm_zoo import load_timm_table
+
+    hf_home = workdir / "hf_home"
+    models = yaml.safe_load(readme_studies()["timm.yaml"])["zoos"]["pretrained"]["models"]
+    with HubImitation() as hub:
+        for index, tag in enumerate(models):
+            row = load_timm_table()[tag]
+            hub.add_file(f"timm/{tag}", "model.safetensors", save({f"{row['first_conv']}.weight": stem(10 + index)}))
+        fetched = snakemake(workdir, "--cores", "2", "fetch_remote", config=workdir / "timm.yaml",
+                            env={"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home)})
+    assert "fetch_checkpoint" in fetched.stderr + fetched.stdout
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = snakemake(workdir, "--cores", "2", config=workdir / "timm.yaml",
+                       env={"HF_ENDPOINT": unreachable, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
+    checkpoints = tables(workdir)["checkpoints"]
+    assert sorted(checkpoints["checkpoint"]) == sorted(f"pretrained/{tag}" for tag in models)
+    assert (checkpoints["status"] == "ok").all()
+    assert f"zoo pretrained (timm): {len(models)} checkpoint(s), {len(models)} ok" in result.stdout + result.stderr
+
+
+def test_without_network_the_remote_job_fails_alone_with_one_clear_line(workdir):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        unreachable = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    mixed = yaml.safe_load(readme_studies()["timm.yaml"])
+    mixed["zoos"].update(yaml.safe_load(readme_studies()["folder.yaml"])["zoos"])
+    mixed["outdir"] = "results_mixed"
+    (workdir / "mixed.yaml").write_text(yaml.safe_dump(mixed))
+    result = snakemake(workdir, "--cores", "2", "--keep-going", config=workdir / "mixed.yaml", check=False,
+                       env={"HF_ENDPOINT": unreachable, "HF_HOME": str(workdir / "empty_hf_home")})
+    assert result.returncode != 0
+    console = result.stdout + result.stderr
+    lines = [line for line in console.splitlines() if f"network: cannot connect to {unreachable}" in line]
+    assert lines and all("HF_ENDPOINT" in line and "fetch_remote" in line for line in lines), console[-3000:]
+    assert "Traceback" not in console and "httpx" not in console  # the line, not the client's traceback
+    for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt"):  # the folder zoo's results are all there
+        assert (workdir / "results_mixed" / "profiles" / "mine" / f"{name}.npz").is_file()
