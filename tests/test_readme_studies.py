@@ -16,6 +16,7 @@ import torch
 import yaml
 from safetensors.torch import save
 
+from firstlayer_zoo.shards import load_analyses
 from hostile_corpus import onnx_conv_model
 from loopback import HubImitation
 from workflow_helpers import ROOT, snakemake
@@ -124,5 +125,7 @@ def test_without_network_the_remote_job_fails_alone_with_one_clear_line(workdir)
     lines = [line for line in console.splitlines() if f"network: cannot connect to {unreachable}" in line]
     assert lines and all("HF_ENDPOINT" in line and "fetch_remote" in line for line in lines), console[-3000:]
     assert "Traceback" not in console and "httpx" not in console  # the line, not the client's traceback
-    for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt"):  # the folder zoo's results are all there
-        assert (workdir / "results_mixed" / "profiles" / "mine" / f"{name}.npz").is_file()
+    # The folder zoo's results are all there: its shards ran, with every checkpoint analysed.
+    shards = list((workdir / "results_mixed" / "analyses" / "mine").glob("*.npz"))
+    analysed = {analysis.spec["name"]: analysis.status for path in shards for analysis in load_analyses(path)}
+    assert all(analysed.get(name) == "ok" for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt")), analysed
