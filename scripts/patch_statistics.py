@@ -23,7 +23,6 @@ with logged(snakemake):
         preprocessing,
         int(wildcards.k),
         device=snakemake.params.device,
-        decode=snakemake.params.decode,
         # Decoding workers feed the GEMM threads; on a GPU the threads matter little.
         workers=snakemake.threads - 1,
         threads=snakemake.threads,

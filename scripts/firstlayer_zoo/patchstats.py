@@ -17,6 +17,10 @@ memory stays bounded whatever the number of images.
   exact for the same reason up to 2^39 patches per band.
 The covariance n*S2 - S1 S1^T is then formed in Python integers, so the only
 rounding in the whole computation is the final conversion to float64.
+
+Exactness is checked, not assumed: each batch's sums must be finite integers
+no larger than its patch count allows, and the totals must stay inside
+float64's exact range, or nothing is derived from them (`InvalidMomentsError`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from .basis import PatchBasis, affine_normalisation, eigendecomposition
-from .loaders import cpu_batches, gpu_batches, same_size_batches
+from .loaders import cpu_batches, same_size_batches
 from .preprocessing import Preprocessing
 
 EXACT_FLOAT32_PATCHES = 1024
@@ -41,6 +45,16 @@ PIXEL_OFFSET = 128
 # Bytes of patch columns formed at once: small enough to stay in cache on a CPU,
 # large enough to keep a GPU busy. Memory stays bounded whatever the dataset size.
 COLUMN_BYTES = {"cpu": 4 << 20, "cuda": 1 << 30}
+# Integers up to 2^53 are exact in float64; every accumulated sum must stay below.
+EXACT_FLOAT64 = 2**53
+# v - 128 lies in -128..127: a sum over n patches is at most 128 n, a sum of products at most 128^2 n.
+LARGEST_CENTRED_PIXEL = 128
+FAULTS = {1: "non-finite values (NaN or Inf)", 2: "non-integral values",
+          4: "values larger than its patches' uint8 pixels can sum to"}
+
+
+class InvalidMomentsError(ValueError):
+    """Accumulated patch sums that cannot be exact; no basis may be derived from them."""
 
 
 def patch_dimension(kernel_size: int, in_chans: int) -> int:
@@ -101,12 +115,15 @@ def row_bands(images: torch.Tensor, kernel_size: int, band_rows: int) -> Iterato
 class PatchMoments:
     """Streaming exact first and second moments of uint8 image patches."""
 
-    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu", threads: int = 1):
+    def __init__(self, kernel_size: int, in_chans: int, device: str | torch.device = "cpu", threads: int = 1,
+                 name: str = "images"):
         """threads > 1 (CPU): batches run concurrently in that many Python threads.
 
         Each torch op then works on one batch; set torch.set_num_threads(1) so that
         they do not also split it, since many small ops parallelise poorly within.
+        `name` says what the images are (e.g. the dataset) in error messages.
         """
+        self.name = name
         self.kernel_size = kernel_size
         self.in_chans = in_chans
         self.device = torch.device(device)
@@ -116,6 +133,11 @@ class PatchMoments:
         self.n_images = 0
         self._sum = torch.zeros(p, dtype=torch.float64, device=self.device)
         self._outer = torch.zeros(p, p, dtype=torch.float64, device=self.device)
+        # First image of each update() call, to name a faulty batch by the images it held.
+        self._batch_starts: list[int] = []
+        # (batch index, FAULTS bits) of the first invalid batch, -1 while none: kept on the device
+        # so that checking a batch costs no synchronisation.
+        self._first_fault = torch.full((2,), -1, dtype=torch.int64, device=self.device)
 
     def update(self, images: torch.Tensor) -> None:
         """Add a batch of same-sized uint8 images of shape (N, c, H, W), on any device."""
@@ -141,11 +163,64 @@ class PatchMoments:
             batches += bands.split(step)
         moments = (self._pool.map(self._moments, batches, [dtype] * len(batches)) if self._pool
                    else (self._moments(batch, dtype) for batch in batches))
+        batch_sum, batch_outer = torch.zeros_like(self._sum), torch.zeros_like(self._outer)
         for sums, outer in moments:
-            self._sum += sums
-            self._outer += outer
+            batch_sum += sums
+            batch_outer += outer
+        n_patches = images.shape[0] * (height - k + 1) * out_width
+        self._record_faults(len(self._batch_starts), [(batch_sum, n_patches), (batch_outer, n_patches)])
+        self._batch_starts.append(self.n_images)
+        self._sum += batch_sum
+        self._outer += batch_outer
         self.n_images += images.shape[0]
-        self.n_patches += images.shape[0] * (height - k + 1) * out_width
+        self.n_patches += n_patches
+
+    def _record_faults(self, batch: int, sums: list[tuple[torch.Tensor, int]]) -> None:
+        """Note, on the device, the first batch whose (sums, patches summed) are not what exact sums can be.
+
+        A sum of first moments over n patches is at most 128 n in size, of products 128^2 n.
+        """
+        finite = integral = bounded = torch.ones((), dtype=torch.bool, device=self.device)
+        for values, count in sums:
+            largest = LARGEST_CENTRED_PIXEL ** (1 if values.ndim == 1 else 2) * count
+            finite = finite & torch.isfinite(values).all()
+            clean = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+            integral = integral & (clean == clean.round()).all()
+            bounded = bounded & (clean.abs() <= largest).all()
+        code = (~finite).long() | ((~integral).long() << 1) | ((~bounded).long() << 2)
+        first = (self._first_fault[0] < 0) & (code > 0)
+        self._first_fault = torch.where(first, torch.stack([torch.full_like(code, batch), code]), self._first_fault)
+
+    def check_sums(self) -> None:
+        """Raise InvalidMomentsError unless every batch and the totals are sums exact arithmetic can give."""
+        batch, code = (int(v) for v in self._first_fault.cpu())
+        if batch >= 0:
+            first = self._batch_starts[batch]
+            last = self._batch_starts[batch + 1] if batch + 1 < len(self._batch_starts) else self.n_images
+            what = ", ".join(text for bit, text in FAULTS.items() if code & bit)
+            raise InvalidMomentsError(
+                f"{self.name}: batch {batch + 1} (images {first}..{last - 1} of the stream) gave invalid patch "
+                f"sums: {what}; exact integer arithmetic cannot produce them, so the images were corrupted "
+                "on their way in (or the device miscomputed); no basis is derived from them")
+        if self.n_patches <= 0 or self.n_images <= 0 or self.n_patches < self.n_images:
+            raise InvalidMomentsError(f"{self.name}: inconsistent counts: {self.n_patches} patches "
+                                      f"from {self.n_images} images")
+        for label, values in self._totals():
+            values = values.cpu().numpy()
+            if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+                raise InvalidMomentsError(f"{self.name}: accumulated {label} are not finite integers")
+            if np.abs(values).max(initial=0) >= EXACT_FLOAT64:
+                raise InvalidMomentsError(
+                    f"{self.name}: accumulated {label} reach {np.abs(values).max():.3g}, beyond float64's exact "
+                    f"range 2^53, after {self.n_patches} patches: use fewer images (a subsample)")
+        sums = np.array([int(v) for v in self._sum.cpu().numpy()], dtype=object)
+        squares = np.array([int(v) for v in np.diag(self._outer.cpu().numpy())], dtype=object)
+        if np.any(squares * self.n_patches < sums * sums):
+            raise InvalidMomentsError(f"{self.name}: accumulated sums and sums of squares imply a negative "
+                                      f"variance over {self.n_patches} patches: they do not belong together")
+
+    def _totals(self) -> list[tuple[str, torch.Tensor]]:
+        return [("first-moment sums", self._sum), ("outer-product sums", self._outer)]
 
     def _moments(self, batch: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact float64 sums of one batch's patches and of their outer products."""
@@ -157,8 +232,10 @@ class PatchMoments:
         """Mean and covariance of raw 0..255 patch values, from exact integer sums."""
         if self.n_patches == 0:
             raise ValueError("no patches were accumulated")
+        self.check_sums()
         n = self.n_patches
-        sums = [int(v) for v in self._sum.cpu().numpy().astype(np.int64)]
+        sums = [int(v) for v in self._sum.cpu().numpy()]
+        # Checked above: integers below 2^53, so the int64 cast is exact.
         outer = self._outer.cpu().numpy().astype(np.int64).astype(object)
         centred_outer = outer * n - np.outer(np.array(sums, dtype=object), np.array(sums, dtype=object))
         covariance = (centred_outer.astype(np.float64)) / float(n) / float(n)
@@ -191,9 +268,10 @@ def default_device() -> str:
 
 def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
                        device: str | None = None, total: int | None = None, progress: bool = True,
-                       meta: dict | None = None, threads: int = 1) -> PatchBasis:
-    """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches."""
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device(), threads=threads)
+                       meta: dict | None = None, threads: int = 1, name: str = "images") -> PatchBasis:
+    """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches (`name`: what they are)."""
+    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device(), threads=threads,
+                           name=name)
     with tqdm(total=total, desc=f"patch statistics k={kernel_size}", unit="img",
               disable=not progress, mininterval=2) as bar:
         for batch in batches:
@@ -214,23 +292,15 @@ def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, ke
 
 
 def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
-                 device: str | None = None, decode: str = "cpu", workers: int = 0,
+                 device: str | None = None, workers: int = 0,
                  progress: bool = True, meta: dict | None = None, threads: int = 1) -> PatchBasis:
     """Exact patch basis of a dataset source's selected images.
 
-    decode="cpu" loads and preprocesses with PIL in `workers` DataLoader
-    processes (timm's exact pixels); decode="gpu" decodes the source's JPEG
-    files on the GPU (see loaders.gpu_batches).
+    Images are loaded and preprocessed with PIL in `workers` DataLoader
+    processes: timm's exact pixels.
     """
     device = device or default_device()
-    indices = source.indices(root)
-    if decode == "gpu":
-        if not device.startswith("cuda"):
-            raise ValueError("analysis.decode: gpu needs analysis.device cuda (or auto on a machine with a GPU)")
-        paths = [source.path_of(root, int(index)) for index in indices]
-        batches = gpu_batches(paths, preprocessing, device=device)
-    else:
-        batches = cpu_batches(source, root, preprocessing, workers=workers)
-    meta = {**(meta or {}), "subsample": source.subsample, "decode": decode}
-    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
-                              progress=progress, meta=meta, threads=threads)
+    batches = cpu_batches(source, root, preprocessing, workers=workers)
+    meta = {**(meta or {}), "subsample": source.subsample}
+    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(source.indices(root)),
+                              progress=progress, meta=meta, threads=threads, name=f"dataset {source.name!r}")

@@ -8,8 +8,12 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from firstlayer_zoo.plan import Study  # noqa: E402
+from firstlayer_zoo.plan import Study, refuse_removed_options  # noqa: E402
 
+try:
+    refuse_removed_options(config)
+except ValueError as error:
+    raise WorkflowError(f"config: {error}") from None
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
     STUDY = Study(config)

@@ -10,7 +10,6 @@ rule patch_statistics:
         root=lambda wildcards: f"{OUT}/datasets/{wildcards.dataset}",
         preprocessing=basis_preprocessing,
         device=statistics_device(),
-        decode=config["analysis"]["decode"],
     conda:
         "../../envs/torch.yaml"
     threads: config["analysis"]["statistics_threads"]
