@@ -27,6 +27,8 @@ with logged(snakemake):
         workers=snakemake.threads - 1,
         threads=snakemake.threads,
         meta={"dataset": wildcards.dataset},
+        offsets=snakemake.params.autocorrelation_offsets,
+        second_moment=snakemake.params.moments,
     )
     basis.save(snakemake.output[0])
     print(f"{basis.n_patches} patches from {basis.n_images} images; "
