@@ -76,7 +76,8 @@ class PatchBasis:
                 # Bases written before these were measured read as centred, with no offsets.
                 moments=str(data["moments"]) if "moments" in data else "centred",
                 offsets=data["offsets"] if "offsets" in data else np.zeros(0, dtype=np.int64),
-                cross_covariances=data["cross_covariances"] if "cross_covariances" in data else np.zeros((0, 0, 0)),
+                cross_covariances=(data["cross_covariances"] if "cross_covariances" in data
+                                   else np.zeros((0, 0, 0))),
             )
 
 
