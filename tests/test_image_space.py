@@ -125,3 +125,69 @@ def test_colour_variance_of_the_data_matches_projected_patches(photos, photo_bas
     opponent = np.einsum("oc,ncs->nos", OPPONENT_BASIS[1:], patches.reshape(len(patches), 3, 25))
     expected = np.sum(opponent**2) / np.sum(patches**2)
     assert colour_variance_fraction(basis.covariance, 5) == pytest.approx(expected, rel=1e-9)
+
+
+def _analyses(basis, count=3):
+    found = []
+    for i in range(count):
+        rng = np.random.default_rng(10 + i)
+        init = rng.normal(size=(8, 3, 5, 5))
+        stem = Stem(weight=init + rng.normal(size=init.shape), init=init if i else None, stride=2,
+                    first_conv="conv1")
+        spec = CheckpointSpec(zoo="z", name=f"c{i}", source="folder", arch=f"a{i % 2}", uri=f"c{i}.pt",
+                              first_conv="conv1", kernel_size=5, in_chans=3, dataset="photos",
+                              preprocessing=Preprocessing())
+        found.append(analyse_stem(spec, stem, basis, subtract_init=True))
+    return found
+
+
+def test_tables_carry_the_curves_the_headline_offset_and_the_colour_split(photo_basis):
+    from firstlayer_zoo.tables import build_tables
+
+    _, basis = photo_basis
+    analyses = _analyses(basis)
+    tables = build_tables(analyses)
+    curves = tables["autocorrelation"]
+    assert len(curves) == 3 * len(OFFSETS) and list(curves["offset"][:3]) == list(OFFSETS)
+    fits = tables["fits"].set_index("checkpoint")
+    for analysis in analyses:
+        row = fits.loc[f"z/{analysis.spec['name']}"]
+        measured = analysis.image_space
+        assert row["autocorr_offset"] == 10
+        assert row["autocorr_trained"] == measured.autocorrelation_trained[2]
+        assert row["autocorr_data"] == measured.autocorrelation_data[2]
+        assert row["colour_energy"] == measured.colour_energy
+    assert np.isnan(fits.loc["z/c0", "autocorr_init"]) and np.isfinite(fits.loc["z/c1", "autocorr_init"])
+    profiles = tables["profiles"]
+    for name, group in profiles.groupby("checkpoint"):
+        # The luminance and opponent parts' squares add up to the whole profile's.
+        whole = np.sum(group["energy"] ** 2)
+        assert np.sum(group["energy_luminance"] ** 2 + group["energy_opponent"] ** 2) == pytest.approx(whole)
+
+
+def test_image_space_plots_draw(photo_basis, tmp_path):
+    from firstlayer_zoo.plots import plot_autocorrelation, plot_colour, plot_filters
+    from firstlayer_zoo.tables import build_tables
+
+    _, basis = photo_basis
+    analyses = _analyses(basis)
+    tables = build_tables(analyses)
+    checkpoints = tables["checkpoints"]
+    plot_autocorrelation(checkpoints, tables["autocorrelation"], tmp_path / "autocorrelation.png")
+    plot_colour(checkpoints, tables["fits"], tmp_path / "colour.png")
+    plot_filters(analyses, basis.eigenvectors, 5, 3, "photos-k5c3", 2, tmp_path / "filters.png")
+    for name in ("autocorrelation", "colour", "filters"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_filter_pictures_are_a_bounded_selection_one_per_architecture_first(photo_basis):
+    from firstlayer_zoo.plots import choose_for_pictures, filter_picture
+
+    _, basis = photo_basis
+    analyses = _analyses(basis, count=5)
+    chosen = choose_for_pictures(analyses, 3)
+    assert [a.spec["name"] for a in chosen] == ["c0", "c1", "c2"]
+    assert [a.spec["arch"] for a in chosen[:2]] == ["a0", "a1"]
+    picture = filter_picture(np.array([[[-2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]]))
+    np.testing.assert_allclose(picture[0, 0], [0.0, 0.5, 0.75])  # zero is mid-grey, -peak black, +peak white
+    np.testing.assert_allclose(filter_picture(np.ones((1, 2, 2)))[0, 0], [1.0, 1.0, 1.0])

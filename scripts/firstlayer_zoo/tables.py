@@ -48,6 +48,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("eigenvalue", pa.float64()),
         ("energy", pa.float64()),
         ("energy_init", pa.float64()),
+        ("energy_luminance", pa.float64()),
+        ("energy_opponent", pa.float64()),
     ]),
     "fits": pa.schema([
         ("checkpoint", pa.string()),
@@ -58,6 +60,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("input_spread", pa.float64()),
         ("output_spread", pa.float64()),
         ("r_init", pa.float64()),
+        ("autocorr_offset", pa.int64()),
+        ("autocorr_data", pa.float64()),
+        ("autocorr_init", pa.float64()),
+        ("autocorr_trained", pa.float64()),
+        ("colour_energy", pa.float64()),
+        ("colour_energy_init", pa.float64()),
+        ("colour_variance_data", pa.float64()),
+    ]),
+    "autocorrelation": pa.schema([
+        ("checkpoint", pa.string()),
+        ("offset", pa.int64()),
+        ("data", pa.float64()),
+        ("init", pa.float64()),
+        ("trained", pa.float64()),
     ]),
     "consistency": pa.schema([
         ("basis", pa.string()),
@@ -117,12 +133,16 @@ def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
         if not analysis.ok:
             continue
         count = analysis.energy.shape[0]
+        missing = np.full(count, np.nan)
+        image_space = analysis.image_space
         frames.append(pd.DataFrame({
             "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
             "component": np.arange(1, count + 1),
             "eigenvalue": analysis.eigenvalues,
             "energy": analysis.energy,
-            "energy_init": analysis.energy_init if analysis.energy_init is not None else np.full(count, np.nan),
+            "energy_init": analysis.energy_init if analysis.energy_init is not None else missing,
+            "energy_luminance": _or(image_space and image_space.energy_luminance, missing),
+            "energy_opponent": _or(image_space and image_space.energy_opponent, missing),
         }))
     if not frames:
         return _frame([], "profiles")
@@ -143,8 +163,49 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "input_spread": analysis.whitening.input_spread,
             "output_spread": analysis.whitening.output_spread,
             "r_init": pearson(analysis.energy, analysis.energy_init) if analysis.energy_init is not None else None,
+            **_headline_image_space(analysis.image_space),
         })
     return _frame(rows, "fits")
+
+
+def _or(values, missing):
+    return values if values is not None else missing
+
+
+def _headline_image_space(measured) -> dict:
+    """fits.parquet's image-space columns: the autocorrelation at the largest offset measured, and colour."""
+    if measured is None:
+        return {}
+    columns = {"colour_energy": measured.colour_energy, "colour_energy_init": measured.colour_energy_init,
+               "colour_variance_data": measured.colour_variance_data}
+    if len(measured.offsets):
+        last = int(np.argmax(measured.offsets))
+        init = measured.autocorrelation_init
+        columns.update({"autocorr_offset": int(measured.offsets[last]),
+                        "autocorr_data": measured.autocorrelation_data[last],
+                        "autocorr_init": init[last] if init is not None else None,
+                        "autocorr_trained": measured.autocorrelation_trained[last]})
+    return columns
+
+
+def autocorrelation_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    """Output-map autocorrelation at every measured offset: data, initialisation, trained stem."""
+    frames = []
+    for analysis in analyses:
+        measured = analysis.image_space
+        if not analysis.ok or measured is None or not len(measured.offsets):
+            continue
+        count = len(measured.offsets)
+        frames.append(pd.DataFrame({
+            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "offset": measured.offsets.astype(np.int64),
+            "data": measured.autocorrelation_data,
+            "init": _or(measured.autocorrelation_init, np.full(count, np.nan)),
+            "trained": measured.autocorrelation_trained,
+        }))
+    if not frames:
+        return _frame([], "autocorrelation")
+    return _frame(pd.concat(frames, ignore_index=True), "autocorrelation")
 
 
 def consistency_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -227,6 +288,7 @@ def build_tables(analyses: list[CheckpointAnalysis]) -> dict[str, pd.DataFrame]:
         "profiles": profiles_table(analyses),
         "fits": fits_table(analyses),
         "consistency": consistency_table(analyses),
+        "autocorrelation": autocorrelation_table(analyses),
     }
     tables["consistency_summary"] = consistency_summary_table(
         tables["checkpoints"], tables["consistency"], tables["fits"])

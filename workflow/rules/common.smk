@@ -20,8 +20,8 @@ try:
 except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 OUT = STUDY.outdir
-PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening"]
-TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary"]
+PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]
+TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "autocorrelation"]
 
 
 wildcard_constraints:
@@ -92,11 +92,21 @@ def consistency_plots():
     return [f"{OUT}/plots/consistency/{basis.slug}.png" for basis in STUDY.bases]
 
 
+def filter_plots():
+    return [f"{OUT}/plots/filters/{basis.slug}.png" for basis in STUDY.bases]
+
+
+def basis_of_slug(wildcards):
+    """The basis file a per-basis plot draws from, by the slug in its path."""
+    return next(basis.path(OUT) for basis in STUDY.bases if basis.slug == wildcards.basis)
+
+
 def study_outputs():
     return (
         [f"{OUT}/tables/{table}.parquet" for table in TABLES]
         + [f"{OUT}/plots/{plot}.png" for plot in PLOTS]
         + consistency_plots()
+        + filter_plots()
     )
 
 
