@@ -105,11 +105,15 @@ def reference_eigenvalues(images: np.ndarray, kernel_size: int, preprocessing: P
 
 
 def our_eigenvalues_of_array(images: np.ndarray, kernel_size: int, preprocessing: Preprocessing,
-                             device: str, batch: int = 2048, threads: int = 1) -> tuple[np.ndarray, float, float]:
-    """(eigenvalues, wall seconds, CPU seconds) of the whole computation for uint8 (N, H, W, C) images."""
+                             device: str, batch: int = 2048, threads: int = 1,
+                             offsets: tuple[int, ...] = ()) -> tuple[np.ndarray, float, float]:
+    """(eigenvalues, wall seconds, CPU seconds) of the whole computation for uint8 (N, H, W, C) images.
+
+    With offsets, the cross-covariances C(d) are accumulated in the same pass and derived too.
+    """
     tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
     wall, cpu = time.perf_counter(), time.process_time()
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device, threads=threads)
+    moments = PatchMoments(kernel_size, preprocessing.in_chans, device, threads=threads, offsets=offsets)
     for chunk in tensor.split(batch):
         moments.update(chunk)
     eigenvalues = basis_from_moments(moments, preprocessing.mean, preprocessing.std).eigenvalues
@@ -137,10 +141,11 @@ def run_cifar(args) -> None:
         images = np.concatenate([smooth_images(5000, 32, 32, seed) for seed in range(args.images // 5000)])
         origin = "generated 1/f fields"
     print(f"cifar: {len(images)} images 32x32x3 ({origin}), {args.kernel}x{args.kernel} patches, "
-          f"{args.threads} threads, torch {torch.__version__}")
+          f"{args.threads} threads, cross-covariances at offsets {args.offsets or 'none'}, torch {torch.__version__}")
     for attempt in range(args.repeats):
         with PeakMemory() as memory:
-            _, wall, cpu = our_eigenvalues_of_array(images, args.kernel, preprocessing, "cpu", threads=args.threads)
+            _, wall, cpu = our_eigenvalues_of_array(images, args.kernel, preprocessing, "cpu", threads=args.threads,
+                                                    offsets=tuple(args.offsets))
         print(f"ours, all {len(images)} images, run {attempt + 1}: {wall:.2f} s wall, {cpu:.2f} s CPU "
               f"(all threads), peak memory {memory.gib:.2f} GiB above the images")
     subset = images[: args.reference_images]
@@ -228,6 +233,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="cifar: threads of the engine")
     parser.add_argument("--repeats", type=int, default=3, help="cifar: timed runs of ours")
     parser.add_argument("--cifar-root", help="cifar: read CIFAR-10 from here instead of generating images")
+    parser.add_argument("--offsets", type=int, nargs="*", default=[],
+                        help="cifar: also accumulate patch cross-covariances at these pixel offsets")
     parser.add_argument("--height", type=int, default=375, help="imagenet-gpu: JPEG height (ImageNet's median)")
     parser.add_argument("--width", type=int, default=500, help="imagenet-gpu: JPEG width (ImageNet's median)")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",

@@ -94,7 +94,7 @@ def test_analysis_carries_image_space_measurements_and_filters_through_save_and_
         stem.weight.reshape(80, -1), basis.covariance, basis.cross_covariances))
     np.testing.assert_allclose(measured.autocorrelation_init, output_autocorrelation(
         init.reshape(80, -1), basis.covariance, basis.cross_covariances))
-    assert analysis.filters_kept.shape == (64, 3, 5, 5) and analysis.filters_kept.dtype == np.float32
+    assert analysis.filters_kept.shape == (16, 3, 5, 5) and analysis.filters_kept.dtype == np.float32
     analysis.save(tmp_path / "a.npz")
     loaded = CheckpointAnalysis.load(tmp_path / "a.npz")
     for name in ("offsets", "autocorrelation_data", "autocorrelation_trained", "autocorrelation_init",

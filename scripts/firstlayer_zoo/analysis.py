@@ -23,8 +23,9 @@ from .profiles import (
 from .records import CheckpointSpec
 from .stems import Stem, StemError
 
-# Filters kept per analysis for the filter pictures: enough for a readable grid, small at zoo scale.
-FILTERS_KEPT = 64
+# Filters kept per analysis for the filter pictures: one readable row, small at zoo scale.
+FILTERS_KEPT = 16
+
 
 @dataclass
 class ImageSpace:
@@ -182,13 +183,13 @@ def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
         fit=fit_analytic_profile(energy, basis.eigenvalues),
         whitening=whitening_spreads(energy, basis.eigenvalues),
         stem_meta=stem.meta,
-        image_space=image_space(stem, basis, filters, float(np.max(raw))),
+        image_space=measure_image_space(stem, basis, filters, float(np.max(raw))),
         filters_kept=stem.weight[:FILTERS_KEPT].astype(np.float32),
         init_filters_kept=stem.init[:FILTERS_KEPT].astype(np.float32) if stem.init is not None else None,
     )
 
 
-def image_space(stem: Stem, basis: PatchBasis, profiled: np.ndarray, peak: float) -> ImageSpace:
+def measure_image_space(stem: Stem, basis: PatchBasis, profiled: np.ndarray, peak: float) -> ImageSpace:
     """Output-map autocorrelation (data, init, trained stem) and the colour split of the profiled filters.
 
     The autocorrelation is of the maps the stem really produces, so it uses the

@@ -1,6 +1,7 @@
 """Energy profiles, the analytic linear-CNN profile, its fit, whitening and consistency.
 
-Definitions follow SCIENCE.md (after Chowers & Weiss, ICML 2023).
+Definitions after Chowers & Weiss, ICML 2023; the image-space and colour measurements are defined in
+docs/measurements.md.
 """
 
 from __future__ import annotations
