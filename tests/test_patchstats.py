@@ -296,3 +296,12 @@ def test_cross_covariance_is_nan_where_no_image_is_large_enough():
     moments.update(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 1, 9, 9), dtype=np.uint8)))
     cross = moments.pixel_cross_covariances()
     assert np.isfinite(cross[0]).all() and np.isnan(cross[1]).all()
+
+
+def test_invalid_pair_sums_are_refused_before_any_cross_covariance():
+    moments = PatchMoments(3, 3, name="dataset 'photos'", offsets=(2,))
+    for batch in _batches(2):
+        moments.update(batch)
+    moments._pairs["columns"][0].outer[1, 1] = float("nan")
+    with pytest.raises(InvalidMomentsError, match="pair sums at 2 px along columns are not finite integers"):
+        moments.pixel_cross_covariances()
