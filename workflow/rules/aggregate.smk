@@ -175,7 +175,7 @@ rule plot_colour:
 
 rule plot_filters:
     input:
-        analyses=all_profiles,
+        analyses=basis_profiles,
         basis=basis_of_slug,
     output:
         report(

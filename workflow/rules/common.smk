@@ -84,6 +84,16 @@ def all_profiles(wildcards=None):
     return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in specs]
 
 
+def basis_profiles(wildcards):
+    """The profiles of the checkpoints measured in one basis (by its slug): what a per-basis plot reads."""
+    specs = list(STUDY.checkpoints.values())
+    for zoo in STUDY.dynamic_zoos:
+        checkpoints.unpack_archive.get(zoo=zoo)
+        specs += STUDY.indexed_checkpoints(zoo).values()
+    return [f"{OUT}/profiles/{spec.zoo}/{spec.name}.npz" for spec in specs
+            if spec.basis is not None and spec.basis.slug == wildcards.basis]
+
+
 def archive_options(wildcards):
     return STUDY.dynamic_zoos[wildcards.zoo].options
 
