@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from firstlayer_zoo.analysis import FILTER_ARRAYS
 from firstlayer_zoo.atomic import write_text
 from firstlayer_zoo.consistency import ConsistencyLimits
 from firstlayer_zoo.rule_io import logged
@@ -10,7 +11,7 @@ from firstlayer_zoo.summary import require_analysable, study_summary
 from firstlayer_zoo.tables import build_tables, write_table
 
 with logged(snakemake):
-    analyses = [analysis for path in snakemake.input for analysis in load_analyses(path)]
+    analyses = [analysis for path in snakemake.input for analysis in load_analyses(path, skip=FILTER_ARRAYS)]
     tables = build_tables(analyses, ConsistencyLimits(**snakemake.params.limits))
     summary = study_summary(tables["checkpoints"], snakemake.output.checkpoints, str(Path(snakemake.log[0]).parent))
     print(summary)

@@ -23,11 +23,12 @@ with logged(snakemake):
         preprocessing,
         int(wildcards.k),
         device=snakemake.params.device,
-        decode=snakemake.params.decode,
         # Decoding workers feed the GEMM threads; on a GPU the threads matter little.
         workers=snakemake.threads - 1,
         threads=snakemake.threads,
         meta={"dataset": wildcards.dataset},
+        offsets=snakemake.params.autocorrelation_offsets,
+        second_moment=snakemake.params.moments,
     )
     basis.save(snakemake.output[0])
     print(f"{basis.n_patches} patches from {basis.n_images} images; "

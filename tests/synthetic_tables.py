@@ -58,6 +58,7 @@ def synthetic_tables(count: int, known: bool = True, components: int = 27, seed:
     consistency = consistency_tables({"photos-r128c0-k3c3": (np.asarray(ids, dtype=object), energy)}, checkpoints,
                                      fits, ConsistencyLimits())
     tables.update({name: consistency[name] for name in ("consistency", "consistency_summary", "consistency_groups")})
-    # Through Arrow and back: the dtypes the plots get from read_table.
-    return {name: pa.Table.from_pandas(frame, schema=SCHEMAS[name], preserve_index=False).to_pandas()
+    # Through Arrow and back: the dtypes the plots get from read_table; columns not made up here are null.
+    return {name: pa.Table.from_pandas(frame.reindex(columns=SCHEMAS[name].names), schema=SCHEMAS[name],
+                                       preserve_index=False).to_pandas()
             for name, frame in tables.items()}

@@ -57,3 +57,13 @@ def test_local_zoo_config_errors_name_the_key(tmp_path, zoo, expected):
     result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("value", ["gpu", "cpu"])
+def test_removed_decode_option_is_refused_in_one_line_saying_why(tmp_path, value):
+    config = write_config(tmp_path / "bad.yaml", {"analysis": {"decode": value}})
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    line = next(line for line in output.splitlines() if "analysis.decode was removed" in line)
+    assert "corrupted" in line and "docs/benchmarks.md" in line and "delete the key" in line

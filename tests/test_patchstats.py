@@ -5,7 +5,14 @@ import torch
 from conftest import direct_patches
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.datasets import dataset_source
-from firstlayer_zoo.patchstats import PatchMoments, basis_from_moments, dataset_basis, source_basis
+from firstlayer_zoo.patchstats import (
+    InvalidMomentsError,
+    PatchMoments,
+    basis_from_batches,
+    basis_from_moments,
+    dataset_basis,
+    source_basis,
+)
 from firstlayer_zoo.preprocessing import Preprocessing
 
 
@@ -81,12 +88,38 @@ def test_integer_sums_are_exact_beyond_float32_chunk_limits():
 
 def test_basis_roundtrip(tmp_path, photos):
     basis = dataset_basis((image.transpose(1, 2, 0) for image in photos[:2]), Preprocessing(), 3,
-                          device="cpu", progress=False, meta={"dataset": "photos"})
+                          device="cpu", progress=False, meta={"dataset": "photos"}, offsets=(2, 10),
+                          second_moment="uncentred")
     basis.save(tmp_path / "b.npz")
     loaded = PatchBasis.load(tmp_path / "b.npz")
     np.testing.assert_array_equal(loaded.eigenvectors, basis.eigenvectors)
-    assert loaded.meta["dataset"] == "photos"
+    np.testing.assert_array_equal(loaded.cross_covariances, basis.cross_covariances)
+    np.testing.assert_array_equal(loaded.offsets, [2, 10])
+    assert loaded.meta["dataset"] == "photos" and loaded.moments == "uncentred"
     assert (loaded.n_patches, loaded.kernel_size, loaded.in_chans) == (basis.n_patches, 3, 3)
+
+
+def test_uncentred_basis_decomposes_the_second_moment_of_the_same_patches(photos):
+    prep = Preprocessing()
+    images = [image.transpose(1, 2, 0) for image in photos]
+    centred = dataset_basis(iter(images), prep, 3, device="cpu", progress=False)
+    uncentred = dataset_basis(iter(images), prep, 3, device="cpu", progress=False, second_moment="uncentred")
+    patches = direct_patches([prep.apply(image) for image in images], 3, prep.mean, prep.std)
+    second_moment = patches.T @ patches / len(patches)
+    np.testing.assert_allclose(uncentred.eigenvalues, np.linalg.eigvalsh(second_moment)[::-1], rtol=1e-8)
+    np.testing.assert_array_equal(uncentred.covariance, centred.covariance)
+    # ImageNet normalisation leaves these photos' patch mean away from zero: the two differ.
+    assert uncentred.eigenvalues[0] > 1.05 * centred.eigenvalues[0]
+
+
+def test_normalised_cross_covariances_match_direct_patches(photos):
+    prep = Preprocessing()
+    images = [image.transpose(1, 2, 0) for image in photos[:3]]
+    basis = dataset_basis(iter(images), prep, 3, device="cpu", progress=False, offsets=(10,))
+    prepared = [prep.apply(image) for image in images]
+    raw = _direct_cross_covariance(prepared, 3, 10)
+    scale = np.repeat(1 / (255 * np.asarray(prep.std)), 9)
+    np.testing.assert_allclose(basis.cross_covariances[0], raw * np.outer(scale, scale), rtol=1e-9)
 
 
 def test_rejects_float_images_and_wrong_channels():
@@ -119,7 +152,7 @@ def test_source_basis_with_decode_workers_and_subsample_matches_direct(tmp_path)
     assert len(chosen) == basis.n_images == 3
     _, expected_cov = _direct_covariance(chosen, 5, prep.mean, prep.std)
     np.testing.assert_allclose(basis.covariance, expected_cov, rtol=1e-10, atol=1e-13)
-    assert basis.meta["subsample"] == {"count": 3, "seed": 4} and basis.meta["decode"] == "cpu"
+    assert basis.meta["subsample"] == {"count": 3, "seed": 4}
 
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU on this machine")
@@ -131,27 +164,13 @@ def test_gpu_and_cpu_moments_are_identical(kernel_size, in_chans):
     rng = np.random.default_rng(kernel_size)
     for shape in [(40, in_chans, 32, 32), (2, in_chans, 300, 90)]:  # the second is cut into row bands
         images = torch.from_numpy(rng.integers(0, 256, size=shape, dtype=np.uint8))
-        cpu, gpu = PatchMoments(kernel_size, in_chans, "cpu"), PatchMoments(kernel_size, in_chans, "cuda")
+        cpu = PatchMoments(kernel_size, in_chans, "cpu", offsets=(1, 10))
+        gpu = PatchMoments(kernel_size, in_chans, "cuda", offsets=(1, 10))
         cpu.update(images)
         gpu.update(images.cuda())
         for ours, theirs in zip(gpu.pixel_covariance(), cpu.pixel_covariance()):
             np.testing.assert_array_equal(ours, theirs)
-
-
-@requires_gpu
-def test_gpu_decoding_gives_nearly_the_cpu_basis(tmp_path):
-    from PIL import Image
-
-    source = dataset_source("photos", {"source": "skimage"})
-    for i, image in enumerate(source.images(None)):
-        Image.fromarray(image).save(tmp_path / f"{i}.jpg", quality=95)
-    folder = dataset_source("folder", {"source": "folder", "path": str(tmp_path)})
-    prep = Preprocessing(resize=64, crop=56)
-    cpu = source_basis(folder, None, prep, 7, device="cuda", decode="cpu", progress=False)
-    gpu = source_basis(folder, None, prep, 7, device="cuda", decode="gpu", progress=False)
-    assert gpu.n_patches == cpu.n_patches
-    # nvJPEG and GPU resampling differ from libjpeg and PIL in the last bits of some pixels.
-    np.testing.assert_allclose(gpu.eigenvalues[:10], cpu.eigenvalues[:10], rtol=0.05)
+        np.testing.assert_array_equal(gpu.pixel_cross_covariances(), cpu.pixel_cross_covariances())
 
 
 def test_parallel_batches_give_identical_moments():
@@ -162,3 +181,127 @@ def test_parallel_batches_give_identical_moments():
         parallel.update(half)
     for ours, theirs in zip(parallel.pixel_covariance(), serial.pixel_covariance()):
         np.testing.assert_array_equal(ours, theirs)
+
+
+def _batches(count, seed=5):
+    rng = np.random.default_rng(seed)
+    return [torch.from_numpy(rng.integers(0, 256, size=(4, 3, 12, 12), dtype=np.uint8)) for _ in range(count)]
+
+
+@pytest.mark.parametrize("forged,what", [
+    (float("nan"), "non-finite"),
+    (float("inf"), "non-finite"),
+    (0.5, "non-integral"),
+    (1e30, "larger than its patches' uint8 pixels can sum to"),
+])
+def test_a_batch_with_impossible_sums_fails_naming_the_dataset_and_the_batch(monkeypatch, forged, what):
+    # Forge what a decoder writing into memory the moment kernels still read would leave: one bad value.
+    original = PatchMoments._moments
+    calls = []
+
+    def corrupted(self, batch, dtype, transposed):
+        sums, outer, pairs = original(self, batch, dtype, transposed)
+        calls.append(1)
+        if len(calls) == 3:
+            outer = outer.clone()
+            outer[2, 5] = forged
+        return sums, outer, pairs
+
+    monkeypatch.setattr(PatchMoments, "_moments", corrupted)
+    with pytest.raises(InvalidMomentsError) as error:
+        basis_from_batches(_batches(5), Preprocessing(), 3, device="cpu", progress=False, name="dataset 'photos'")
+    message = str(error.value)
+    assert "dataset 'photos'" in message and "batch 3 (images 8..11" in message and what in message
+
+
+def test_totals_beyond_float64_exact_range_are_refused(tmp_path):
+    moments = PatchMoments(3, 3, name="dataset 'big'")
+    for batch in _batches(2):
+        moments.update(batch)
+    moments._outer[0, 0] = 2.0**53 + 2  # an integer, but no longer exact
+    with pytest.raises(InvalidMomentsError, match=r"dataset 'big'.*beyond float64's exact range 2\^53"):
+        basis_from_moments(moments, (0.5,) * 3, (0.2,) * 3).save(tmp_path / "basis.npz")
+    assert not (tmp_path / "basis.npz").exists()
+
+
+def test_sums_that_do_not_belong_to_their_counts_are_refused():
+    moments = PatchMoments(3, 3, name="dataset 'photos'")
+    for batch in _batches(2):
+        moments.update(batch)
+    moments._sum[4] = 127 * moments.n_patches  # finite, integral, in range, but the squares say otherwise
+    with pytest.raises(InvalidMomentsError, match="negative variance"):
+        moments.pixel_covariance()
+    moments = PatchMoments(3, 3)
+    moments.update(_batches(1)[0])
+    moments.n_images = moments.n_patches + 1
+    with pytest.raises(InvalidMomentsError, match="inconsistent counts"):
+        moments.pixel_covariance()
+
+
+def test_extreme_but_valid_sums_pass_the_checks():
+    # Every pixel 0 or 255: first moments at their bound -128 n, products at 128^2 n.
+    moments = PatchMoments(3, 1)
+    moments.update(torch.zeros(2, 1, 9, 9, dtype=torch.uint8))
+    moments.update(torch.full((2, 1, 9, 9), 255, dtype=torch.uint8))
+    mean, covariance = moments.pixel_covariance()
+    np.testing.assert_array_equal(mean, np.full(9, 127.5))
+
+
+def _direct_cross_covariance(images, k, offset):
+    """C(d) the obvious way: every pair of raw patches d apart along rows, then columns; averaged, symmetrised."""
+    found = []
+    for axis in (1, 0):  # along a row (x + d), then along a column (y + d)
+        first, second = [], []
+        for image in images:
+            windows = np.lib.stride_tricks.sliding_window_view(image.astype(np.float64), (k, k), axis=(1, 2))
+            patches = windows.transpose(1, 2, 0, 3, 4).reshape(windows.shape[1], windows.shape[2], -1)
+            if patches.shape[axis] <= offset:
+                continue
+            ahead = patches[offset:] if axis == 0 else patches[:, offset:]
+            behind = patches[:-offset] if axis == 0 else patches[:, :-offset]
+            first.append(behind.reshape(-1, patches.shape[2]))
+            second.append(ahead.reshape(-1, patches.shape[2]))
+        if first:
+            a, b = np.concatenate(first), np.concatenate(second)
+            found.append((a - a.mean(0)).T @ (b - b.mean(0)) / len(a))
+    if not found:
+        return None
+    mean = sum(found) / len(found)
+    return (mean + mean.T) / 2
+
+
+@pytest.mark.parametrize("kernel_size,in_chans,threads", [(3, 3, 1), (5, 1, 2), (2, 3, 1)])
+def test_cross_covariances_match_direct_computation(kernel_size, in_chans, threads):
+    rng = np.random.default_rng(kernel_size)
+    # Smooth images, so that C(d) is far from zero; the tall pair is cut into row bands on the CPU.
+    small = rng.integers(0, 256, size=(6, in_chans, 21, 17)).cumsum(axis=3) % 256
+    tall = rng.integers(0, 256, size=(2, in_chans, 140, 70)).cumsum(axis=2) % 256
+    offsets = (1, 4, 10, 30)
+    moments = PatchMoments(kernel_size, in_chans, offsets=offsets, threads=threads)
+    for batch in (small[:4], small[4:], tall):
+        moments.update(torch.from_numpy(batch.astype(np.uint8)))
+    cross = moments.pixel_cross_covariances()
+    images = [*small.astype(np.uint8), *tall.astype(np.uint8)]
+    for i, offset in enumerate(offsets):
+        expected = _direct_cross_covariance(images, kernel_size, offset)
+        np.testing.assert_allclose(cross[i], expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
+    # The basis sums are untouched by the pairs.
+    _, covariance = moments.pixel_covariance()
+    patches = direct_patches(images, kernel_size, np.zeros(in_chans), np.full(in_chans, 1 / 255))
+    np.testing.assert_allclose(covariance, np.cov(patches, rowvar=False, bias=True), rtol=1e-10)
+
+
+def test_cross_covariance_is_nan_where_no_image_is_large_enough():
+    moments = PatchMoments(3, 1, offsets=(2, 8))
+    moments.update(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 1, 9, 9), dtype=np.uint8)))
+    cross = moments.pixel_cross_covariances()
+    assert np.isfinite(cross[0]).all() and np.isnan(cross[1]).all()
+
+
+def test_invalid_pair_sums_are_refused_before_any_cross_covariance():
+    moments = PatchMoments(3, 3, name="dataset 'photos'", offsets=(2,))
+    for batch in _batches(2):
+        moments.update(batch)
+    moments._pairs["columns"][0].outer[1, 1] = float("nan")
+    with pytest.raises(InvalidMomentsError, match="pair sums at 2 px along columns are not finite integers"):
+        moments.pixel_cross_covariances()

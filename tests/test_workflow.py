@@ -53,7 +53,8 @@ def test_rerun_has_nothing_to_do(tiny_run):
 def test_html_report_holds_every_plot(tiny_run):
     snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
-    for name in ["profiles.png", "fits.png", "training_time.png", "whitening.png"]:
+    for name in ["profiles.png", "fits.png", "training_time.png", "whitening.png", "autocorrelation.png",
+                 "colour.png"]:
         assert name in html
 
 

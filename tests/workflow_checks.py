@@ -50,6 +50,14 @@ def check_fits_table_follows_the_contract(workdir):
     assert fits["fit_r"].between(-1, 1).all()
     assert fits["frac_whitened"].between(0, 1).all()
     assert (fits["input_spread"] > 0).all()
+    # Image space at the default offsets' largest, 10 px; colour split of 3-channel stems.
+    assert (fits["autocorr_offset"] == 10).all()
+    for column in ("autocorr_data", "autocorr_init", "autocorr_trained"):
+        assert fits[column].between(-1, 1).all()
+    assert fits["autocorr_data"].nunique() == 1  # one basis, one dataset
+    assert fits["colour_energy"].between(0, 1).all() and fits["colour_energy_init"].between(0, 1).all()
+    curves = read_table(workdir, "autocorrelation")
+    assert curves.groupby("checkpoint")["offset"].apply(list).map([2, 5, 10].__eq__).all()
 
 
 def check_consistency_table_pairs_each_basis_once(workdir):
@@ -62,9 +70,10 @@ def check_consistency_table_pairs_each_basis_once(workdir):
 
 def check_plots_and_logs_exist(workdir):
     plots = workdir / "results" / "plots"
-    for name in ["profiles", "fits", "fit_quality", "training_time", "whitening"]:
+    for name in ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]:
         assert (plots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(list((plots / "consistency").glob("*.png"))) == 1
+    assert len(list((plots / "filters").glob("*.png"))) == 1
     assert (workdir / "results" / "logs" / "build_tables.log").read_text().count("rows") == len(SCHEMAS)
 
 

@@ -11,13 +11,45 @@ from .basis import PatchBasis
 from .profiles import (
     ProfileFit,
     Whitening,
+    colour_split,
+    colour_variance_fraction,
     energy_profile,
     fit_analytic_profile,
     normalise,
+    output_autocorrelation,
     whitening_spreads,
 )
 from .records import CheckpointSpec
 from .stems import Stem, StemError
+
+# Filters kept per analysis for the filter pictures: one readable row, small at zoo scale.
+FILTERS_KEPT = 16
+# Where they are kept: what the tables never read.
+FILTER_ARRAYS = ("filters_kept", "init_filters_kept")
+
+
+@dataclass
+class ImageSpace:
+    """Measurements of the stem's output maps and colour, besides the profile (docs/measurements.md).
+
+    autocorrelation_*: mean autocorrelation of the output maps at each offset (px)
+    for the data itself (identity filters), the initialisation and the trained stem;
+    energy_luminance/opponent: the profile split by colour (None for 1-channel stems).
+    """
+
+    offsets: np.ndarray
+    autocorrelation_data: np.ndarray
+    autocorrelation_trained: np.ndarray
+    autocorrelation_init: np.ndarray | None = None
+    energy_luminance: np.ndarray | None = None
+    energy_opponent: np.ndarray | None = None
+    colour_energy: float | None = None
+    colour_energy_init: float | None = None
+    colour_variance_data: float | None = None
+
+    ARRAYS = ("offsets", "autocorrelation_data", "autocorrelation_trained", "autocorrelation_init",
+              "energy_luminance", "energy_opponent")
+    NUMBERS = ("colour_energy", "colour_energy_init", "colour_variance_data")
 
 
 @dataclass
@@ -34,6 +66,10 @@ class CheckpointAnalysis:
     fit: ProfileFit | None
     whitening: Whitening | None
     stem_meta: dict = field(default_factory=dict)  # provenance of the stem (e.g. bytes_fetched, file_size)
+    image_space: ImageSpace | None = None
+    # The first FILTERS_KEPT filters (float32), trained and initial, for the filter pictures.
+    filters_kept: np.ndarray | None = None
+    init_filters_kept: np.ndarray | None = None
 
     @property
     def ok(self) -> bool:
@@ -55,10 +91,18 @@ class CheckpointAnalysis:
             "fit": asdict(self.fit) if self.fit else None,
             "whitening": asdict(self.whitening) if self.whitening else None,
             "stem_meta": self.stem_meta,
+            "image_space": ({name: getattr(self.image_space, name) for name in ImageSpace.NUMBERS}
+                            if self.image_space else None),
         }
         arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
         if self.energy_init is not None:
             arrays["energy_init"] = self.energy_init
+        if self.image_space:
+            arrays.update({f"image_space.{name}": getattr(self.image_space, name) for name in ImageSpace.ARRAYS
+                           if getattr(self.image_space, name) is not None})
+        for name in FILTER_ARRAYS:
+            if getattr(self, name) is not None:
+                arrays[name] = getattr(self, name)
         return header, arrays
 
     @classmethod
@@ -76,6 +120,12 @@ class CheckpointAnalysis:
             fit=ProfileFit(**header["fit"]) if header["fit"] else None,
             whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
             stem_meta=header.get("stem_meta", {}),
+            # Skipped checkpoints have no image-space measurements; readers may leave the filters out.
+            image_space=(ImageSpace(**header["image_space"],
+                                    **{name: arrays.get(f"image_space.{name}") for name in ImageSpace.ARRAYS})
+                         if header.get("image_space") is not None else None),
+            filters_kept=arrays.get("filters_kept"),
+            init_filters_kept=arrays.get("init_filters_kept"),
         )
 
 
@@ -153,7 +203,36 @@ def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtrac
         fit=fit_analytic_profile(energy, basis.eigenvalues),
         whitening=whitening_spreads(energy, basis.eigenvalues),
         stem_meta=stem.meta,
+        image_space=measure_image_space(stem, basis, filters, float(np.max(raw))),
+        filters_kept=stem.weight[:FILTERS_KEPT].astype(np.float32),
+        init_filters_kept=stem.init[:FILTERS_KEPT].astype(np.float32) if stem.init is not None else None,
     )
+
+
+def measure_image_space(stem: Stem, basis: PatchBasis, profiled: np.ndarray, peak: float) -> ImageSpace:
+    """Output-map autocorrelation (data, init, trained stem) and the colour split of the profiled filters.
+
+    The autocorrelation is of the maps the stem really produces, so it uses the
+    trained weights W (not W - W0); the colour split follows the profile (`profiled`, its raw peak `peak`).
+    """
+    covariance, cross = basis.covariance, basis.cross_covariances
+    init = stem.init.reshape(stem.init.shape[0], -1) if stem.init is not None else None
+    measured = ImageSpace(
+        offsets=basis.offsets,
+        autocorrelation_data=output_autocorrelation(np.eye(basis.dimension), covariance, cross),
+        autocorrelation_trained=output_autocorrelation(stem.filters(subtract_init=False), covariance, cross),
+        autocorrelation_init=output_autocorrelation(init, covariance, cross) if init is not None else None,
+    )
+    if stem.in_chans != 3:
+        return measured
+    split = colour_split(profiled, basis.eigenvectors, stem.kernel_size, peak)
+    measured.energy_luminance = split.energy_luminance
+    measured.energy_opponent = split.energy_opponent
+    measured.colour_energy = split.colour_energy
+    measured.colour_variance_data = colour_variance_fraction(covariance, stem.kernel_size)
+    if init is not None:
+        measured.colour_energy_init = colour_split(init, basis.eigenvectors, stem.kernel_size, 1.0).colour_energy
+    return measured
 
 
 def require_ok(spec: CheckpointSpec, status: str) -> None:

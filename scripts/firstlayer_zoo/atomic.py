@@ -56,12 +56,12 @@ def write_npz(path: str | Path, header: dict, **arrays) -> None:
             np.savez(handle, header=np.array(json.dumps(header, sort_keys=True)), **arrays)
 
 
-def read_npz(path: str | Path) -> tuple[dict, dict]:
-    """(header, arrays) of a file written by write_npz."""
+def read_npz(path: str | Path, skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """(header, arrays) of a file written by write_npz; the arrays named in `skip` are not read at all."""
     import json
 
     import numpy as np
 
     with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files if name != "header"}
+        arrays = {name: data[name] for name in data.files if name != "header" and name not in skip}
         return json.loads(str(data["header"])), arrays

@@ -1,4 +1,4 @@
-"""A dataset's patch basis: mean, covariance and its eigendecomposition, stored as .npz."""
+"""A dataset's patch basis: mean, covariance, its eigendecomposition and cross-covariances, stored as .npz."""
 
 from __future__ import annotations
 
@@ -12,9 +12,19 @@ import numpy as np
 from .atomic import atomic_path
 
 
+# The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
+MOMENTS = ("centred", "uncentred")
+
+
 @dataclass
 class PatchBasis:
-    """PCA basis of normalised patches: C = U diag(s) U^T, s descending."""
+    """PCA basis of normalised patches: M = U diag(s) U^T, s descending.
+
+    M is the covariance (moments "centred") or the uncentred second moment
+    covariance + mean mean^T ("uncentred"). cross_covariances[i] is C(d) at
+    offsets[i] pixels (see PatchMoments.pixel_cross_covariances), in the same
+    normalised units as the covariance.
+    """
 
     kernel_size: int
     in_chans: int
@@ -25,6 +35,9 @@ class PatchBasis:
     n_patches: int
     n_images: int
     meta: dict = field(default_factory=dict)
+    moments: str = "centred"
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    cross_covariances: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
 
     @property
     def dimension(self) -> int:
@@ -41,6 +54,9 @@ class PatchBasis:
                     eigenvectors=self.eigenvectors,
                     counts=np.array([self.n_patches, self.n_images, self.kernel_size, self.in_chans]),
                     meta=np.array(json.dumps(self.meta, sort_keys=True)),
+                    moments=np.array(self.moments),
+                    offsets=self.offsets,
+                    cross_covariances=self.cross_covariances,
                 )
 
     @classmethod
@@ -57,6 +73,11 @@ class PatchBasis:
                 n_patches=n_patches,
                 n_images=n_images,
                 meta=json.loads(str(data["meta"])),
+                # Bases written before these were measured read as centred, with no offsets.
+                moments=str(data["moments"]) if "moments" in data else "centred",
+                offsets=data["offsets"] if "offsets" in data else np.zeros(0, dtype=np.int64),
+                cross_covariances=(data["cross_covariances"] if "cross_covariances" in data
+                                   else np.zeros((0, 0, 0))),
             )
 
 

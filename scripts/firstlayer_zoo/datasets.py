@@ -55,11 +55,6 @@ class DatasetSource:
         """Image `index` as uint8 (H, W, C) or (H, W)."""
         raise NotImplementedError
 
-    def path_of(self, root: Path, index: int) -> Path:
-        """The file image `index` is read from, for sources that read files (GPU decoding needs it)."""
-        raise ValueError(f"dataset {self.name!r}: source {self.source!r} has no image files to decode on the GPU; "
-                         f"set analysis.decode: cpu")
-
     @property
     def subsample(self) -> dict | None:
         return self.options.get("subsample")

@@ -1,19 +1,12 @@
 """Batches of preprocessed uint8 images for the statistics engine.
 
-Two ways in:
-- `cpu_batches`: a DataLoader whose workers load and preprocess images with
-  PIL, giving exactly the pixels timm's eval transform gives;
-- `gpu_batches`: JPEG files read on the CPU and decoded on the GPU with
-  torchvision's nvJPEG decoder, then resized and cropped on the GPU. Decoder
-  and resampler differ from libjpeg and PIL in the last bit of some pixels,
-  so this path is a choice (`analysis.decode: gpu`), never a silent default.
+`cpu_batches`: a DataLoader whose workers load and preprocess images with PIL,
+giving exactly the pixels timm's eval transform gives. (GPU JPEG decoding was
+removed: it corrupted the sums on an H200; see docs/benchmarks.md.)
 """
 
 from __future__ import annotations
 
-import warnings
-from collections import deque
-from itertools import islice
 from pathlib import Path
 from typing import Iterator
 
@@ -22,8 +15,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .preprocessing import Preprocessing
-
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 class PreprocessedImages(Dataset):
@@ -76,56 +67,3 @@ def cpu_batches(source, root: Path | None, preprocessing: Preprocessing, workers
                         prefetch_factor=4 if workers else None)
     for groups in loader:
         yield from groups
-
-
-def gpu_resize_and_crop(image: torch.Tensor, preprocessing: Preprocessing) -> torch.Tensor:
-    """The geometric preprocessing of one (c, H, W) uint8 image on its own device."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.v2 import functional as F
-
-    if preprocessing.resize:
-        image = F.resize(image, preprocessing.resize, antialias=True,
-                         interpolation=InterpolationMode(preprocessing.interpolation))
-    if preprocessing.crop:
-        image = F.center_crop(image, preprocessing.crop)
-    return image
-
-
-def gpu_batches(paths: list[Path], preprocessing: Preprocessing, batch_size: int = 256,
-                device: str = "cuda", readers: int = 8) -> Iterator[torch.Tensor]:
-    """JPEG files decoded on the GPU in batches; the bytes are read by a thread pool meanwhile."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from torchvision.io import ImageReadMode, decode_jpeg, read_file
-
-    non_jpeg = [p for p in paths if Path(p).suffix.lower() not in JPEG_SUFFIXES]
-    if non_jpeg:
-        raise ValueError(f"GPU decoding reads JPEG files only; {non_jpeg[0]} is not one: set analysis.decode: cpu")
-    # torchvision 0.29 marks its decoders deprecated in favour of TorchCodec, once per call; say it once.
-    warnings.filterwarnings("once", category=DeprecationWarning, module="torchvision.io.image")
-    mode = ImageReadMode.GRAY if preprocessing.in_chans == 1 else ImageReadMode.RGB
-    chunks = iter([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)])
-    with ThreadPoolExecutor(readers) as pool:
-        # At most `readers` chunks of encoded bytes are held ahead of the decoder: bounded memory.
-        pending = deque(pool.submit(_read_all, chunk, read_file) for chunk in islice(chunks, readers))
-        while pending:
-            encoded = pending.popleft().result()
-            pending.extend(pool.submit(_read_all, chunk, read_file) for chunk in islice(chunks, 1))
-            decoded = decode_jpeg(encoded, mode=mode, device=device)
-            images = [gpu_resize_and_crop(image, preprocessing) for image in decoded]
-            yield from (torch.stack(group) for group in _equal_shape_runs(images))
-
-
-def _read_all(paths: list[Path], read_file) -> list[torch.Tensor]:
-    return [read_file(str(path)) for path in paths]
-
-
-def _equal_shape_runs(images: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
-    run: list[torch.Tensor] = []
-    for image in images:
-        if run and image.shape != run[0].shape:
-            yield run
-            run = []
-        run.append(image)
-    if run:
-        yield run

@@ -48,6 +48,22 @@ def check_name(kind: str, name: str) -> None:
             f"(not starting with . or -), at most {NAME_LIMIT} characters")
 
 
+# Config keys that once existed, with why they went: a config that still sets one is refused
+# in one line rather than by the schema's generic "additional properties" message.
+REMOVED_OPTIONS = {
+    ("analysis", "decode"): (
+        "GPU JPEG decoding silently corrupted the patch sums on an H200 "
+        "(docs/benchmarks.md); images are always decoded with PIL on the CPU: delete the key"
+    ),
+}
+
+
+def refuse_removed_options(config: dict) -> None:
+    for (section, key), why in REMOVED_OPTIONS.items():
+        if key in (config.get(section) or {}):
+            raise ValueError(f"{section}.{key} was removed: {why}")
+
+
 class Study:
     """Everything the DAG needs, resolved once from the config."""
 

@@ -322,3 +322,133 @@ def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Pa
     axis.set_title("Whitening: output spread below input spread")
     axis.legend(fontsize=7)
     save(figure, path)
+
+
+# The paper's reference levels for the autocorrelation of output maps at 10 px (Chowers & Weiss, ICML 2023).
+PAPER_AUTOCORRELATION_LEVELS = [
+    (0.5, "paper, raw images: above 0.5 at 10 px"),
+    (0.2, "paper, learned stems: about 0.2"),
+    (0.0, "perfect whitening: 0"),
+]
+
+
+def _basis_panels(count: int, width: float = 4.2, height: float = 3.2):
+    columns = min(3, count)
+    rows = int(np.ceil(count / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for axis in list(axes.flat)[count:]:
+        axis.axis("off")
+    return figure, list(axes.flat)
+
+
+def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFrame, path: str | Path) -> None:
+    """Output-map autocorrelation against offset, per basis: the data, initialisations and trained stems."""
+    last = _last_steps(checkpoints)
+    data = autocorrelation.merge(last[["checkpoint", "basis", "arch"]], on="checkpoint")
+    if data.empty:
+        _empty(path, "no autocorrelation measured (analysis.autocorrelation_offsets is empty?)")
+        return
+    bases = sorted(data["basis"].unique())
+    figure, axes = _basis_panels(len(bases))
+    palette = dict(zip(sorted(data["arch"].unique()), sns.color_palette("tab10", data["arch"].nunique())))
+    for axis, basis in zip(axes, bases):
+        members = data[data["basis"] == basis]
+        by_offset = members.groupby("offset")
+        axis.plot(by_offset["data"].median(), "k-o", ms=3, label="data (identity filters)")
+        if members["init"].notna().any():
+            init = by_offset["init"]
+            axis.plot(init.median(), "-o", color="0.55", ms=3, label="initialisations (median, range)")
+            axis.fill_between(init.min().index, init.min(), init.max(), color="0.55", alpha=0.2, lw=0)
+        for arch, rows in members.groupby("arch"):
+            trained = rows.groupby("offset")["trained"]
+            axis.plot(trained.median(), "-o", ms=3, color=palette[arch], label=f"trained {arch} (median, range)")
+            axis.fill_between(trained.min().index, trained.min(), trained.max(), color=palette[arch],
+                              alpha=0.2, lw=0)
+        for level, label in PAPER_AUTOCORRELATION_LEVELS:
+            axis.axhline(level, color="k", ls=":", lw=0.8)
+            axis.annotate(label, (0.01, level), xycoords=("axes fraction", "data"), fontsize=6,
+                          va="bottom", color="0.3")
+        axis.set(xlabel="offset (input pixels)", ylabel="autocorrelation of output maps", ylim=(-0.1, 1.02))
+        axis.set_title(basis, fontsize=8)
+        axis.legend(fontsize=6, loc="upper right")
+    figure.suptitle("Whitening in image space: output-map autocorrelation by offset", y=1.0)
+    figure.tight_layout()
+    save(figure, path)
+
+
+def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
+    """Fraction of each stem's energy on colour-opponent channels, trained vs initialisation vs the data's variance."""
+    data = fits.merge(_last_steps(checkpoints)[["checkpoint", "basis", "arch"]], on="checkpoint")
+    data = data.dropna(subset=["colour_energy"])
+    if data.empty:
+        _empty(path, "no 3-channel stems analysed")
+        return
+    long = pd.concat([
+        data.assign(kind="trained", fraction=data["colour_energy"]),
+        data.dropna(subset=["colour_energy_init"]).assign(kind="initialisation",
+                                                          fraction=lambda d: d["colour_energy_init"]),
+    ], ignore_index=True)
+    bases = sorted(long["basis"].unique())
+    figure, axes = _basis_panels(len(bases), width=4.6)
+    for axis, basis in zip(axes, bases):
+        members = long[long["basis"] == basis]
+        sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
+                      palette={"trained": "C0", "initialisation": "0.55"})
+        variance = data.loc[data["basis"] == basis, "colour_variance_data"].iloc[0]
+        axis.axhline(variance, color="k", ls="--", lw=1, label=f"data's patch variance: {variance:.3f}")
+        axis.axhline(2 / 3, color="k", ls=":", lw=0.8, label="random isotropic filters: 2/3")
+        axis.set(ylim=(0, 1), xlabel="", ylabel="energy fraction on opponent channels")
+        axis.set_title(basis, fontsize=8)
+        axis.tick_params(axis="x", labelrotation=30, labelsize=7)
+        axis.legend(fontsize=6)
+    figure.suptitle("Colour: share of the stem's energy on red-green and blue-yellow contrasts", y=1.0)
+    figure.tight_layout()
+    save(figure, path)
+
+
+def filter_picture(filters: np.ndarray) -> np.ndarray:
+    """(c, k, k) -> (k, k, 3) in [0, 1]: zero is mid-grey, each filter scaled by its own largest magnitude."""
+    peak = float(np.max(np.abs(filters)))
+    picture = 0.5 + 0.5 * filters / peak if peak > 0 else np.full(filters.shape, 0.5)
+    picture = np.moveaxis(picture, 0, -1)
+    return np.repeat(picture, 3, axis=-1) if picture.shape[-1] == 1 else picture[..., :3]
+
+
+def choose_for_pictures(analyses: list, count: int) -> list:
+    """A bounded, repeatable selection: each run's last step, one per architecture first, then the rest by id."""
+    last: dict = {}
+    for analysis in analyses:
+        if not analysis.ok or analysis.filters_kept is None:
+            continue
+        spec = analysis.spec
+        in_run = spec.get("run") is not None and spec.get("step") is not None
+        key = (spec["zoo"], spec["run"]) if in_run else (spec["zoo"], spec["name"])
+        if key not in last or (spec.get("step") or 0) > (last[key].spec.get("step") or 0):
+            last[key] = analysis
+    first, rest, seen = [], [], set()
+    for analysis in sorted(last.values(), key=lambda a: (a.spec["arch"], a.spec["zoo"], a.spec["name"])):
+        (rest if analysis.spec["arch"] in seen else first).append(analysis)
+        seen.add(analysis.spec["arch"])
+    return (first + rest)[:count]
+
+
+def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_chans: int, basis: str,
+                 count: int, path: str | Path, per_row: int = 16) -> None:
+    """The basis' top components, then for a few checkpoints their first filters, trained and initial, as pictures."""
+    chosen = choose_for_pictures(analyses, count)
+    rows = [("basis: top components", [eigenvectors[:, i].reshape(in_chans, kernel_size, kernel_size)
+                                       for i in range(min(per_row, eigenvectors.shape[1]))])]
+    for analysis in chosen:
+        name = f"{analysis.spec['zoo']}/{analysis.spec['name']}"
+        rows.append((f"{name}: trained", list(analysis.filters_kept[:per_row])))
+        if analysis.init_filters_kept is not None:
+            rows.append((f"{name}: initial", list(analysis.init_filters_kept[:per_row])))
+    figure, axes = plt.subplots(len(rows), per_row, figsize=(per_row * 0.55, len(rows) * 0.75), squeeze=False)
+    for (label, pictures), line in zip(rows, axes):
+        for axis in line:
+            axis.axis("off")
+        for axis, filters in zip(line, pictures):
+            axis.imshow(filter_picture(np.asarray(filters, dtype=np.float64)), interpolation="nearest")
+        line[0].set_title(label, fontsize=6, loc="left", x=0.0)
+    figure.suptitle(f"{basis}: filters as pictures ({len(chosen)} checkpoints; grey is zero)", fontsize=8)
+    save(figure, path)

@@ -1,6 +1,7 @@
 """Energy profiles, the analytic linear-CNN profile, its fit, whitening and consistency.
 
-The exact definitions are in docs/science.md (after Chowers & Weiss, ICML 2023).
+The exact definitions are in docs/science.md (after Chowers & Weiss, ICML 2023); the image-space and
+colour measurements are defined in docs/measurements.md.
 """
 
 from __future__ import annotations
@@ -116,3 +117,65 @@ def whitening_spreads(energy: np.ndarray, eigenvalues: np.ndarray) -> Whitening:
         input_spread=float(np.log10(s[0] / s[-1])),
         output_spread=float(np.log10(positive.max() / positive.min())) if positive.size else float("nan"),
     )
+
+
+def output_autocorrelation(filters: np.ndarray, covariance: np.ndarray, cross_covariances: np.ndarray) -> np.ndarray:
+    """Autocorrelation of a filter bank's output maps at each offset, averaged over the bank's filters.
+
+    For a filter w the map y = w . x has covariance w^T C(d) w between positions d
+    apart and variance w^T C w, so rho_w(d) = w^T C(d) w / w^T C w exactly, with
+    no pass over images. Filters whose output variance is negligible are left out.
+    filters: (K, p); covariance: (p, p); cross_covariances: (offsets, p, p).
+    Returns (offsets,): the mean of rho_w(d) over the filters.
+    """
+    if len(cross_covariances) == 0:
+        return np.zeros(0)  # a basis measured at no offset (analysis.autocorrelation_offsets: [])
+    filters = np.asarray(filters, dtype=np.float64)
+    variance = np.einsum("kp,pq,kq->k", filters, covariance, filters)
+    live = variance > RELATIVE_EIGENVALUE_FLOOR * variance.max(initial=0.0)
+    if not np.any(live):
+        return np.full(len(cross_covariances), np.nan)
+    live_filters = filters[live]
+    at_offsets = np.einsum("kp,npq,kq->nk", live_filters, cross_covariances, live_filters)
+    return np.mean(at_offsets / variance[live], axis=1)
+
+
+# Orthonormal opponent basis of three (normalised) colour channels, rows: luminance (R+G+B)/sqrt(3),
+# red-green (R-G)/sqrt(2), blue-yellow (R+G-2B)/sqrt(6).
+OPPONENT_BASIS = np.array([
+    [1.0, 1.0, 1.0] / np.sqrt(3.0),
+    [1.0, -1.0, 0.0] / np.sqrt(2.0),
+    [1.0, 1.0, -2.0] / np.sqrt(6.0),
+])
+
+
+def colour_projectors(kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(luminance, opponent): orthogonal projectors on 3 x k x k patches (conv-weight order), summing to identity."""
+    luminance = np.outer(OPPONENT_BASIS[0], OPPONENT_BASIS[0])
+    spatial = np.eye(kernel_size * kernel_size)
+    return np.kron(luminance, spatial), np.kron(np.eye(3) - luminance, spatial)
+
+
+@dataclass(frozen=True)
+class ColourSplit:
+    energy_luminance: np.ndarray  # profile of the bank's luminance part, on the scale of the whole profile
+    energy_opponent: np.ndarray   # profile of its colour-opponent part; squares of the two add up to the whole's
+    colour_energy: float          # fraction of the bank's squared norm in the opponent channels
+
+
+def colour_split(filters: np.ndarray, basis: np.ndarray, kernel_size: int, peak: float) -> ColourSplit:
+    """Split a 3-channel bank into luminance and opponent parts; profiles divided by `peak` (the whole's max)."""
+    filters = np.asarray(filters, dtype=np.float64)
+    luminance, opponent = colour_projectors(kernel_size)
+    total = float(np.sum(filters**2))
+    return ColourSplit(
+        energy_luminance=energy_profile(filters @ luminance, basis) / peak,
+        energy_opponent=energy_profile(filters @ opponent, basis) / peak,
+        colour_energy=float(np.sum((filters @ opponent) ** 2) / total) if total > 0 else float("nan"),
+    )
+
+
+def colour_variance_fraction(covariance: np.ndarray, kernel_size: int) -> float:
+    """Fraction of the data's patch variance in the opponent channels: tr(P_O C) / tr(C)."""
+    _, opponent = colour_projectors(kernel_size)
+    return float(np.trace(opponent @ covariance) / np.trace(covariance))

@@ -62,16 +62,18 @@ def save_analyses(path: str | Path, analyses: Sequence) -> None:
     write_npz(path, {"analyses": headers, "shapes": shapes}, **arrays)
 
 
-def load_analyses(path: str | Path) -> list:
-    """The analyses that save_analyses wrote, in order."""
+def load_analyses(path: str | Path, skip: tuple[str, ...] = ()) -> list:
+    """The analyses that save_analyses wrote, in order; arrays named in `skip` are left unread (None)."""
     from .analysis import CheckpointAnalysis
 
-    content, flat = read_npz(path)
+    content, flat = read_npz(path, skip)
     offsets = dict.fromkeys(flat, 0)
     analyses = []
     for header, shapes in zip(content["analyses"], content["shapes"]):
         arrays = {}
         for name, shape in shapes.items():
+            if name in skip:
+                continue
             size = int(np.prod(shape, dtype=np.int64))
             arrays[name] = flat[name][offsets[name]:offsets[name] + size].reshape(shape)
             offsets[name] += size

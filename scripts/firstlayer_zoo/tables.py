@@ -59,6 +59,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("eigenvalue", pa.float64()),
         ("energy", pa.float64()),
         ("energy_init", pa.float64()),
+        ("energy_luminance", pa.float64()),
+        ("energy_opponent", pa.float64()),
     ]),
     "fits": pa.schema([
         ("checkpoint", pa.string()),
@@ -71,6 +73,20 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("r_init", pa.float64()),
         ("mean_r", pa.float64()),
         ("mean_r_group", pa.float64()),
+        ("autocorr_offset", pa.int64()),
+        ("autocorr_data", pa.float64()),
+        ("autocorr_init", pa.float64()),
+        ("autocorr_trained", pa.float64()),
+        ("colour_energy", pa.float64()),
+        ("colour_energy_init", pa.float64()),
+        ("colour_variance_data", pa.float64()),
+    ]),
+    "autocorrelation": pa.schema([
+        ("checkpoint", pa.string()),
+        ("offset", pa.int64()),
+        ("data", pa.float64()),
+        ("init", pa.float64()),
+        ("trained", pa.float64()),
     ]),
     "consistency": pa.schema([
         ("basis", pa.string()),
@@ -143,9 +159,18 @@ def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
         "component": np.concatenate([np.arange(1, count + 1) for count in counts]),
         "eigenvalue": np.concatenate([analysis.eigenvalues for analysis in ok]),
         "energy": np.concatenate([analysis.energy for analysis in ok]),
-        "energy_init": np.concatenate([analysis.energy_init if analysis.energy_init is not None
-                                       else np.full(analysis.energy.shape[0], np.nan) for analysis in ok]),
+        "energy_init": _concatenate(ok, lambda analysis: analysis.energy_init),
+        "energy_luminance": _concatenate(ok, lambda analysis: analysis.image_space and
+                                         analysis.image_space.energy_luminance),
+        "energy_opponent": _concatenate(ok, lambda analysis: analysis.image_space and
+                                        analysis.image_space.energy_opponent),
     }), "profiles")
+
+
+def _concatenate(analyses: list[CheckpointAnalysis], per_component) -> np.ndarray:
+    """One per-component array of every analysis, end to end; NaN where an analysis has none."""
+    return np.concatenate([_or(per_component(analysis), np.full(analysis.energy.shape[0], np.nan))
+                           for analysis in analyses])
 
 
 def _ids(analyses: list[CheckpointAnalysis]) -> np.ndarray:
@@ -168,8 +193,49 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "r_init": pearson(analysis.energy, analysis.energy_init) if analysis.energy_init is not None else None,
             "mean_r": None,
             "mean_r_group": None,
+            **_headline_image_space(analysis.image_space),
         })
     return _frame(rows, "fits")
+
+
+def _or(values, missing):
+    return values if values is not None else missing
+
+
+def _headline_image_space(measured) -> dict:
+    """fits.parquet's image-space columns: the autocorrelation at the largest offset measured, and colour."""
+    if measured is None:
+        return {}
+    columns = {"colour_energy": measured.colour_energy, "colour_energy_init": measured.colour_energy_init,
+               "colour_variance_data": measured.colour_variance_data}
+    if len(measured.offsets):
+        last = int(np.argmax(measured.offsets))
+        init = measured.autocorrelation_init
+        columns.update({"autocorr_offset": int(measured.offsets[last]),
+                        "autocorr_data": measured.autocorrelation_data[last],
+                        "autocorr_init": init[last] if init is not None else None,
+                        "autocorr_trained": measured.autocorrelation_trained[last]})
+    return columns
+
+
+def autocorrelation_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
+    """Output-map autocorrelation at every measured offset: data, initialisation, trained stem."""
+    frames = []
+    for analysis in analyses:
+        measured = analysis.image_space
+        if not analysis.ok or measured is None or not len(measured.offsets):
+            continue
+        count = len(measured.offsets)
+        frames.append(pd.DataFrame({
+            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "offset": measured.offsets.astype(np.int64),
+            "data": measured.autocorrelation_data,
+            "init": _or(measured.autocorrelation_init, np.full(count, np.nan)),
+            "trained": measured.autocorrelation_trained,
+        }))
+    if not frames:
+        return _frame([], "autocorrelation")
+    return _frame(pd.concat(frames, ignore_index=True), "autocorrelation")
 
 
 def profiles_by_basis(analyses: Iterable[CheckpointAnalysis]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -257,6 +323,7 @@ def build_tables(analyses: list[CheckpointAnalysis],
         "checkpoints": checkpoints_table(analyses),
         "profiles": profiles_table(analyses),
         "fits": fits_table(analyses),
+        "autocorrelation": autocorrelation_table(analyses),
     }
     consistency = consistency_tables(profiles_by_basis(analyses), tables["checkpoints"], tables["fits"], limits)
     # Each checkpoint's mean r with its basis and its group goes beside its fit.

@@ -17,6 +17,7 @@ rule build_tables:
         profiles=f"{OUT}/tables/profiles.parquet",
         fits=f"{OUT}/tables/fits.parquet",
         consistency=f"{OUT}/tables/consistency.parquet",
+        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
         consistency_summary=report(
             f"{OUT}/tables/consistency_summary.parquet",
             caption="../report/consistency_summary.rst",
@@ -144,3 +145,68 @@ rule plot_whitening:
         runtime=20,
     script:
         "../../scripts/plot_whitening.py"
+
+
+rule plot_autocorrelation:
+    input:
+        checkpoints=f"{OUT}/tables/checkpoints.parquet",
+        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
+    output:
+        report(
+            f"{OUT}/plots/autocorrelation.png",
+            caption="../report/autocorrelation.rst",
+            category="Whitening",
+        ),
+    log:
+        f"{OUT}/logs/plots/autocorrelation.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../../scripts/plot_autocorrelation.py"
+
+
+rule plot_colour:
+    input:
+        checkpoints=f"{OUT}/tables/checkpoints.parquet",
+        fits=f"{OUT}/tables/fits.parquet",
+    output:
+        report(f"{OUT}/plots/colour.png", caption="../report/colour.rst", category="Colour"),
+    log:
+        f"{OUT}/logs/plots/colour.log",
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../../scripts/plot_colour.py"
+
+
+rule plot_filters:
+    input:
+        analyses=basis_analyses,
+        basis=basis_of_slug,
+    output:
+        report(
+            f"{OUT}/plots/filters/{{basis}}.png",
+            caption="../report/filters.rst",
+            category="Filters",
+            subcategory="{basis}",
+        ),
+    log:
+        f"{OUT}/logs/plots/filters/{{basis}}.log",
+    params:
+        checkpoints=config["plots"]["filter_checkpoints"],
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    script:
+        "../../scripts/plot_filters.py"

@@ -8,11 +8,12 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from firstlayer_zoo.plan import Study, refuse_oversized_config  # noqa: E402
+from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.zoos import ZOO_SOURCES  # noqa: E402
 
 try:
     refuse_oversized_config(config)
+    refuse_removed_options(config)
 except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
@@ -21,8 +22,9 @@ try:
 except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 OUT = STUDY.outdir
-PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening"]
-TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups"]
+PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]
+TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups",
+          "autocorrelation"]
 
 
 wildcard_constraints:
@@ -96,6 +98,17 @@ def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
 
 
+def basis_analyses(wildcards):
+    """The shard files holding checkpoints measured in one basis (by its slug): what a per-basis plot reads."""
+    files = []
+    for zoo in STUDY.config["zoos"]:
+        if zoo in STUDY.dynamic_zoos:
+            checkpoints.unpack_archive.get(zoo=zoo)
+        files += [f"{OUT}/analyses/{zoo}/{shard}.npz" for shard, specs in STUDY.shards(zoo).items()
+                  if any(spec.basis is not None and spec.basis.slug == wildcards.basis for spec in specs)]
+    return files
+
+
 def archive_options(wildcards):
     return STUDY.dynamic_zoos[wildcards.zoo].options
 
@@ -104,11 +117,21 @@ def consistency_plots():
     return [f"{OUT}/plots/consistency/{basis.slug}.png" for basis in STUDY.bases]
 
 
+def filter_plots():
+    return [f"{OUT}/plots/filters/{basis.slug}.png" for basis in STUDY.bases]
+
+
+def basis_of_slug(wildcards):
+    """The basis file a per-basis plot draws from, by the slug in its path."""
+    return next(basis.path(OUT) for basis in STUDY.bases if basis.slug == wildcards.basis)
+
+
 def study_outputs():
     return (
         [f"{OUT}/tables/{table}.parquet" for table in TABLES]
         + [f"{OUT}/plots/{plot}.png" for plot in PLOTS]
         + consistency_plots()
+        + filter_plots()
     )
 
 

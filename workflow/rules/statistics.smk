@@ -10,7 +10,8 @@ rule patch_statistics:
         root=lambda wildcards: f"{OUT}/datasets/{wildcards.dataset}",
         preprocessing=basis_preprocessing,
         device=statistics_device(),
-        decode=config["analysis"]["decode"],
+        autocorrelation_offsets=config["analysis"]["autocorrelation_offsets"],
+        moments=config["analysis"]["moments"],
     conda:
         "../../envs/torch.yaml"
     threads: config["analysis"]["statistics_threads"]
