@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -64,26 +66,45 @@ def test_basis_of_real_photos_matches_direct_computation(photos, kernel_size, in
 
 @pytest.mark.parametrize("value", [0, 255])
 def test_float32_path_is_exact_at_its_worst_case(value):
-    # 30x30 patches per 32x32 image: the float32 path, each per-image sum at its 2^24 bound for v = 0.
-    images = torch.full((300, 3, 32, 32), value, dtype=torch.uint8)
+    # 32 patches per row, 64 rows: two row bands of exactly 1,024 patches, the float32 path's limit,
+    # and for v = 0 each band's sum of products at its 2^24 bound.
+    images = torch.full((30, 3, 66, 34), value, dtype=torch.uint8)
     images[::2] = 255 - value
     moments = PatchMoments(3, 3)
     moments.update(images)
     mean, covariance = moments.pixel_covariance()
-    assert moments.n_patches == 300 * 30 * 30
+    assert moments.n_patches == 30 * 64 * 32
     np.testing.assert_array_equal(mean, np.full(27, 127.5))
     np.testing.assert_array_equal(covariance, np.full((27, 27), 127.5**2))
 
 
+def _exact_pixel_moments(images, kernel_size):
+    """Mean and covariance of raw patches from int64 sums and Python fractions: one rounding each."""
+    windows = np.lib.stride_tricks.sliding_window_view(images.astype(np.int64), (kernel_size, kernel_size),
+                                                       axis=(2, 3))
+    patches = windows.transpose(0, 2, 3, 1, 4, 5).reshape(-1, images.shape[1] * kernel_size**2)
+    n = len(patches)
+    first = patches.sum(0)
+    second = patches.T @ patches  # at most 255^2 * n, far below 2^63
+    mean = np.array([float(Fraction(int(v), n)) for v in first])
+    covariance = np.array([[float(Fraction(int(second[i, j]) * n - int(first[i]) * int(first[j]), n * n))
+                            for j in range(len(first))] for i in range(len(first))])
+    return mean, covariance
+
+
 def test_integer_sums_are_exact_beyond_float32_chunk_limits():
-    # Worst case for the float32 path: every pixel 0 (v - 128 = -128) over many chunks.
-    images = torch.zeros(3, 1, 200, 200, dtype=torch.uint8)
+    # Random pixels over 2 x 198 x 298 patches: each image's sums of products pass 2^24 many times
+    # over, so float32 anywhere but inside one 1,024-patch band (a wider band, a float32 sum of the
+    # bands) rounds them. The exact moments differ from the code's by its two final divisions at most.
+    rng = np.random.default_rng(17)
+    images = rng.integers(0, 256, size=(2, 1, 200, 300), dtype=np.uint8)
     moments = PatchMoments(3, 1)
-    moments.update(images)
+    moments.update(torch.from_numpy(images))
     mean, covariance = moments.pixel_covariance()
-    assert moments.n_patches == 3 * 198 * 198
-    assert np.all(mean == 0.0)
-    assert np.all(covariance == 0.0)
+    expected_mean, expected_covariance = _exact_pixel_moments(images, 3)
+    assert moments.n_patches == 2 * 198 * 298
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(covariance, expected_covariance, rtol=1e-15, atol=0)
 
 
 def test_basis_roundtrip(tmp_path, photos):
