@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from conftest import direct_patches
+from firstlayer_zoo.analysis import analyse_stem
+from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.profiles import (
     analytic_profile,
@@ -11,6 +13,9 @@ from firstlayer_zoo.profiles import (
     pearson,
     whitening_spreads,
 )
+from firstlayer_zoo.records import CheckpointSpec
+from firstlayer_zoo.stems import Stem
+from firstlayer_zoo.tables import fits_table
 
 
 def _random_basis(p, seed=0):
@@ -55,6 +60,61 @@ def test_whitening_bank_has_flat_output_and_fits_late_time():
     fit = fit_analytic_profile(normalise(e), s)
     assert fit.fit_r > 0.9999
     assert fit.frac_whitened == 1.0
+
+
+def test_frac_whitened_counts_the_components_trained_past_tau_s_of_one():
+    # s_i = 10^(-4i/26) and tau = 300: tau s_i > 1 for i = 0..16 (tau s_16 = 1.04, tau s_17 = 0.73,
+    # tau s_20 = 0.25): 17 of 27 components, whatever threshold near 1 a change might pick instead.
+    s, _ = _random_basis(27)
+    fit = fit_analytic_profile(normalise(analytic_profile(s, 300.0)), s)
+    assert fit.tau == pytest.approx(300.0, rel=1e-4)
+    assert fit.tau_s1 == pytest.approx(300.0, rel=1e-4)
+    assert fit.frac_whitened == 17 / 27
+
+
+def test_output_spread_of_a_pca_like_bank_is_twice_the_input_spread():
+    # Filters W = R diag(sqrt(s)) U^T give e_i^2 = s_i / K, so the output variance e_i^2 s_i = s_i^2 / K
+    # spans twice the input's 4 decades.
+    s, u = _random_basis(27, seed=4)
+    rotation, _ = np.linalg.qr(np.random.default_rng(5).normal(size=(27, 27)))
+    spreads = whitening_spreads(energy_profile(rotation @ np.diag(np.sqrt(s)) @ u.T, u), s)
+    assert spreads.input_spread == pytest.approx(4.0)
+    assert spreads.output_spread == pytest.approx(8.0)
+
+
+def _spec():
+    return CheckpointSpec(zoo="z", name="c", source="folder", arch="a", uri="c.pt", first_conv="conv1",
+                          kernel_size=3, in_chans=3, dataset="photos", preprocessing=Preprocessing())
+
+
+def _profile_by_quadratic_form(filters, u):
+    """e_i = sqrt(u_i^T (W^T W / K) u_i), normalised to its peak: the energy profile by another route."""
+    gram = filters.T @ filters / len(filters)
+    energy = np.sqrt(np.einsum("pi,pq,qi->i", u, gram, u))
+    return energy / energy.max()
+
+
+@pytest.mark.parametrize("subtract_init", [True, False])
+def test_analyse_stem_profiles_the_training_change_and_correlates_it_with_the_init(subtract_init):
+    s, u = _random_basis(27, seed=8)
+    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
+                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    rng = np.random.default_rng(9)
+    init = rng.normal(size=(8, 27))
+    # Training moved every filter along component 5 only: W - W0 has all its energy there.
+    change = np.array([3.0, -1.0, 0.5, 2.0, 1.0, -2.0, 1.5, 0.25])[:, None] * u[:, 4][None, :]
+    stem = Stem(weight=(init + change).reshape(8, 3, 3, 3), init=init.reshape(8, 3, 3, 3), stride=2,
+                first_conv="conv1")
+    analysis = analyse_stem(_spec(), stem, basis, subtract_init=subtract_init)
+    assert analysis.status == "ok" and analysis.init_subtracted == subtract_init
+    expected = np.eye(27)[4] if subtract_init else _profile_by_quadratic_form(init + change, u)
+    np.testing.assert_allclose(analysis.energy, expected, atol=1e-12)
+    expected_init = _profile_by_quadratic_form(init, u)
+    np.testing.assert_allclose(analysis.energy_init, expected_init, rtol=1e-10)
+    np.testing.assert_array_equal(analysis.eigenvalues, s)
+    (row,) = fits_table([analysis]).to_dict("records")
+    assert row["r_init"] == pytest.approx(np.corrcoef(expected, expected_init)[0, 1], abs=1e-12)
+    assert row["input_spread"] == pytest.approx(4.0)
 
 
 def test_pca_like_bank_fits_early_time():
