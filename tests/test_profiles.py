@@ -15,7 +15,7 @@ from firstlayer_zoo.profiles import (
 )
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
-from firstlayer_zoo.tables import fits_table
+from firstlayer_zoo.tables import fits_table, profiles_by_basis
 
 
 def _random_basis(p, seed=0):
@@ -82,9 +82,9 @@ def test_output_spread_of_a_pca_like_bank_is_twice_the_input_spread():
     assert spreads.output_spread == pytest.approx(8.0)
 
 
-def _spec():
-    return CheckpointSpec(zoo="z", name="c", source="folder", arch="a", uri="c.pt", first_conv="conv1",
-                          kernel_size=3, in_chans=3, dataset="photos", preprocessing=Preprocessing())
+def _spec(name="c", dataset="photos"):
+    return CheckpointSpec(zoo="z", name=name, source="folder", arch="a", uri=f"{name}.pt", first_conv="conv1",
+                          kernel_size=3, in_chans=3, dataset=dataset, preprocessing=Preprocessing())
 
 
 def _profile_by_quadratic_form(filters, u):
@@ -115,6 +115,23 @@ def test_analyse_stem_profiles_the_training_change_and_correlates_it_with_the_in
     (row,) = fits_table([analysis]).to_dict("records")
     assert row["r_init"] == pytest.approx(np.corrcoef(expected, expected_init)[0, 1], abs=1e-12)
     assert row["input_spread"] == pytest.approx(4.0)
+
+
+def test_profiles_are_gathered_per_basis_never_lumped_together():
+    # Profiles in different bases are along different eigenvectors: correlating them would mean nothing.
+    s, u = _random_basis(27, seed=10)
+    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
+                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    rng = np.random.default_rng(11)
+    datasets = {"a": "photos", "b": "cifar", "c": "photos"}
+    analyses = [analyse_stem(_spec(name, dataset), Stem(weight=rng.normal(size=(4, 3, 3, 3)), init=None, stride=1,
+                                                        first_conv="conv1"), basis, subtract_init=False)
+                for name, dataset in datasets.items()]
+    grouped = profiles_by_basis(analyses)
+    photos, cifar = _spec("a", "photos").basis.slug, _spec("b", "cifar").basis.slug
+    assert sorted(grouped) == sorted([photos, cifar])
+    assert list(grouped[photos][0]) == ["z/a", "z/c"] and list(grouped[cifar][0]) == ["z/b"]
+    np.testing.assert_array_equal(grouped[photos][1], [analyses[0].energy, analyses[2].energy])
 
 
 def test_pca_like_bank_fits_early_time():
