@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,14 +18,17 @@ RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
 class LoopbackServer:
-    def __init__(self, stall_s: float = 2.0):
+    def __init__(self, stall_s: float = 60.0):
         self.files: dict[str, bytes] = {}
         self.headers: dict[str, dict[str, str]] = {}
         self.faults: dict[str, list[str]] = defaultdict(list)
         self.sent: dict[str, int] = defaultdict(int)
         self.requests: list[tuple[str, str, str | None]] = []
         self.ignore_range: set[str] = set()
+        # A stalled body is held until the server stops (or at most stall_s): the client's read timeout,
+        # not a race between two clocks, is what ends it.
         self.stall_s = stall_s
+        self.released = threading.Event()
         self.handle_hook = None  # optional callable(handler) -> bool (True when it answered)
         server = self
 
@@ -60,6 +62,7 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -69,7 +72,7 @@ class LoopbackServer:
         if self.handle_hook is not None and self.handle_hook(handler, head):
             return
         fault = self.faults[path].pop(0) if self.faults[path] else None
-        if fault in ("500", "503", "404", "403", "401"):
+        if fault in ("500", "503", "429", "404", "403", "401"):
             handler.send_response(int(fault))
             handler.send_header("Content-Length", "0")
             handler.end_headers()
@@ -115,7 +118,7 @@ class LoopbackServer:
             self.sent[path] += len(body) // 3
             handler.wfile.write(body[: len(body) // 3])
             handler.wfile.flush()
-            time.sleep(self.stall_s)
+            self.released.wait(self.stall_s)
             handler.close_connection = True
             return
         self.sent[path] += len(body)  # counted before sending: the client may finish before this thread resumes

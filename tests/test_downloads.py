@@ -15,14 +15,18 @@ from firstlayer_zoo.downloads import (
 )
 from loopback import LoopbackServer
 
-FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, read_timeout_s=0.5)
+# Attempts are counted by their cause (a fault the server was told to make), never by the clock: the read
+# timeout is far beyond any wait on a loaded machine, except in the one test of a stalled body, where the
+# server holds the body until the test ends and only the client's timeout can end the read.
+FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, read_timeout_s=60)
+STALL_TIMEOUT = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, read_timeout_s=0.5)
 DATA = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
 SHA256 = hashlib.sha256(DATA).hexdigest()
 
 
 @pytest.fixture
 def server():
-    with LoopbackServer(stall_s=1.5) as running:
+    with LoopbackServer() as running:
         yield running
 
 
@@ -62,6 +66,14 @@ def test_server_error_then_success_is_retried(server, tmp_path):
     server.faults["/f.bin"] = ["500", "503"]
     result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
     assert result.attempts == 3 and (tmp_path / "f.bin").read_bytes() == DATA
+
+
+def test_too_many_requests_is_retried_not_refused(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["429"]
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    assert result.attempts == 2 and len(server.requests) == 2
+    assert (tmp_path / "f.bin").read_bytes() == DATA
 
 
 def test_not_found_is_not_retried_and_says_what_to_do(server, tmp_path):
@@ -107,11 +119,20 @@ def test_checksum_mismatch_never_lands_under_the_final_name(server, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_md5_mismatch_is_retried_then_refused_and_never_lands(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    with pytest.raises(DownloadError, match="md5 of the download is not"):
+        download(url, tmp_path / "f.bin", sha256=SHA256, md5="0" * 32, policy=FAST, log=lambda _: None)
+    assert len(server.requests) == FAST.attempts  # each attempt fetched the file afresh
+    assert _leftovers(tmp_path) == []
+
+
 def test_stalled_body_times_out_and_resumes(server, tmp_path):
     url = server.add("/f.bin", DATA)
     server.faults["/f.bin"] = ["stall"]
-    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=STALL_TIMEOUT, log=lambda _: None)
     assert result.resumed and (tmp_path / "f.bin").read_bytes() == DATA
+    assert server.requests[1][2] == f"bytes={len(DATA) // 3}-"
 
 
 def test_partial_file_from_a_killed_job_is_resumed(server, tmp_path):
