@@ -144,7 +144,25 @@ class HubImitation(LoopbackServer):
         self.repos: dict[str, dict] = {}
         self.handle_hook = self._hub_answer
         self.cdn = cdn  # answer /resolve/ with a redirect to /cdn/..., as the Hub does for large files
+        # The CDN is another origin for the client: the same handlers on a second port of 127.0.0.1
+        # (not the name localhost, which may resolve to ::1 only, where nothing listens).
+        self.cdn_httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.httpd.RequestHandlerClass)
+        self.cdn_httpd.daemon_threads = True
+        self.cdn_thread = threading.Thread(target=self.cdn_httpd.serve_forever, daemon=True)
         self.authorization: list[tuple[str, str | None]] = []  # (path, Authorization header) per request
+
+    @property
+    def cdn_url(self) -> str:
+        return f"http://127.0.0.1:{self.cdn_httpd.server_address[1]}"
+
+    def __enter__(self) -> "HubImitation":
+        self.cdn_thread.start()
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self.cdn_httpd.shutdown()
+        self.cdn_httpd.server_close()
 
     def add_file(self, repo_id: str, filename: str, data: bytes) -> None:
         repo = self.repos.setdefault(repo_id, {"commit": hashlib.sha1(repo_id.encode()).hexdigest(), "files": {}})
@@ -173,8 +191,7 @@ class HubImitation(LoopbackServer):
         key = f"{match['repo']}/{match['filename']}"
         if self.cdn:
             handler.send_response(302)
-            # Another host name for the same loopback server: the CDN is a different host for the client.
-            handler.send_header("Location", f"{self.url.replace('127.0.0.1', 'localhost')}/cdn/{key}")
+            handler.send_header("Location", f"{self.cdn_url}/cdn/{key}")
             handler.send_header("X-Repo-Commit", repo["commit"])
             handler.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
             handler.send_header("X-Linked-Size", str(len(data)))
