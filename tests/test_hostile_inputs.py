@@ -314,6 +314,48 @@ def test_zip_names_with_dots_are_kept_and_duplicates_refused(tmp_path):
         unpack(climbing, tmp_path / "out3", "u", Limits())
 
 
+def tar_of(path, members):
+    """A gzipped tar of (TarInfo fields, bytes or None) members, written as given: names, links, modes."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as bundle:
+        for fields, data in members:
+            info = tarfile.TarInfo(fields.pop("name"))
+            for key, value in fields.items():
+                setattr(info, key, value)
+            info.size = len(data or b"")
+            bundle.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+@pytest.mark.parametrize("member", [{"name": "../escape"}, {"name": "/tmp/absolute"}])
+def test_tar_member_climbing_out_is_refused_before_anything_is_written(tmp_path, member):
+    archive = tar_of(tmp_path / "climb.tar.gz", [({"name": "run/checkpoints"}, b"w"), (member, b"x")])
+    with pytest.raises(ArchiveError, match=r"would land outside"):
+        unpack(archive, tmp_path / "out" / "zoo", "http://x/climb.tar.gz", Limits())
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
+@pytest.mark.parametrize("link", ["/etc/passwd", "../../outside"])
+def test_tar_link_pointing_outside_is_refused_by_the_data_filter(tmp_path, link):
+    import tarfile
+
+    archive = tar_of(tmp_path / "link.tar.gz", [({"name": "run/checkpoints", "type": tarfile.SYMTYPE,
+                                                  "linkname": link}, None)])
+    with pytest.raises(ArchiveError, match=r"http://x/link.tar.gz: .run/checkpoints. .*hostile"):
+        unpack(archive, tmp_path / "out", "http://x/link.tar.gz", Limits())
+    assert not (tmp_path / "out" / "run" / "checkpoints").is_symlink()
+
+
+def test_tar_members_lose_setuid_bits_and_keep_their_bytes(tmp_path):
+    archive = tar_of(tmp_path / "modes.tar.gz", [({"name": "run/checkpoints", "mode": 0o6777}, b"weights")])
+    unpack(archive, tmp_path / "out", "http://x/modes.tar.gz", Limits())
+    unpacked = tmp_path / "out" / "run" / "checkpoints"
+    assert unpacked.read_bytes() == b"weights"
+    assert unpacked.stat().st_mode & 0o7022 == 0  # no setuid, setgid, sticky, group or other write
+
+
 @pytest.mark.parametrize("name", ["ZOO.ZIP", "download", "zoo.tar.gz"])
 def test_archive_format_is_read_from_its_bytes(tmp_path, name):
     import shutil
