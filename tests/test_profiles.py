@@ -117,6 +117,19 @@ def test_analyse_stem_profiles_the_training_change_and_correlates_it_with_the_in
     assert row["input_spread"] == pytest.approx(4.0)
 
 
+def test_a_trained_stem_equal_to_its_init_has_no_training_signal():
+    s, u = _random_basis(27, seed=12)
+    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
+                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    weight = np.random.default_rng(13).normal(size=(8, 3, 3, 3))
+    stem = Stem(weight=weight, init=weight.copy(), stride=1, first_conv="conv1")
+    skipped = analyse_stem(_spec(), stem, basis, subtract_init=True)
+    assert skipped.status == "skipped: the stem equals its initialisation (no training signal)"
+    assert skipped.init_known and not skipped.init_subtracted
+    # Without subtraction the same stem has a profile of its own.
+    assert analyse_stem(_spec(), stem, basis, subtract_init=False).status == "ok"
+
+
 def test_profiles_are_gathered_per_basis_never_lumped_together():
     # Profiles in different bases are along different eigenvectors: correlating them would mean nothing.
     s, u = _random_basis(27, seed=10)
