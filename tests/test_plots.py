@@ -1,0 +1,69 @@
+"""What the plots draw, read back from the figures: the numbers of the tables, not only a PNG."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.collections import PathCollection, QuadMesh
+
+from firstlayer_zoo import plots
+from firstlayer_zoo.consistency import ConsistencyLimits
+from firstlayer_zoo.tables import consistency_tables
+from synthetic_tables import synthetic_tables
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions would save, by path, kept open to be read."""
+    figures = {}
+    monkeypatch.setattr(plots, "save", lambda figure, path: figures.__setitem__(str(path), figure))
+    yield figures
+    plots.plt.close("all")
+
+
+def two_family_study(per_family=15, components=27):
+    """Profiles of two distinct shapes plus noise, with their checkpoints and consistency tables."""
+    rng = np.random.default_rng(5)
+    shapes = [np.exp(-np.arange(components) / 3.0), np.exp(-np.arange(components) / 12.0)[::-1]]
+    # Families interleaved in the ids, so that no order but a clustering one puts each in one block.
+    family = rng.permutation(np.repeat([0, 1], per_family))
+    profiles = np.stack([shapes[f] + rng.normal(0, 0.02, components) for f in family])
+    ids = np.array([f"zoo/c{i:02d}" for i in range(len(family))], dtype=object)
+    checkpoints = pd.DataFrame({"checkpoint": ids, "status": "ok", "basis": "photos", "arch": "test_resnet",
+                                "labels": "true", "seed": np.arange(len(ids)),
+                                "step": pd.array([None] * len(ids), dtype="Int64")})
+    tables = consistency_tables({"photos": (ids, profiles)}, checkpoints,
+                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencyLimits())
+    return checkpoints, tables, profiles, family
+
+
+def test_consistency_heatmap_draws_every_pairs_r_with_each_family_in_one_block(drawn):
+    checkpoints, tables, profiles, family = two_family_study()
+    plots.plot_consistency(checkpoints, tables["consistency"], tables["consistency_groups"], "photos", "heatmap")
+    figure = drawn["heatmap"]
+    (axis,) = [axis for axis in figure.axes if any(isinstance(c, QuadMesh) for c in axis.collections)
+               and len(axis.get_yticklabels()) == len(profiles)]
+    order = [int(label.get_text().removeprefix("zoo/c")) for label in axis.get_yticklabels()]
+    (mesh,) = [c for c in axis.collections if isinstance(c, QuadMesh)]
+    shown = np.asarray(mesh.get_array()).reshape(len(order), len(order))
+    expected = np.corrcoef(profiles)
+    np.testing.assert_allclose(shown, expected[np.ix_(order, order)], atol=1e-12)
+    # Clustered: the families come as two contiguous runs along the diagonal.
+    runs = np.count_nonzero(np.diff(family[order])) + 1
+    assert runs == 2, family[order]
+
+
+def test_fit_quality_counts_every_checkpoint_and_states_the_median(drawn):
+    tables = synthetic_tables(40)
+    plots.plot_fit_quality(tables["checkpoints"], tables["fits"], "fit_quality")
+    (axis,) = drawn["fit_quality"].axes
+    assert sum(patch.get_height() for patch in axis.patches) == 40
+    assert f"median r = {np.median(tables['fits']['fit_r']):.3f}" in axis.get_title()
+
+
+def test_whitening_plot_places_each_checkpoint_at_its_two_spreads(drawn):
+    tables = synthetic_tables(12)
+    plots.plot_whitening(tables["checkpoints"], tables["fits"], "whitening")
+    (axis,) = drawn["whitening"].axes
+    points = np.concatenate([c.get_offsets() for c in axis.collections if isinstance(c, PathCollection)])
+    expected = tables["fits"][["input_spread", "output_spread"]].to_numpy()
+    np.testing.assert_allclose(np.array(sorted(map(tuple, points))), np.array(sorted(map(tuple, expected))))
