@@ -23,7 +23,7 @@ from workflow_helpers import snakemake, write_config
 )
 def test_schema_error_names_the_key(tmp_path, changes, expected):
     config = write_config(tmp_path / "bad.yaml", changes)
-    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "ValidationError" in output or "Error validating config" in output
@@ -34,7 +34,7 @@ def test_unknown_dataset_is_named(tmp_path):
     config = write_config(tmp_path / "bad.yaml", {"zoos": {"z": {
         "source": "train", "dataset": "imagenet", "archs": [{"arch": "test_resnet"}],
         "seeds": [0], "labels": ["true"], "steps": [5], "preprocessing": {}}}})
-    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
     assert "zoos.z.dataset" in result.stdout + result.stderr
     assert "'imagenet' is not a dataset" in result.stdout + result.stderr
@@ -54,7 +54,7 @@ def test_unknown_dataset_is_named(tmp_path):
 )
 def test_local_zoo_config_errors_name_the_key(tmp_path, zoo, expected):
     config = write_config(tmp_path / "bad.yaml", {"zoos": {"z": zoo}})
-    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr
 
@@ -62,7 +62,7 @@ def test_local_zoo_config_errors_name_the_key(tmp_path, zoo, expected):
 @pytest.mark.parametrize("value", ["gpu", "cpu"])
 def test_removed_decode_option_is_refused_in_one_line_saying_why(tmp_path, value):
     config = write_config(tmp_path / "bad.yaml", {"analysis": {"decode": value}})
-    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=120)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     line = next(line for line in output.splitlines() if "analysis.decode was removed" in line)

@@ -93,7 +93,7 @@ def test_identity_cycle_does_not_hang_planning(tmp_path):
         except ValueError as error:
             print(error)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert "cycle of Identity nodes" in result.stdout
 
 
@@ -421,7 +421,7 @@ def test_yaml_alias_bomb_is_refused_at_start_up(tmp_path):
     config = tmp_path / "bomb.yaml"
     config.write_text(TINY_CONFIG.read_text() + "bomb:\n" + "".join(f"  {level}\n" for level in levels))
     # Ten million values: before the guard, validating them took many minutes.
-    result = snakemake(tmp_path, "--dry-run", config=config, check=False, timeout=240)
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
     assert result.returncode != 0
     assert "config: the config expands to more than 200,000 values (YAML aliases" in result.stdout + result.stderr
 
@@ -453,7 +453,7 @@ def test_sigbus_while_reading_names_the_file_in_the_log(tmp_path):
         with logged(types.SimpleNamespace(log=[{str(log)!r}])):
             extract_stem(spec)
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode != 0
     text = log.read_text()
     assert f"local/mapped.safetensors: reading {path}" in text

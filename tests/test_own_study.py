@@ -255,17 +255,16 @@ def test_configfile_runs_exactly_that_study_and_config_overrides_still_apply(tmp
     mine["outdir"] = "mine_results"
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
 
-    result = snakemake(tmp_path, "--dry-run", config=tmp_path / "mine.yaml", timeout=300)
+    result = snakemake(tmp_path, "--dry-run", config=tmp_path / "mine.yaml")
     jobs = planned_rules(result.stdout)
     assert "train_run" not in jobs and jobs["analyse_checkpoints"] == 1, jobs  # 2 checkpoints, 1 shard
     assert "demo" not in result.stdout and "mine_results/" in result.stdout
 
-    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=elsewhere", config=tmp_path / "mine.yaml",
-                       timeout=300)
+    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=elsewhere", config=tmp_path / "mine.yaml")
     assert "elsewhere/tables/checkpoints.parquet" in result.stdout and "mine_results/" not in result.stdout
 
     # Without --configfile the study is config.yaml, and --config still overrides it.
-    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=demo_elsewhere", configfile=False, timeout=300)
+    result = snakemake(tmp_path, "--dry-run", "--config", "outdir=demo_elsewhere", configfile=False)
     assert planned_rules(result.stdout)["train_run"] == 18
     assert "demo_elsewhere/tables/checkpoints.parquet" in result.stdout
 
