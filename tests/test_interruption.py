@@ -1,10 +1,11 @@
 """A run killed with SIGKILL in the middle of a rule resumes with --rerun-incomplete and loses no finished work."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pandas as pd
 import pytest
@@ -22,17 +23,53 @@ def test_atomic_path_leaves_nothing_behind_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout} s waiting for {what}")
-        time.sleep(0.2)
+def _identity(path):
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns
+
+
+class SnakemakeLog:
+    """Snakemake's log, read line by line as it is written: the test waits on the lines, not on a clock."""
+
+    def __init__(self, stream):
+        self.lines: list[str] = []
+        self.ended = False
+        self.changed = threading.Condition()
+        self.reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+    def count(self, pattern: str) -> int:
+        return sum(bool(re.match(pattern, line)) for line in self.lines)
+
+    def wait(self, condition, timeout: float, what: str) -> None:
+        """Block until `condition(self)` holds after a new line; fail if the log ends or the hang guard passes."""
+        with self.changed:
+            if not self.changed.wait_for(lambda: condition(self) or self.ended, timeout) or not condition(self):
+                raise AssertionError(f"snakemake's log never showed {what}; its end:\n{''.join(self.lines[-30:])}")
+
+
+# Snakemake logs a job's start as "rule NAME:" and, once its outputs are recorded as complete,
+# "Finished jobid: N (Rule: NAME)".
+STARTED = r"(local)?rule train_run:"
+FINISHED = r"Finished jobid: \d+ \(Rule: train_run\)"
+
+
+def one_run_recorded_and_the_other_running(log: SnakemakeLog) -> bool:
+    return log.count(FINISHED) == 1 and log.count(STARTED) == 2
 
 
 @pytest.mark.slow
 def test_sigkill_mid_rule_then_rerun_incomplete_keeps_finished_work(tmp_path):
-    # Long enough runs that the kill lands inside a train_run job, after it saved its init.
+    # Long enough runs (400 steps) that the kill lands inside the second train_run job.
     config = write_config(tmp_path / "config.yaml", {"zoos": {"tiny": {
         "source": "train", "dataset": "photos", "archs": [{"arch": "test_resnet"}], "seeds": [0, 1],
         "labels": ["true"], "steps": [4, 400], "preprocessing": {"resize": 48},
@@ -41,14 +78,12 @@ def test_sigkill_mid_rule_then_rerun_incomplete_keeps_finished_work(tmp_path):
     first, second = runs / "test_resnet-s0-true", runs / "test_resnet-s1-true"
     command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
                "--directory", str(tmp_path), "--configfile", str(config), "--cores", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
     try:
-        def one_run_done_and_the_other_started():
-            done = [run for run in (first, second) if (run / "step000400.safetensors").is_file()]
-            started = [run for run in (first, second) if (run / "step000000.safetensors").is_file()]
-            return len(done) == 1 and len(started) == 2
-
-        wait_for(one_run_done_and_the_other_started, 600, "one finished train_run and one half-way")
+        log = SnakemakeLog(process.stderr)
+        # With one core the second train_run starts only after the first is recorded as finished.
+        log.wait(one_run_recorded_and_the_other_running, 1800, "one train_run finished and the other started")
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
@@ -56,7 +91,8 @@ def test_sigkill_mid_rule_then_rerun_incomplete_keeps_finished_work(tmp_path):
     assert not (killed / "step000400.safetensors").exists()
     results = tmp_path / "results"
     # Everything but the killed job's outputs and log (and hidden bookkeeping) must survive untouched.
-    kept = {path: path.stat().st_mtime_ns for path in results.rglob("*")
+    # A redone file is written anew under its name (atomically): a new inode, a new mtime.
+    kept = {path: _identity(path) for path in results.rglob("*")
             if path.is_file() and killed.name not in str(path)
             and not any(part.startswith(".") for part in path.relative_to(results).parts)}
     assert finished / "step000400.safetensors" in kept
@@ -66,8 +102,8 @@ def test_sigkill_mid_rule_then_rerun_incomplete_keeps_finished_work(tmp_path):
     snakemake(tmp_path, "--unlock", config=config)
     snakemake(tmp_path, "--cores", "2", "--rerun-incomplete", config=config)
 
-    for path, mtime in kept.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path} was redone although its job had finished"
+    for path, identity in kept.items():
+        assert _identity(path) == identity, f"{path} was redone although its job had finished"
     table = pd.read_parquet(tmp_path / "results" / "tables" / "checkpoints.parquet")
     assert len(table) == 4 and set(table["status"]) == {"ok"}
     assert sorted(p.name for p in killed.glob("*.safetensors")) == [
