@@ -83,8 +83,11 @@ def unpack(archive: Path, dest: Path, url: str, limits: Limits) -> None:
     with bundle:
         members = bundle.getmembers()
         check_members([(m.name, m.size, m.isdir()) for m in members], packed, url, limits)
-        # The "data" filter refuses links and devices that point outside the folder.
-        bundle.extractall(dest, filter="data")
+        # The "data" filter refuses links that point outside the folder and devices, and drops setuid bits.
+        try:
+            bundle.extractall(dest, filter="data")
+        except tarfile.FilterError as error:
+            raise ArchiveError(f"{url}: {error}; the archive is corrupt or hostile, and is not used") from None
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
