@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -84,6 +85,13 @@ def test_sigkill_mid_rule_then_rerun_incomplete_keeps_finished_work(tmp_path):
         log = SnakemakeLog(process.stderr)
         # With one core the second train_run starts only after the first is recorded as finished.
         log.wait(one_run_recorded_and_the_other_running, 1800, "one train_run finished and the other started")
+        # The kill must leave an output behind (the run's folder with its init) for snakemake to distrust;
+        # the init is saved first, hundreds of training steps before the run could finish.
+        both_inits = [run / "step000000.safetensors" for run in (first, second)]
+        deadline = time.monotonic() + 600  # a hang guard: the init comes within seconds of the job's start
+        while not all(path.is_file() for path in both_inits):
+            assert time.monotonic() < deadline, "the second train_run never saved its init"
+            time.sleep(0.05)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
