@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from firstlayer_zoo.analysis import CheckpointAnalysis  # noqa: E402
+from firstlayer_zoo.basis import PatchBasis  # noqa: E402
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
 from firstlayer_zoo.profiles import fit_analytic_profile, normalise, whitening_spreads  # noqa: E402
 from firstlayer_zoo.records import CheckpointSpec  # noqa: E402
@@ -86,9 +87,26 @@ def write_shards(specs: list[CheckpointSpec], outdir: Path, shard_size: int) -> 
     return paths
 
 
+def synthetic_basis(key) -> PatchBasis:
+    """A basis with the spectrum the synthetic profiles were made in and random orthonormal components."""
+    p = key.in_chans * key.kernel_size**2
+    eigenvectors, _ = np.linalg.qr(np.random.default_rng(p).normal(size=(p, p)))
+    eigenvalues = np.logspace(0, -4, p)
+    return PatchBasis(kernel_size=key.kernel_size, in_chans=key.in_chans, mean=np.zeros(p),
+                      covariance=(eigenvectors * eigenvalues) @ eigenvectors.T, eigenvalues=eigenvalues,
+                      eigenvectors=eigenvectors, n_patches=10**6, n_images=1000)
+
+
 AGGREGATE_SNAKEFILE = """
+import sys
+from types import SimpleNamespace
+
+sys.path.insert(0, {scripts!r})
+from firstlayer_zoo.records import BasisKey
+
 configfile: {config!r}
 OUT = config["outdir"]
+STUDY = SimpleNamespace(bases=[BasisKey(*key) for key in {basis_keys!r}])
 
 
 def all_analyses(wildcards=None):
@@ -102,7 +120,8 @@ rule all:
     input:
         [f"{{OUT}}/tables/{{t}}.parquet" for t in {tables!r}],
         [f"{{OUT}}/plots/{{p}}.png" for p in {plots!r}],
-        [f"{{OUT}}/plots/consistency/{{b}}.png" for b in {bases!r}],
+        [f"{{OUT}}/plots/consistency/{{b.slug}}.png" for b in STUDY.bases],
+        [f"{{OUT}}/plots/filters/{{b.slug}}.png" for b in STUDY.bases],
 """
 
 
@@ -121,17 +140,20 @@ def main() -> None:
         print(f"setup (not timed): {len(specs)} synthetic analyses in {len(shards)} shard files, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
         config = {"outdir": str(outdir), "consistency": {"max_pairs": 2_000_000, "sample_pairs": 20_000,
-                                                         "neighbours": 5, "max_groups": 200, "seed": 0},
-                  "plots": {"fit_examples": 6, "heatmap_checkpoints": 300}}
+                                                         "neighbours": 0, "max_groups": 200, "seed": 0},
+                  "plots": {"fit_examples": 6, "heatmap_checkpoints": 300, "filter_checkpoints": 4}}
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-        bases = sorted({spec.basis.slug for spec in specs})
+        bases = sorted({spec.basis for spec in specs}, key=lambda key: key.slug)
+        for key in bases:
+            synthetic_basis(key).save(key.path(str(outdir)))
         snakefile = workdir / "Snakefile"
         # The workflow's own aggregate rules; only the list of shard files is given here, not planned.
         snakefile.write_text(AGGREGATE_SNAKEFILE.format(
-            config=str(workdir / "config.yaml"), shards=shards, bases=bases,
+            scripts=str(ROOT / "scripts"), config=str(workdir / "config.yaml"), shards=shards,
+            basis_keys=[(key.dataset, key.preprocessing, key.kernel_size, key.in_chans) for key in bases],
             aggregate=str(ROOT / "workflow" / "rules" / "aggregate.smk"),
             tables=["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups"],
-            plots=["profiles", "fits", "fit_quality", "training_time", "whitening"]))
+            plots=["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory",

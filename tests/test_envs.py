@@ -86,7 +86,8 @@ def module_imports(path: Path, seen: set) -> set:
 
 def test_every_rule_names_an_existing_env():
     blocks = rule_blocks()
-    assert len(blocks) >= 10
+    assert {"patch_statistics", "analyse_checkpoints", "build_tables", "plot_study", "plot_bases"} <= {
+        rule for rule, _, _ in blocks}  # the parser finds the rules
     for rule, env, _ in blocks:
         assert env is not None, f"rule {rule} declares no conda env"
         assert env.is_file(), f"rule {rule} names {env}, which does not exist"

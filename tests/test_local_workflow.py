@@ -54,9 +54,7 @@ def planned_shards(output: str) -> list[str]:
     return sorted(re.search(r"shard=([^,\s]+)", block).group(1) for block in blocks)
 
 
-AGGREGATES = {"build_tables": 1, "plot_profiles": 1, "plot_fits": 1, "plot_training_time": 1,
-              "plot_whitening": 1, "plot_consistency": 1, "plot_autocorrelation": 1, "plot_colour": 1,
-              "plot_filters": 1, "all": 1}
+AGGREGATES = {"build_tables": 1, "plot_study": 1, "plot_bases": 1, "all": 1}
 
 
 SHARD_SIZE = 4

@@ -60,6 +60,15 @@ def test_fit_quality_counts_every_checkpoint_and_states_the_median(drawn):
     assert f"median r = {np.median(tables['fits']['fit_r']):.3f}" in axis.get_title()
 
 
+def test_fit_quality_draws_fits_that_all_agree(drawn):
+    """Fits equal up to rounding (a zoo of copies) leave no range for the bins; every checkpoint is still counted."""
+    tables = synthetic_tables(12)
+    tables["fits"]["fit_r"] = 0.95 + np.arange(12) * 1e-12
+    plots.plot_fit_quality(tables["checkpoints"], tables["fits"], "fit_quality")
+    (axis,) = drawn["fit_quality"].axes
+    assert sum(patch.get_height() for patch in axis.patches) == 12
+
+
 def test_whitening_plot_places_each_checkpoint_at_its_two_spreads(drawn):
     tables = synthetic_tables(12)
     plots.plot_whitening(tables["checkpoints"], tables["fits"], "whitening")

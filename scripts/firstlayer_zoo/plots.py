@@ -261,7 +261,11 @@ def plot_fit_quality(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | 
         return
     data["arch"] = _known(data["arch"], "arch unknown")
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    sns.histplot(data=data, x="fit_r", hue="arch", multiple="stack", bins=20, ax=axis)
+    # Fixed edges over at least 0.01 of r: fits that (nearly) all agree would leave no room for 20 bins.
+    low, high = data["fit_r"].min(), data["fit_r"].max()
+    middle, half = (low + high) / 2, max((high - low) / 2, 0.005)
+    sns.histplot(data=data, x="fit_r", hue="arch", multiple="stack",
+                 bins=np.linspace(middle - half, middle + half, 21), ax=axis)
     axis.set_xlabel("Pearson r of the analytic fit")
     axis.set_title(f"Analytic fit over {len(data)} checkpoints (median r = {data['fit_r'].median():.3f})")
     save(figure, path)

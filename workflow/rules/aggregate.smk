@@ -39,62 +39,30 @@ rule build_tables:
         "../../scripts/build_tables.py"
 
 
-rule plot_profiles:
-    input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        profiles=f"{OUT}/tables/profiles.parquet",
-    output:
-        report(f"{OUT}/plots/profiles.png", caption="../report/profiles.rst", category="Profiles"),
-    log:
-        f"{OUT}/logs/plots/profiles.log",
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_profiles.py"
-
-
-rule plot_consistency:
-    input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        consistency=f"{OUT}/tables/consistency.parquet",
-        groups=f"{OUT}/tables/consistency_groups.parquet",
-    output:
-        report(
-            f"{OUT}/plots/consistency/{{basis}}.png",
-            caption="../report/consistency.rst",
-            category="Consistency",
-            subcategory="{basis}",
-        ),
-    log:
-        f"{OUT}/logs/plots/consistency/{{basis}}.log",
-    params:
-        max_checkpoints=config["plots"]["heatmap_checkpoints"],
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_consistency.py"
-
-
-rule plot_fits:
+# The figures come from two jobs, not one a figure: each job pays seconds of imports for
+# milliseconds of drawing, and every figure is redrawn whenever the tables change anyway.
+rule plot_study:
     input:
         checkpoints=f"{OUT}/tables/checkpoints.parquet",
         profiles=f"{OUT}/tables/profiles.parquet",
         fits=f"{OUT}/tables/fits.parquet",
+        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
     output:
-        examples=report(f"{OUT}/plots/fits.png", caption="../report/fits.rst", category="Analytic fit"),
-        quality=report(
+        profiles=report(f"{OUT}/plots/profiles.png", caption="../report/profiles.rst", category="Profiles"),
+        fits=report(f"{OUT}/plots/fits.png", caption="../report/fits.rst", category="Analytic fit"),
+        fit_quality=report(
             f"{OUT}/plots/fit_quality.png", caption="../report/fit_quality.rst", category="Analytic fit"
         ),
+        training_time=report(
+            f"{OUT}/plots/training_time.png", caption="../report/training_time.rst", category="Training time"
+        ),
+        whitening=report(f"{OUT}/plots/whitening.png", caption="../report/whitening.rst", category="Whitening"),
+        autocorrelation=report(
+            f"{OUT}/plots/autocorrelation.png", caption="../report/autocorrelation.rst", category="Whitening"
+        ),
+        colour=report(f"{OUT}/plots/colour.png", caption="../report/colour.rst", category="Colour"),
     log:
-        f"{OUT}/logs/plots/fits.log",
+        f"{OUT}/logs/plot_study.log",
     params:
         examples=config["plots"]["fit_examples"],
     conda:
@@ -102,111 +70,48 @@ rule plot_fits:
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=20,
+        runtime=30,
     script:
-        "../../scripts/plot_fits.py"
+        "../../scripts/plot_study.py"
 
 
-rule plot_training_time:
+rule plot_bases:
     input:
         checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        fits=f"{OUT}/tables/fits.parquet",
+        consistency=f"{OUT}/tables/consistency.parquet",
+        groups=f"{OUT}/tables/consistency_groups.parquet",
+        bases=[basis.path(OUT) for basis in STUDY.bases],
+        analyses=all_analyses,
     output:
-        report(
-            f"{OUT}/plots/training_time.png",
-            caption="../report/training_time.rst",
-            category="Training time",
-        ),
+        consistency=[
+            report(
+                f"{OUT}/plots/consistency/{basis.slug}.png",
+                caption="../report/consistency.rst",
+                category="Consistency",
+                subcategory=basis.slug,
+            )
+            for basis in STUDY.bases
+        ],
+        filters=[
+            report(
+                f"{OUT}/plots/filters/{basis.slug}.png",
+                caption="../report/filters.rst",
+                category="Filters",
+                subcategory=basis.slug,
+            )
+            for basis in STUDY.bases
+        ],
     log:
-        f"{OUT}/logs/plots/training_time.log",
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_training_time.py"
-
-
-rule plot_whitening:
-    input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        fits=f"{OUT}/tables/fits.parquet",
-    output:
-        report(f"{OUT}/plots/whitening.png", caption="../report/whitening.rst", category="Whitening"),
-    log:
-        f"{OUT}/logs/plots/whitening.log",
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_whitening.py"
-
-
-rule plot_autocorrelation:
-    input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
-    output:
-        report(
-            f"{OUT}/plots/autocorrelation.png",
-            caption="../report/autocorrelation.rst",
-            category="Whitening",
-        ),
-    log:
-        f"{OUT}/logs/plots/autocorrelation.log",
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_autocorrelation.py"
-
-
-rule plot_colour:
-    input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        fits=f"{OUT}/tables/fits.parquet",
-    output:
-        report(f"{OUT}/plots/colour.png", caption="../report/colour.rst", category="Colour"),
-    log:
-        f"{OUT}/logs/plots/colour.log",
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=20,
-    script:
-        "../../scripts/plot_colour.py"
-
-
-rule plot_filters:
-    input:
-        analyses=basis_analyses,
-        basis=basis_of_slug,
-    output:
-        report(
-            f"{OUT}/plots/filters/{{basis}}.png",
-            caption="../report/filters.rst",
-            category="Filters",
-            subcategory="{basis}",
-        ),
-    log:
-        f"{OUT}/logs/plots/filters/{{basis}}.log",
+        f"{OUT}/logs/plot_bases.log",
     params:
-        checkpoints=config["plots"]["filter_checkpoints"],
+        slugs=[basis.slug for basis in STUDY.bases],
+        heatmap_checkpoints=config["plots"]["heatmap_checkpoints"],
+        filter_checkpoints=config["plots"]["filter_checkpoints"],
     conda:
         "../../envs/analysis.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=8000,
+        runtime=60,
     script:
-        "../../scripts/plot_filters.py"
+        "../../scripts/plot_bases.py"

@@ -33,7 +33,6 @@ wildcard_constraints:
     shard=r"\d{4}-of-\d{4}",
     run=r"[^/]+",
     prep=r"[^/]+",
-    basis=r"[^/]+",
 
 
 def dataset_manifest(wildcards):
@@ -98,17 +97,6 @@ def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
 
 
-def basis_analyses(wildcards):
-    """The shard files holding checkpoints measured in one basis (by its slug): what a per-basis plot reads."""
-    files = []
-    for zoo in STUDY.config["zoos"]:
-        if zoo in STUDY.dynamic_zoos:
-            checkpoints.unpack_archive.get(zoo=zoo)
-        files += [f"{OUT}/analyses/{zoo}/{shard}.npz" for shard, specs in STUDY.shards(zoo).items()
-                  if any(spec.basis is not None and spec.basis.slug == wildcards.basis for spec in specs)]
-    return files
-
-
 def archive_options(wildcards):
     return STUDY.dynamic_zoos[wildcards.zoo].options
 
@@ -119,11 +107,6 @@ def consistency_plots():
 
 def filter_plots():
     return [f"{OUT}/plots/filters/{basis.slug}.png" for basis in STUDY.bases]
-
-
-def basis_of_slug(wildcards):
-    """The basis file a per-basis plot draws from, by the slug in its path."""
-    return next(basis.path(OUT) for basis in STUDY.bases if basis.slug == wildcards.basis)
 
 
 def study_outputs():
