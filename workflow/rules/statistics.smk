@@ -14,6 +14,8 @@ rule patch_statistics:
         moments=config["analysis"]["moments"],
     conda:
         "../../envs/torch.yaml"
+    # Every shard waits for its bases: compute them while checkpoints are still being trained or fetched.
+    priority: 10
     threads: config["analysis"]["statistics_threads"]
     resources:
         mem_mb=8000,
