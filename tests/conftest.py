@@ -19,6 +19,17 @@ def photos():
     return [prep.apply(image) for image in source.images(None)]
 
 
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions would save, by path, kept open to be read."""
+    from firstlayer_zoo import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "save", lambda figure, path: figures.__setitem__(str(path), figure))
+    yield figures
+    plots.plt.close("all")
+
+
 def direct_patches(images, kernel_size, mean, std):
     """Every stride-1 patch as float64 rows in (c, kh, kw) order, normalised: the slow, obvious way."""
     rows = []

@@ -67,15 +67,6 @@ def photo_basis():
     return dataset_basis(images, Preprocessing(resize=48), 5, device="cpu", progress=False)
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures the plot functions would save, by path, kept open to be read."""
-    figures = {}
-    monkeypatch.setattr(plots, "save", lambda figure, path: figures.__setitem__(str(path), figure))
-    yield figures
-    plots.plt.close("all")
-
-
 # --- unknown metadata stays unknown -------------------------------------------------------------
 
 def test_unknown_arch_is_null_and_never_makes_a_pair_the_same(tmp_path, photo_basis):

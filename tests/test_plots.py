@@ -11,15 +11,6 @@ from firstlayer_zoo.tables import consistency_tables
 from synthetic_tables import synthetic_tables
 
 
-@pytest.fixture
-def drawn(monkeypatch):
-    """The figures the plot functions would save, by path, kept open to be read."""
-    figures = {}
-    monkeypatch.setattr(plots, "save", lambda figure, path: figures.__setitem__(str(path), figure))
-    yield figures
-    plots.plt.close("all")
-
-
 def two_family_study(per_family=15, components=27):
     """Profiles of two distinct shapes plus noise, with their checkpoints and consistency tables."""
     rng = np.random.default_rng(5)
