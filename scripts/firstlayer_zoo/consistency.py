@@ -237,12 +237,18 @@ def group_labels(checkpoints: pd.DataFrame, limits: ConsistencyLimits) -> np.nda
         groups = groups[:-1]
 
 
-def group_matrix(z: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
-    """Mean r between and within groups of checkpoints, exactly, from group sums of z."""
+def label_sums(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(group names, each row's group, group sizes, group sums of z) of the rows grouped by label."""
     names, inverse = np.unique(labels.astype(str), return_inverse=True)
     sizes = np.bincount(inverse, minlength=len(names))
     sums = np.zeros((len(names), z.shape[1]))
     np.add.at(sums, inverse, z)
+    return names, inverse, sizes, sums
+
+
+def group_matrix(grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> pd.DataFrame:
+    """Mean r between and within groups of checkpoints (`label_sums`), exactly, from group sums of z."""
+    names, _, sizes, sums = grouped
     dots = sums @ sums.T
     pair_counts = np.outer(sizes, sizes).astype(np.float64)
     np.fill_diagonal(pair_counts, sizes * (sizes - 1) / 2)
@@ -255,14 +261,12 @@ def group_matrix(z: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
                          "n_pairs": counts[keep].astype(np.int64), "mean_r": sum_r[a, b][keep] / counts[keep]})
 
 
-def checkpoint_means(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def checkpoint_means(z: np.ndarray, grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Each checkpoint's mean r with every other checkpoint of its basis, and with the others of its group."""
+    _, inverse, sizes, sums = grouped
     n = len(z)
     mean_all = (z @ z.sum(axis=0) - 1.0) / (n - 1) if n > 1 else np.full(n, np.nan)
-    names, inverse = np.unique(labels.astype(str), return_inverse=True)
-    sizes = np.bincount(inverse, minlength=len(names))
-    sums = np.zeros((len(names), z.shape[1]))
-    np.add.at(sums, inverse, z)
     own = sizes[inverse]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_group = np.where(own > 1, (np.einsum("ij,ij->i", z, sums[inverse]) - 1.0) / (own - 1), np.nan)

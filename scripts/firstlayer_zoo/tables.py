@@ -19,6 +19,7 @@ from .consistency import (
     checkpoint_means,
     group_labels,
     group_matrix,
+    label_sums,
     metadata_codes,
     nearest_neighbours,
     relation_summary,
@@ -280,12 +281,12 @@ def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], check
             rank = np.tile(np.arange(1, len(rows_a) // max(len(ids), 1) + 1), len(ids)) if len(rows_a) else None
         pairs.append(pd.DataFrame({"basis": basis, "checkpoint_a": ids[rows_a], "checkpoint_b": ids[rows_b],
                                    "r": r, "rank": rank}))
-        labels = group_labels(rows, limits)
-        mean_all, mean_group = checkpoint_means(z, labels)
+        grouped = label_sums(z, group_labels(rows, limits))
+        mean_all, mean_group = checkpoint_means(z, grouped)
         means.append(pd.DataFrame({"checkpoint": ids, "mean_r": mean_all, "mean_r_group": mean_group}))
         if len(ids) > 1:
             summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, limits, every_pair)]
-            matrices.append(group_matrix(z, labels).assign(basis=basis))
+            matrices.append(group_matrix(grouped).assign(basis=basis))
         init = fits.loc[fits["checkpoint"].isin(all_ids), "r_init"].dropna().to_numpy()
         if init.size:
             summary.append({"basis": basis, "relation": TRAINED_VS_INIT, "n_pairs": init.size,

@@ -126,17 +126,20 @@ class TorchvisionSource(ZooSource):
 
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:
+        cls._state(spec)
+        path = cls._cached(spec)
+        return {"fetched": str(path), "bytes": path.stat().st_size}
+
+    @staticmethod
+    def _cached(spec: CheckpointSpec) -> Path:
+        """Where torch.hub keeps the weights file once downloaded."""
         import torch
 
-        cls._state(spec)
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
-        return {"fetched": str(path), "bytes": path.stat().st_size}
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
-        import torch
-
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
+        cached = cls._cached(spec)
         fetched_before = cached.exists()
         state = cls._state(spec)
         size = cached.stat().st_size
