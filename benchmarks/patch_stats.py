@@ -30,7 +30,7 @@ from scipy import linalg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
-from firstlayer_zoo.datasets import dataset_source  # noqa: E402
+from firstlayer_zoo.dataset_sources import dataset_source  # noqa: E402
 from firstlayer_zoo.patchstats import PatchMoments, basis_from_moments, source_basis  # noqa: E402
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
 

@@ -5,7 +5,7 @@ import json
 from firstlayer_zoo.atomic import write_text
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.rule_io import logged
-from firstlayer_zoo.zoos import fetch_checkpoint
+from firstlayer_zoo.zoo_sources import fetch_checkpoint
 
 with logged(snakemake):
     records = {}

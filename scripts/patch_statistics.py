@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.rule_io import logged

@@ -1,6 +1,6 @@
 """Rule prepare_dataset: make a dataset available and write its manifest."""
 
-from firstlayer_zoo.datasets import prepare_dataset
+from firstlayer_zoo.dataset_sources import prepare_dataset
 from firstlayer_zoo.rule_io import logged
 
 with logged(snakemake):

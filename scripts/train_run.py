@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.rule_io import logged
 from firstlayer_zoo.training import TrainRun, train
 

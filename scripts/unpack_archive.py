@@ -1,6 +1,6 @@
 """Rule unpack_archive (a Snakemake checkpoint): download, verify and unpack a zoo archive, then index it."""
 
-from firstlayer_zoo.archive_zoo import ArchiveSource
+from firstlayer_zoo.zoo_sources.archive import ArchiveSource
 from firstlayer_zoo.limits import Limits, applied
 from firstlayer_zoo.rule_io import logged
 

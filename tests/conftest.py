@@ -11,7 +11,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 @pytest.fixture(scope="session")
 def photos():
     """The embedded photos at a small size, uint8 (c, H, W)."""
-    from firstlayer_zoo.datasets import dataset_source
+    from firstlayer_zoo.dataset_sources import dataset_source
     from firstlayer_zoo.preprocessing import Preprocessing
 
     prep = Preprocessing(resize=48)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from firstlayer_zoo.archive_zoo import ArchiveSource
+from firstlayer_zoo.zoo_sources.archive import ArchiveSource
 from firstlayer_zoo.downloads import DownloadError
-from firstlayer_zoo.zoos import extract_stem
+from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import LoopbackServer
 
 EPOCHS = (0, 10, 20)

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firstlayer_zoo.datasets import dataset_source, prepare_dataset
-from firstlayer_zoo.torchvision_sources import DownloadError
+from firstlayer_zoo.dataset_sources import dataset_source, prepare_dataset
+from firstlayer_zoo.downloads import DownloadError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.loaders import cpu_batches
 from firstlayer_zoo.preprocessing import Preprocessing
 

@@ -9,9 +9,10 @@ import torch
 
 from firstlayer_zoo.downloads import DownloadError, RetryPolicy, download
 from firstlayer_zoo.records import CheckpointSpec
-from firstlayer_zoo.timm_zoo import TimmSource
-from firstlayer_zoo.torch_zoos import TorchvisionSource
-from firstlayer_zoo.zoos import GeometryCache, extract_stem
+from firstlayer_zoo.zoo_sources.timm_hub import TimmSource
+from firstlayer_zoo.zoo_sources.torch_hub import TorchvisionWeightsSource
+from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import HubImitation
 
 TAG = "test_resnet.r160_in1k"
@@ -71,7 +72,7 @@ def test_a_fetched_timm_checkpoint_is_read_offline_from_the_cache(tmp_path, monk
     import timm
     from safetensors.torch import save
 
-    from firstlayer_zoo.zoos import fetch_checkpoint
+    from firstlayer_zoo.zoo_sources import fetch_checkpoint
 
     state = timm.create_model(TAG, pretrained=False).state_dict()
     with HubImitation() as hub:
@@ -114,14 +115,14 @@ def test_torchvision_weights_without_network(tmp_path, monkeypatch, closed_port)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     options = {"source": "torchvision", "dataset": "photos", "weights": ["ResNet18_Weights.IMAGENET1K_V1"],
                "mirror": closed_port + "/models"}
-    (spec,) = TorchvisionSource("tv", options, str(tmp_path), GeometryCache(tmp_path / "g.json")).checkpoints()
+    (spec,) = TorchvisionWeightsSource("tv", options, str(tmp_path), GeometryCache(tmp_path / "g.json")).checkpoints()
     with pytest.raises(DownloadError) as failed:
         extract_stem(spec)
     assert_one_clear_line(failed.value, closed_port, "`mirror`", "TORCH_HOME", "snakemake --cores 4 fetch_remote")
 
 
 def test_dataset_download_without_network(tmp_path, closed_port):
-    from firstlayer_zoo.datasets import dataset_source
+    from firstlayer_zoo.dataset_sources import dataset_source
 
     source = dataset_source("cifar", {"source": "cifar10", "url": f"{closed_port}/cifar-10-python.tar.gz",
                                       "md5": "0" * 32})

@@ -18,7 +18,7 @@ from firstlayer_zoo.atomic import write_text
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.plan import Study
 from firstlayer_zoo.tables import build_tables
-from firstlayer_zoo.zoos import extract_stem
+from firstlayer_zoo.zoo_sources import extract_stem
 from plot_checks import overlapping_texts
 from synthetic_tables import synthetic_tables
 from workflow_helpers import ROOT, snakemake
@@ -59,7 +59,7 @@ def analyses_of(study, basis):
 
 @pytest.fixture(scope="module")
 def photo_basis():
-    from firstlayer_zoo.datasets import dataset_source
+    from firstlayer_zoo.dataset_sources import dataset_source
     from firstlayer_zoo.patchstats import dataset_basis
     from firstlayer_zoo.preprocessing import Preprocessing
 
@@ -193,7 +193,7 @@ def test_misspelt_photo_is_refused_at_start_up_listing_the_valid_names(tmp_path)
 
 
 def test_every_listed_photo_loads_offline():
-    from firstlayer_zoo.datasets import dataset_source
+    from firstlayer_zoo.dataset_sources import dataset_source
     from firstlayer_zoo.photos import SKIMAGE_IMAGES
 
     images = list(dataset_source("all", {"source": "skimage", "images": list(SKIMAGE_IMAGES)}).images(None))

@@ -6,7 +6,7 @@ import torch
 
 from conftest import direct_patches
 from firstlayer_zoo.basis import PatchBasis
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import (
     InvalidMomentsError,
     PatchMoments,

@@ -8,7 +8,7 @@ from PIL import Image
 from timm.data import create_transform, resolve_data_config
 from timm.data.transforms import MaybeToTensor
 
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.preprocessing import Preprocessing
 
 

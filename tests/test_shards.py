@@ -9,12 +9,13 @@ from firstlayer_zoo import shards
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.downloads import DownloadError
-from firstlayer_zoo.local_zoos import FolderSource
+from firstlayer_zoo.zoo_sources.local import FolderSource
 from firstlayer_zoo.shard_analysis import analyse_shard
 from firstlayer_zoo.shards import assign_shards, load_analyses, save_analyses, shard_count
 from firstlayer_zoo.stems import StemError
-from firstlayer_zoo import zoos
-from firstlayer_zoo.zoos import GeometryCache, extract_stem
+from firstlayer_zoo import zoo_sources
+from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import STEM_KEY, write_corpus, write_good
 
 
@@ -91,14 +92,14 @@ def test_a_shard_of_good_and_hostile_files_analyses_each_as_alone_and_round_trip
 def test_an_unforeseen_error_in_one_checkpoint_is_its_own_skipped_row(zoo, monkeypatch, capsys):
     specs, bases = zoo
     good = [spec for spec in specs if spec.name.startswith("good")]
-    original = zoos.extract_stem
+    original = zoo_sources.extract_stem
 
     def failing(spec):
         if spec.name == "good1.safetensors":
             raise RuntimeError("SECRET-BYTES-FROM-THE-FILE")
         return original(spec)
 
-    monkeypatch.setattr(zoos, "extract_stem", failing)
+    monkeypatch.setattr(zoo_sources, "extract_stem", failing)
     analyses = analyse_shard(good, bases, subtract_init=True, strict=False, progress=False)
     status = {spec.name: analysis.status for spec, analysis in zip(good, analyses)}
     assert status["good0.safetensors"] == status["good2.safetensors"] == "ok"
@@ -115,6 +116,6 @@ def test_a_failed_download_fails_the_shard_instead_of_leaving_a_skipped_row(zoo,
     def offline(spec):
         raise DownloadError("https://hub.example/x: no connection; fetch the study's remote inputs first")
 
-    monkeypatch.setattr(zoos, "extract_stem", offline)
+    monkeypatch.setattr(zoo_sources, "extract_stem", offline)
     with pytest.raises(DownloadError, match="no connection"):
         analyse_shard(specs, bases, subtract_init=True, strict=False, progress=False)

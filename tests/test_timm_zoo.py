@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from firstlayer_zoo.records import CheckpointSpec
-from firstlayer_zoo.timm_zoo import (
+from firstlayer_zoo.zoo_sources.timm_hub import (
     TIMM_TABLE,
     TimmSource,
     _build_row,
@@ -16,7 +16,8 @@ from firstlayer_zoo.timm_zoo import (
     eval_preprocessing,
     load_timm_table,
 )
-from firstlayer_zoo.zoos import GeometryCache, extract_stem
+from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import HubImitation
 
 
@@ -245,7 +246,7 @@ def test_range_path_fetches_under_one_percent_of_a_resnet50_sized_file(hub, tmp_
 def test_linear_patch_embedding_is_reshaped_in_the_models_patch_layout(channels_last, layout):
     from timm.models.naflexvit import batch_patchify
 
-    from firstlayer_zoo.timm_zoo import effective_filters
+    from firstlayer_zoo.zoo_sources.timm_hub import effective_filters
 
     chans, kernel = 3, 4
     linear = torch.randn(5, chans * kernel * kernel, dtype=torch.float64)

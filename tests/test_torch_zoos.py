@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from firstlayer_zoo.downloads import DownloadError
-from firstlayer_zoo.torch_zoos import TorchHubSource, TorchvisionSource
-from firstlayer_zoo.zoos import GeometryCache, extract_stem
+from firstlayer_zoo.zoo_sources.torch_hub import TorchHubSource, TorchvisionWeightsSource
+from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import LoopbackServer
 
 
@@ -39,7 +40,7 @@ def _torchvision_weights(monkeypatch, data: bytes, hash_prefix: str):
 def _torchvision_source(tmp_path, server):
     options = {"source": "torchvision", "dataset": "photos", "weights": ["ResNet18_Weights.IMAGENET1K_V1"],
                "mirror": server.url + "/models"}
-    return TorchvisionSource("tv", options, str(tmp_path), GeometryCache(tmp_path / "geometry.json"))
+    return TorchvisionWeightsSource("tv", options, str(tmp_path), GeometryCache(tmp_path / "geometry.json"))
 
 
 def test_torchvision_weights_plan_with_their_own_transform(tmp_path, server):

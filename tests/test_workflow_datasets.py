@@ -9,7 +9,7 @@ import yaml
 
 from conftest import direct_patches
 from firstlayer_zoo.basis import PatchBasis
-from firstlayer_zoo.datasets import dataset_source
+from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.preprocessing import Preprocessing
 from test_datasets import _cifar10, served  # noqa: F401  (served is a fixture)
 from workflow_helpers import TINY_CONFIG, snakemake, write_config

@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from firstlayer_zoo.timm_zoo import TIMM_TABLE_COLUMNS, dataset_tag, stem_row  # noqa: E402
+from firstlayer_zoo.zoo_sources.timm_hub import TIMM_TABLE_COLUMNS, dataset_tag, stem_row  # noqa: E402
 
 
 def main() -> None:

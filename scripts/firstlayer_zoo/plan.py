@@ -10,12 +10,13 @@ import dataclasses
 import re
 from pathlib import Path
 
+from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
-from .local_zoos import NAME_LIMIT
-from .photos import check_image_names
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
-from .zoos import ZOO_SOURCES, GeometryCache
+from .zoo_source import GeometryCache, ZooSource
+from .zoo_sources import ZOO_SOURCES
+from .zoo_sources.local import NAME_LIMIT
 
 # Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
@@ -75,13 +76,11 @@ class Study:
             check_name("datasets", name)
         self.limits = Limits.from_dict(config.get("limits"))
         for dataset_name, options in self.datasets.items():
-            if options["source"] == "skimage" and options.get("images"):
-                check_image_names(dataset_name, options["images"])
+            DATASET_SOURCES[options["source"]].check_options(dataset_name, options)
         cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}
-        # Zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them).
-        self.dynamic_zoos: dict[str, object] = {}
+        self.sources: dict[str, ZooSource] = {}
         self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
         self.shard_size: int = config["analysis"]["shard_size"]
         with applied(self.limits):
@@ -89,9 +88,9 @@ class Study:
         cache.save()
         self._shards = {
             zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
-            for zoo in config["zoos"] if zoo not in self.dynamic_zoos
+            for zoo in config["zoos"] if zoo not in self.listed_after_download
         }
-        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.dynamic_zoos.values())]
+        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.listed_after_download.values())]
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
@@ -108,8 +107,7 @@ class Study:
                     f"choose one of {sorted(self.datasets)}"
                 )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
-            if getattr(source, "dynamic", False):
-                self.dynamic_zoos[zoo_name] = source
+            self.sources[zoo_name] = source
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
@@ -117,18 +115,30 @@ class Study:
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
 
+    @property
+    def listed_after_download(self) -> dict[str, ZooSource]:
+        """The zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them)."""
+        return {zoo: source for zoo, source in self.sources.items() if source.listed_after_download}
+
     def _indexed_shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
-        """A dynamic zoo's checkpoints by shard, from the index its checkpoint rule wrote."""
+        """A zoo's checkpoints by shard, from the index its download job wrote."""
         # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
-        stamp = Path(self.dynamic_zoos[zoo].index_path).stat().st_mtime_ns
+        stamp = Path(self.sources[zoo].index_path).stat().st_mtime_ns
         if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
-            specs = [self._with_limits(spec) for spec in self.dynamic_zoos[zoo].indexed_checkpoints()]
+            specs = [self._with_limits(spec) for spec in self.sources[zoo].indexed_checkpoints()]
             self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
         return self._indexed[zoo][1]
 
     def shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
-        """A zoo's checkpoints by shard (a dynamic zoo's only once its index exists)."""
-        return self._indexed_shards(zoo) if zoo in self.dynamic_zoos else self._shards[zoo]
+        """A zoo's checkpoints by shard (one listed after a download only once its index exists)."""
+        return self._indexed_shards(zoo) if self.sources[zoo].listed_after_download else self._shards[zoo]
+
+    def shard_input_files(self, zoo: str, shard: str) -> list[str]:
+        """The files one shard's job depends on, as its zoo's source says."""
+        source = self.sources[zoo]
+        if source.listed_after_download:
+            return [source.index_path]
+        return source.input_files(self.shards(zoo)[shard])
 
     @property
     def bases(self) -> list[BasisKey]:

@@ -13,7 +13,7 @@ from .analysis import CheckpointAnalysis, analyse_stem, require_ok, skipped_anal
 from .basis import PatchBasis
 from .downloads import DownloadError
 from .records import CheckpointSpec
-from . import zoos
+from . import zoo_sources
 
 
 def analyse_shard(specs: Sequence[CheckpointSpec], basis_paths: dict[str, str], subtract_init: bool,
@@ -28,7 +28,7 @@ def analyse_shard(specs: Sequence[CheckpointSpec], basis_paths: dict[str, str], 
     analyses = []
     for spec in tqdm(specs, desc="checkpoints", unit="ckpt", disable=not progress, mininterval=2):
         try:
-            stem = zoos.extract_stem(spec)
+            stem = zoo_sources.extract_stem(spec)
             analysis = analyse_stem(spec, stem, bases.get(spec.basis.slug) if spec.basis else None, subtract_init)
         except DownloadError:
             # A download may work next time: the shard's job fails (naming the URL), no skipped row is kept.

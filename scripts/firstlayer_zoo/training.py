@@ -1,4 +1,4 @@
-"""The `train` zoo source: small timm CNNs trained here, with their initialisation kept.
+"""Training the `train` zoo source's runs (zoo_sources/train.py): small timm CNNs, their initialisation kept.
 
 The task: which photo did a random crop come from. A fixed, seeded sample of
 crops is drawn once per run, so that random labels (one fixed random class per

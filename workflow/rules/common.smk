@@ -9,7 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
-from firstlayer_zoo.zoos import ZOO_SOURCES  # noqa: E402
+from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
 
 try:
     refuse_oversized_config(config)
@@ -61,17 +61,8 @@ def shard_specs(wildcards):
 
 
 def shard_checkpoint_files(wildcards):
-    """The files a shard's stems are read from, where the DAG makes them."""
-    if wildcards.zoo in STUDY.dynamic_zoos:
-        return [STUDY.dynamic_zoos[wildcards.zoo].index_path]
-    files = set()
-    for spec in shard_members(wildcards):
-        if spec.source == "train":
-            files.add(f"{OUT}/zoos/{spec.zoo}/runs/{spec.run}")
-        else:
-            # Local files are inputs, so replacing one reruns its shard; a missing init is the job's to report.
-            files.update(path for path in (spec.uri, spec.init_uri) if path and Path(path).is_file())
-    return sorted(files)
+    """The files a shard's stems are read from, as its zoo's source says."""
+    return STUDY.shard_input_files(wildcards.zoo, wildcards.shard)
 
 
 def shard_bases(wildcards):
@@ -87,7 +78,7 @@ def all_analyses(wildcards=None):
     """Every shard's analyses; an archive zoo's shards are known once its unpack checkpoint has run."""
     files = []
     for zoo in STUDY.config["zoos"]:
-        if zoo in STUDY.dynamic_zoos:
+        if zoo in STUDY.listed_after_download:
             checkpoints.unpack_archive.get(zoo=zoo)
         files += [f"{OUT}/analyses/{zoo}/{shard}.npz" for shard in STUDY.shards(zoo)]
     return files
@@ -98,7 +89,7 @@ def basis_preprocessing(wildcards):
 
 
 def archive_options(wildcards):
-    return STUDY.dynamic_zoos[wildcards.zoo].options
+    return STUDY.sources[wildcards.zoo].options
 
 
 def consistency_plots():
@@ -130,12 +121,11 @@ def statistics_gpus():
 
 def remote_inputs():
     """What the study reads over the network: remote datasets, archives, remote checkpoints' weights."""
-    local_datasets = ("skimage", "folder")
     return (
         [f"{OUT}/datasets/{name}/manifest.json" for name, options in STUDY.datasets.items()
-         if options["source"] not in local_datasets]
-        + [zoo.index_path for zoo in STUDY.dynamic_zoos.values()]
-        + [f"{OUT}/fetched/{zoo}/{shard}.json" for zoo, options in config["zoos"].items()
-           if zoo not in STUDY.dynamic_zoos and ZOO_SOURCES[options["source"]].remote
+         if DATASET_SOURCES[options["source"]].remote]
+        + [zoo.index_path for zoo in STUDY.listed_after_download.values()]
+        + [f"{OUT}/fetched/{zoo}/{shard}.json" for zoo, source in STUDY.sources.items()
+           if not source.listed_after_download and source.remote
            for shard in STUDY.shards(zoo)]
     )

@@ -10,11 +10,11 @@ import numpy as np
 
 import urllib.error
 
-from .downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
-from .preprocessing import Preprocessing
-from .records import CheckpointSpec
-from .stems import Stem, StemError, validate_conv_weight
-from .zoos import ZooSource, register
+from ..downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
+from ..preprocessing import Preprocessing
+from ..records import CheckpointSpec
+from ..stems import Stem, StemError, validate_conv_weight
+from ..zoo_source import ZooSource, register
 
 TORCHVISION_DOWNLOADS = "https://download.pytorch.org/models/"
 
@@ -71,7 +71,7 @@ def _stem_from_state(state: dict, first_conv: str, where: str) -> np.ndarray:
 
 
 @register
-class TorchvisionSource(ZooSource):
+class TorchvisionWeightsSource(ZooSource):
     """torchvision weight enums, downloaded by torch.hub with torchvision's hash check."""
 
     source = "torchvision"

@@ -1,114 +1,19 @@
-"""Dataset sources: one small class per source, registered by name.
-
-A source prepares its files under a root folder (downloading and verifying
-where it has to) and then yields uint8 images. The workflow records what it
-prepared in a manifest so that statistics rerun only when the data changes.
-Any source can be cut to a seeded random sample of its images
-(`subsample: {count, seed}`); the sample is recorded in the manifest.
-"""
+"""Dataset sources already on this machine: `skimage` (photos inside scikit-image's wheel) and `folder` (image files)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Callable, ClassVar, Iterator
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from .atomic import write_text
-from .photos import COLOUR_PHOTOS, check_image_names
+from ..dataset_source import DatasetSource, register
+from ..photos import COLOUR_PHOTOS, check_image_names
 
-DATASET_SOURCES: dict[str, type["DatasetSource"]] = {}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-
-def register(cls: type["DatasetSource"]) -> type["DatasetSource"]:
-    DATASET_SOURCES[cls.source] = cls
-    return cls
-
-
-class DatasetSource:
-    """Prepare files under a root, then serve images by index in a fixed order.
-
-    Subclasses implement `prepare_files`, `count` and `load`; the base class
-    adds subsampling, the manifest, and iteration.
-    """
-
-    source: ClassVar[str]
-
-    def __init__(self, name: str, options: dict):
-        self.name = name
-        self.options = options
-
-    def prepare_files(self, root: Path) -> dict:
-        """Make the data available under root; return what describes it (for the manifest)."""
-        raise NotImplementedError
-
-    def count(self, root: Path) -> int:
-        """Images the source holds, before subsampling."""
-        raise NotImplementedError
-
-    def load(self, root: Path, index: int) -> np.ndarray:
-        """Image `index` as uint8 (H, W, C) or (H, W)."""
-        raise NotImplementedError
-
-    @property
-    def subsample(self) -> dict | None:
-        return self.options.get("subsample")
-
-    def indices(self, root: Path) -> np.ndarray:
-        """The images used, in ascending order: all, or a seeded sample without replacement."""
-        available = self.count(root)
-        if not self.subsample:
-            return np.arange(available)
-        wanted = self.subsample["count"]
-        if wanted > available:
-            raise ValueError(
-                f"dataset {self.name!r}: subsample.count is {wanted} but the source holds only "
-                f"{available} images; lower datasets.{self.name}.subsample.count"
-            )
-        rng = np.random.default_rng(self.subsample.get("seed", 0))
-        return np.sort(rng.choice(available, size=wanted, replace=False))
-
-    def prepare(self, root: Path) -> dict:
-        """Make the data available under root; return a manifest describing it."""
-        root = None if root is None else Path(root)
-        description = self.prepare_files(root)
-        chosen = self.indices(root)
-        return {
-            **description,
-            "source": self.source,
-            "n_available": self.count(root),
-            "n_images": len(chosen),
-            "subsample": self.subsample,
-            "indices_sha1": hashlib.sha1(np.ascontiguousarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
-        }
-
-    def images(self, root: Path) -> Iterator[np.ndarray]:
-        """uint8 images as (H, W, C) or (H, W) arrays, in a fixed order."""
-        for index in self.indices(root):
-            yield self.load(root, int(index))
-
-
-def dataset_source(name: str, options: dict) -> DatasetSource:
-    try:
-        cls = DATASET_SOURCES[options["source"]]
-    except KeyError:
-        raise ValueError(
-            f"dataset {name!r}: unknown source {options.get('source')!r}; "
-            f"choose one of {sorted(DATASET_SOURCES)}"
-        ) from None
-    return cls(name, options)
-
-
-def prepare_dataset(name: str, options: dict, root: str | Path, manifest: str | Path) -> dict:
-    """Prepare a dataset and write its manifest atomically: no manifest unless preparation succeeded."""
-    description = dataset_source(name, options).prepare(Path(root))
-    write_text(manifest, json.dumps(description, indent=1, sort_keys=True))
-    return description
 
 
 def _skimage_loader(name: str) -> Callable[[], np.ndarray]:
@@ -125,6 +30,11 @@ class EmbeddedPhotos(DatasetSource):
     """Colour photographs shipped inside scikit-image: no download."""
 
     source = "skimage"
+
+    @classmethod
+    def check_options(cls, name: str, options: dict) -> None:
+        if options.get("images"):
+            check_image_names(name, options["images"])
 
     @property
     def image_names(self) -> list[str]:
@@ -209,7 +119,3 @@ def rgb_uint8(image: Image.Image) -> np.ndarray:
         grey = np.rint(wide / 257.0).clip(0, 255).astype(np.uint8)  # 65535 / 257 = 255 exactly
         return np.repeat(grey[:, :, None], 3, axis=2)
     return np.asarray(image.convert("RGB"))
-
-
-# Registers the torchvision-backed sources; imported last because it subclasses DatasetSource.
-from .torchvision_sources import TorchvisionSource  # noqa: E402,F401

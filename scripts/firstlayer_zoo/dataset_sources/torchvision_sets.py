@@ -16,20 +16,22 @@ from typing import ClassVar
 
 import numpy as np
 from PIL import Image
-from torchvision import datasets as tv
-from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
-from .datasets import DatasetSource, register
-from .downloads import FETCH_FIRST, NetworkError, connection_failure, endpoint_of
+from ..dataset_source import DatasetSource, register
+from ..downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
 
 
-class DownloadError(RuntimeError):
-    pass
+def torchvision_datasets():
+    """torchvision.datasets, imported when data is read: planning needs only the classes' attributes."""
+    from torchvision import datasets
+
+    return datasets
 
 
-class TorchvisionSource(DatasetSource):
+class TorchvisionDataset(DatasetSource):
     """One torchvision dataset: download + verify an archive (or file), then read it with torchvision."""
 
+    remote = True
     splits: ClassVar[tuple[str, ...]]
     default_split: ClassVar[str] = "train"
 
@@ -59,6 +61,8 @@ class TorchvisionSource(DatasetSource):
 
     def fetch(self, root: Path) -> Path:
         """Download the file once and check its md5; a corrupted file is deleted and refused."""
+        from torchvision.datasets.utils import calculate_md5, download_url
+
         path = root / self.filename()
         try:
             download_url(self.download_url(), str(root), self.filename(), self.md5())
@@ -82,6 +86,8 @@ class TorchvisionSource(DatasetSource):
     def unpack(self, archive: Path, root: Path) -> None:
         marker = root / f".{archive.name}.{self.md5()}.extracted"
         if not marker.exists():
+            from torchvision.datasets.utils import extract_archive
+
             extract_archive(str(archive), str(root))
             marker.touch()
 
@@ -109,7 +115,7 @@ class TorchvisionSource(DatasetSource):
         return {k: v for k, v in self.__dict__.items() if k not in ("_dataset", "_dataset_root")}
 
 
-class ArrayTorchvisionSource(TorchvisionSource):
+class ArrayTorchvisionDataset(TorchvisionDataset):
     """Sources whose torchvision class holds every image in one uint8 array."""
 
     channels_first: ClassVar[bool]
@@ -127,11 +133,15 @@ def _without_checksums(files: list) -> list:
 
 
 @register
-class Cifar10(ArrayTorchvisionSource):
+class Cifar10(ArrayTorchvisionDataset):
     source = "cifar10"
     splits = ("train", "test")
     channels_first = False
-    base = tv.CIFAR10
+    torchvision_name = "CIFAR10"
+
+    @property
+    def base(self) -> type:
+        return getattr(torchvision_datasets(), self.torchvision_name)
 
     def official_download(self) -> tuple[str, str]:
         return self.base.url, self.base.tgz_md5
@@ -152,16 +162,17 @@ class Cifar10(ArrayTorchvisionSource):
 @register
 class Cifar100(Cifar10):
     source = "cifar100"
-    base = tv.CIFAR100
+    torchvision_name = "CIFAR100"
 
 
 @register
-class Svhn(ArrayTorchvisionSource):
+class Svhn(ArrayTorchvisionDataset):
     source = "svhn"
     splits = ("train", "test", "extra")
     channels_first = True
 
     def official_download(self) -> tuple[str, str]:
+        tv = torchvision_datasets()
         url, _, md5 = tv.SVHN.split_list[self.split]
         return url, md5
 
@@ -169,6 +180,7 @@ class Svhn(ArrayTorchvisionSource):
         """SVHN is a single .mat file: nothing to extract."""
 
     def torchvision_class(self) -> type:
+        tv = torchvision_datasets()
         split_list = {**tv.SVHN.split_list, self.split: [self.download_url(), self.filename(), self.md5()]}
         return type("SVHN", (tv.SVHN,), {"split_list": split_list})
 
@@ -177,15 +189,17 @@ class Svhn(ArrayTorchvisionSource):
 
 
 @register
-class Stl10(ArrayTorchvisionSource):
+class Stl10(ArrayTorchvisionDataset):
     source = "stl10"
     splits = ("train", "test", "unlabeled", "train+unlabeled")
     channels_first = True
 
     def official_download(self) -> tuple[str, str]:
+        tv = torchvision_datasets()
         return tv.STL10.url, tv.STL10.tgz_md5
 
     def torchvision_class(self) -> type:
+        tv = torchvision_datasets()
         if not self.checksum_overridden:
             return tv.STL10
         return type("STL10", (tv.STL10,), {
@@ -198,7 +212,7 @@ class Stl10(ArrayTorchvisionSource):
 
 
 @register
-class Imagenette(TorchvisionSource):
+class Imagenette(TorchvisionDataset):
     source = "imagenette"
     splits = ("train", "val")
     sizes = ("full", "320px", "160px")
@@ -211,12 +225,14 @@ class Imagenette(TorchvisionSource):
         return size
 
     def official_download(self) -> tuple[str, str]:
+        tv = torchvision_datasets()
         return tv.Imagenette._ARCHIVES[self.size]
 
     def prepare_files(self, root: Path) -> dict:
         return {**super().prepare_files(root), "size": self.size}
 
     def torchvision_class(self) -> type:
+        tv = torchvision_datasets()
         archives = {**tv.Imagenette._ARCHIVES, self.size: (self.download_url(), self.md5())}
         return type("Imagenette", (tv.Imagenette,), {"_ARCHIVES": archives})
 

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .downloads import FETCH_FIRST, DownloadError, NetworkError, RangeNotSupported, RetryPolicy, endpoint_of
-from .preprocessing import Preprocessing
-from .records import CheckpointSpec
-from .checkpoint_io import load_torch_state_dict, read_tensor
-from .remote_tensors import read_remote_safetensors
-from .stems import Stem, StemError, validate_conv_weight
-from .zoos import ZooSource, register
+from ..downloads import FETCH_FIRST, DownloadError, NetworkError, RangeNotSupported, RetryPolicy, endpoint_of
+from ..preprocessing import Preprocessing
+from ..records import CheckpointSpec
+from ..checkpoint_io import load_torch_state_dict, read_tensor
+from ..remote_tensors import read_remote_safetensors
+from ..stems import Stem, StemError, validate_conv_weight
+from ..zoo_source import ZooSource, register
 
-TIMM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
+TIMM_TABLE = Path(__file__).resolve().parents[3] / "workflow" / "resources" / "timm_stems.csv"
 TIMM_TABLE_COLUMNS = [
     "tag", "arch", "first_conv", "module_type", "kernel_size", "in_chans", "out_channels", "stride",
     "std_eps", "std_scale", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",

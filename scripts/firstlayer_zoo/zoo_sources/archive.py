@@ -21,15 +21,14 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .atomic import write_text
-from .downloads import download
-from .limits import Limits, current as current_limits, refuse_over
-from .preprocessing import Preprocessing
-from .records import CheckpointSpec
-from .checkpoint_io import read_tensor
-from .stems import Stem, StemError, validate_conv_weight
-from .zoos import ZooSource, register
-
+from ..atomic import write_text
+from ..downloads import download
+from ..limits import Limits, current as current_limits, refuse_over
+from ..preprocessing import Preprocessing
+from ..records import CheckpointSpec
+from ..checkpoint_io import read_tensor
+from ..stems import Stem, StemError, validate_conv_weight
+from ..zoo_source import ZooSource, register
 
 
 class ArchiveError(StemError):
@@ -104,7 +103,7 @@ def flatten(values: dict, prefix: str = "") -> dict:
 @register
 class ArchiveSource(ZooSource):
     source = "archive"
-    dynamic = True  # checkpoints come from the index the unpack checkpoint writes
+    listed_after_download = True  # checkpoints come from the index the unpack checkpoint writes
 
     @property
     def root(self) -> str:

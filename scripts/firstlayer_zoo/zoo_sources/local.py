@@ -20,11 +20,12 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-from .checkpoint_io import as_conv_weight, conv_shape, onnx_stem, read_onnx_stem, read_tensor, tensor_shape
-from .preprocessing import Preprocessing
-from .records import CheckpointSpec
-from .stems import Stem, StemError, validate_conv_weight
-from .zoos import ZooSource, register, timm_stem_geometry
+from ..checkpoint_io import as_conv_weight, conv_shape, onnx_stem, read_onnx_stem, read_tensor, tensor_shape
+from ..meta_models import timm_stem_geometry
+from ..preprocessing import Preprocessing
+from ..records import CheckpointSpec
+from ..stems import Stem, StemError, validate_conv_weight
+from ..zoo_source import ZooSource, register
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}

@@ -1,0 +1,34 @@
+"""Every dataset source, registered in DATASET_SOURCES on import, and the dataset's preparation.
+
+A new source is one module here that subclasses dataset_source.DatasetSource
+and decorates it with `@register`, one import line below, and its block in
+workflow/schemas/config.schema.yaml (tests/test_sources.py checks the names match).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..atomic import write_text
+from ..dataset_source import DATASET_SOURCES, DatasetSource
+from . import local, torchvision_sets  # noqa: F401 - they register their sources
+
+
+def dataset_source(name: str, options: dict) -> DatasetSource:
+    try:
+        cls = DATASET_SOURCES[options["source"]]
+    except KeyError:
+        raise ValueError(
+            f"dataset {name!r}: unknown source {options.get('source')!r}; "
+            f"choose one of {sorted(DATASET_SOURCES)}"
+        ) from None
+    return cls(name, options)
+
+
+def prepare_dataset(name: str, options: dict, root: str | Path, manifest: str | Path) -> dict:
+    """Prepare a dataset and write its manifest atomically: no manifest unless preparation succeeded."""
+    description = dataset_source(name, options).prepare(Path(root))
+    write_text(manifest, json.dumps(description, indent=1, sort_keys=True))
+    return description
+

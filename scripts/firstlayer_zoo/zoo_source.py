@@ -1,0 +1,99 @@
+"""The zoo-source interface and its registry; the sources themselves are in zoo_sources/.
+
+A source turns its config entry into CheckpointSpecs at start-up, cheaply and
+deterministically; the bytes of a checkpoint are read later, in its own job.
+This module imports no source: each source module imports it and registers
+its class, and zoo_sources/__init__.py imports every source module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from .atomic import write_text
+from .records import CheckpointSpec
+from .registry import Registry
+from .stems import Stem
+
+ZOO_SOURCES = Registry("zoo")
+register = ZOO_SOURCES.register
+
+
+class GeometryCache:
+    """Stem geometry (first_conv, kernel size, channels, stride) by a source-defined key.
+
+    Building a model to read its stem costs seconds; the answer never changes
+    for a given key, so it is kept in a JSON file beside the results.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.entries: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self._dirty = False
+
+    def get(self, key: str, compute: Callable[[], dict]) -> dict:
+        if key not in self.entries:
+            self.entries[key] = compute()
+            self._dirty = True
+        return self.entries[key]
+
+    def save(self) -> None:
+        if self._dirty:
+            write_text(self.path, json.dumps(self.entries, indent=1, sort_keys=True))
+            self._dirty = False
+
+
+class ZooSource:
+    """One config entry under `zoos:`; a subclass per `source`, registered with `@register`."""
+
+    source: ClassVar[str]
+    remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
+    # Its checkpoints are known only once a job has downloaded them (a Snakemake checkpoint lists them):
+    # such a source lists nothing in `checkpoints` and implements index_path, planned_spec and indexed_checkpoints.
+    listed_after_download: ClassVar[bool] = False
+
+    def __init__(self, name: str, options: dict, outdir: str, cache: GeometryCache):
+        self.name = name
+        self.options = options
+        self.outdir = outdir
+        self.cache = cache
+
+    def checkpoints(self) -> list[CheckpointSpec]:
+        raise NotImplementedError
+
+    def runs(self) -> dict[str, dict]:
+        """Training runs this source performs itself, by name; most sources have none."""
+        return {}
+
+    def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
+        """The files the job reading `specs` depends on: replacing one reruns it, a rule that makes one runs first.
+
+        By default the checkpoint files (and inits) that exist on disk; a missing init is the job's to report.
+        """
+        return sorted({path for spec in specs for path in (spec.uri, spec.init_uri)
+                       if path and Path(path).is_file()})
+
+    @property
+    def index_path(self) -> str:
+        """Where the download job lists the checkpoints (sources listed after a download only)."""
+        raise NotImplementedError
+
+    def planned_spec(self) -> CheckpointSpec:
+        """A spec with what the config says of every checkpoint (its basis), before the download lists them."""
+        raise NotImplementedError
+
+    def indexed_checkpoints(self) -> list[CheckpointSpec]:
+        """The checkpoints the download job listed in index_path."""
+        raise NotImplementedError
+
+    @classmethod
+    def load_stem(cls, spec: CheckpointSpec) -> Stem:
+        """Read the stem (and its init, where known) of one checkpoint; raise StemError if unusable."""
+        raise NotImplementedError
+
+    @classmethod
+    def fetch(cls, spec: CheckpointSpec) -> dict:
+        """Put what load_stem reads over the network into its local cache, so it can run without one later."""
+        return {"fetched": None, "why": "a local source"}

@@ -1,0 +1,142 @@
+"""Sources are plug-ins: the schema offers exactly the registered sources, a name is taken once, imports run one way."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from firstlayer_zoo.dataset_sources import DATASET_SOURCES
+from firstlayer_zoo.registry import Registry
+from firstlayer_zoo.zoo_sources import ZOO_SOURCES
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "scripts" / "firstlayer_zoo"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def schema_sources(definition: str) -> set[str]:
+    schema = yaml.safe_load(SCHEMA.read_text())
+    return set(schema["$defs"][definition]["properties"]["source"]["enum"])
+
+
+def test_the_schema_offers_exactly_the_registered_zoo_sources():
+    assert schema_sources("zoo") == set(ZOO_SOURCES)
+
+
+def test_the_schema_offers_exactly_the_registered_dataset_sources():
+    assert schema_sources("dataset") == set(DATASET_SOURCES)
+
+
+def test_a_source_name_registered_twice_is_refused_naming_both_classes():
+    registry = Registry("zoo")
+
+    class First:
+        source = "same"
+
+    class Second:
+        source = "same"
+
+    registry.register(First)
+    with pytest.raises(ValueError, match=r"zoo source 'same' is registered twice, by .*First and .*Second"):
+        registry.register(Second)
+    assert registry["same"] is First
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """{module: package modules it imports}, from every import statement, at module level or inside a function.
+
+    Importing `a.b.c` also runs the packages `a.b` and `a`: they count as imported too, except
+    the importer's own packages (which Python has already started when it runs the importer).
+    """
+    files = {module_name(path, root): path for path in root.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        own_packages = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}" if base else anchor
+                # `from pkg import name` imports the submodule pkg.name where there is one.
+                imported = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
+            else:
+                continue
+            for module in imported:
+                parts = module.split(".")
+                targets.update(prefix for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
+                               if prefix in files and prefix not in own_packages and prefix != name)
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (the first repeated at the end), or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                return stack[stack.index(target):] + [target]
+            if target not in state:
+                found = visit(target)
+                if found:
+                    return found
+        stack.pop()
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module)
+            if found:
+                return found
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    graph = import_graph(PACKAGE)
+    assert "firstlayer_zoo.zoo_source" in graph["firstlayer_zoo.zoo_sources.train"]
+    assert find_cycle(graph) is None
+
+
+def test_the_cycle_finder_finds_a_cycle_through_a_package_and_a_function_level_import(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sources").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("def f():\n    from .sources import REGISTRY\n")
+    (package / "sources" / "__init__.py").write_text("from . import one\n")
+    (package / "sources" / "one.py").write_text("from ..base import f\n")
+    assert find_cycle(import_graph(package)) == ["pkg.base", "pkg.sources", "pkg.sources.one", "pkg.base"]
+
+
+def test_no_two_classes_of_the_package_share_a_name():
+    defined: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                defined.setdefault(node.name, []).append(module_name(path, PACKAGE))
+    assert {name: modules for name, modules in defined.items() if len(modules) > 1} == {}
+
+
+def test_no_rule_or_planner_branches_on_a_source_name():
+    """The rule layer asks the source (remote, listed_after_download, input_files), never its name."""
+    checked = [*(ROOT / "workflow" / "rules").glob("*.smk"), PACKAGE / "plan.py"]
+    for path in checked:
+        text = path.read_text()
+        for name in {*ZOO_SOURCES, *DATASET_SOURCES}:
+            assert f'== "{name}"' not in text and f"== '{name}'" not in text, (path, name)
+        assert "dynamic" not in text, path
