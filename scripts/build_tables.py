@@ -1,7 +1,5 @@
 """Rule build_tables: the study's Parquet tables from every checkpoint's analysis, and its summary per zoo."""
 
-from pathlib import Path
-
 from firstlayer_zoo.analysis import FILTER_ARRAYS
 from firstlayer_zoo.atomic import write_text
 from firstlayer_zoo.consistency import ConsistencyLimits
@@ -13,7 +11,7 @@ from firstlayer_zoo.tables import build_tables, write_table
 with logged(snakemake):
     analyses = [analysis for path in snakemake.input for analysis in load_analyses(path, skip=FILTER_ARRAYS)]
     tables = build_tables(analyses, ConsistencyLimits(**snakemake.params.limits))
-    summary = study_summary(tables["checkpoints"], snakemake.output.checkpoints, str(Path(snakemake.log[0]).parent))
+    summary = study_summary(tables["checkpoints"], snakemake.output.checkpoints, snakemake.params.logs)
     print(summary)
     require_analysable(tables["checkpoints"], summary)
     for name, frame in tables.items():

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 
+from firstlayer_zoo.dataset_source import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing
@@ -29,6 +30,7 @@ with logged(snakemake):
         meta={"dataset": wildcards.dataset},
         offsets=snakemake.params.autocorrelation_offsets,
         second_moment=snakemake.params.moments,
+        indices=prepared_indices(snakemake.input[0]),
     )
     basis.save(snakemake.output[0])
     print(f"{basis.n_patches} patches from {basis.n_images} images; "

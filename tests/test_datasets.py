@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from firstlayer_zoo.dataset_source import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source, prepare_dataset
 from firstlayer_zoo.downloads import DownloadError
 
@@ -204,3 +205,18 @@ def test_subsampling_is_seeded_recorded_and_checked(tmp_path):
     too_many = dataset_source("p", {"source": "skimage", "images": names[:2], "subsample": {"count": 3}})
     with pytest.raises(ValueError, match="datasets.p.subsample.count"):
         too_many.prepare(None)
+
+
+def test_jobs_read_the_images_the_manifest_lists_not_a_fresh_selection(tmp_path):
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    options = {"source": "skimage", "images": names, "subsample": {"count": 2, "seed": 1}}
+    manifest = prepare_dataset("p", options, tmp_path, tmp_path / "manifest.json")
+    source = dataset_source("p", options)
+    np.testing.assert_array_equal(prepared_indices(tmp_path / "manifest.json"), source.indices(None))
+    # Whatever the manifest lists is what is read, even if the config's sample would now differ.
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "indices": [3, 0]}))
+    read = list(source.images(None, prepared_indices(tmp_path / "manifest.json")))
+    assert [list(image.shape) for image in read] == [manifest["images"][3]["shape"], manifest["images"][0]["shape"]]
+    unsampled = prepare_dataset("q", {"source": "skimage", "images": names}, tmp_path, tmp_path / "all.json")
+    assert unsampled["indices"] is None
+    np.testing.assert_array_equal(prepared_indices(tmp_path / "all.json"), np.arange(4))

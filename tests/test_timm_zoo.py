@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from firstlayer_zoo.paths import TIMM_STEM_TABLE
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.zoo_sources.timm_hub import (
-    TIMM_TABLE,
     TimmSource,
     _build_row,
     dataset_tag,
@@ -125,7 +125,7 @@ def test_names_globs_defaults_and_excludes_resolve_from_the_table(tmp_path):
 
 def test_a_tag_missing_from_the_table_is_built_on_the_meta_device_once(tmp_path):
     table = tmp_path / "table.csv"
-    table.write_text(TIMM_TABLE.read_text().splitlines()[0] + "\n")
+    table.write_text(TIMM_STEM_TABLE.read_text().splitlines()[0] + "\n")
     source = _source(tmp_path, models=["test_resnet.r160_in1k"], table=str(table))
     (spec,) = source.checkpoints()
     source.cache.save()

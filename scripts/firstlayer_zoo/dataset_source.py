@@ -11,6 +11,7 @@ This module imports no source (see zoo_source.py for the same shape).
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import ClassVar, Iterator
 
@@ -81,10 +82,20 @@ class DatasetSource:
             "n_available": self.count(root),
             "n_images": len(chosen),
             "subsample": self.subsample,
+            # The sample itself, so that the jobs reading the data use the images prepared (all: none listed).
+            "indices": chosen.tolist() if self.subsample else None,
             "indices_sha1": hashlib.sha1(np.ascontiguousarray(chosen, dtype=np.int64).tobytes()).hexdigest(),
         }
 
-    def images(self, root: Path) -> Iterator[np.ndarray]:
-        """uint8 images as (H, W, C) or (H, W) arrays, in a fixed order."""
-        for index in self.indices(root):
+    def images(self, root: Path, indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """uint8 images as (H, W, C) or (H, W) arrays, in a fixed order: `indices` (prepared_indices), or all used."""
+        for index in self.indices(root) if indices is None else indices:
             yield self.load(root, int(index))
+
+
+def prepared_indices(manifest_path: str | Path) -> np.ndarray:
+    """The images a dataset's manifest says were prepared: its subsample, or every image it counted."""
+    manifest = json.loads(Path(manifest_path).read_text())
+    if manifest.get("indices") is not None:
+        return np.asarray(manifest["indices"], dtype=np.int64)
+    return np.arange(manifest["n_available"])

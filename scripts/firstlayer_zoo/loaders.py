@@ -20,11 +20,11 @@ from .preprocessing import Preprocessing
 class PreprocessedImages(Dataset):
     """Image i of a source's selection, preprocessed: uint8 (c, H', W')."""
 
-    def __init__(self, source, root: Path | None, preprocessing: Preprocessing):
+    def __init__(self, source, root: Path | None, preprocessing: Preprocessing, indices: np.ndarray | None = None):
         self.source = source
         self.root = root
         self.preprocessing = preprocessing
-        self.indices = source.indices(root)
+        self.indices = source.indices(root) if indices is None else indices
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -60,9 +60,9 @@ def _stack_in_worker(images: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def cpu_batches(source, root: Path | None, preprocessing: Preprocessing, workers: int = 0,
-                batch_size: int = 256) -> Iterator[torch.Tensor]:
-    """Preprocessed images in the source's order, decoded by `workers` processes (0: in this one)."""
-    loader = DataLoader(PreprocessedImages(source, root, preprocessing), batch_size=batch_size,
+                batch_size: int = 256, indices: np.ndarray | None = None) -> Iterator[torch.Tensor]:
+    """Preprocessed images `indices` (None: the source's selection), decoded by `workers` processes (0: in this one)."""
+    loader = DataLoader(PreprocessedImages(source, root, preprocessing, indices), batch_size=batch_size,
                         num_workers=workers, collate_fn=_stack_in_worker, persistent_workers=False,
                         prefetch_factor=4 if workers else None)
     for groups in loader:

@@ -445,15 +445,17 @@ def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, ke
 def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
                  device: str | None = None, workers: int = 0,
                  progress: bool = True, meta: dict | None = None, threads: int = 1,
-                 offsets: Iterable[int] = (), second_moment: str = "centred") -> PatchBasis:
-    """Exact patch basis of a dataset source's selected images.
+                 offsets: Iterable[int] = (), second_moment: str = "centred",
+                 indices: np.ndarray | None = None) -> PatchBasis:
+    """Exact patch basis of a dataset source's images `indices` (None: its selection; see prepared_indices).
 
     Images are loaded and preprocessed with PIL in `workers` DataLoader
     processes: timm's exact pixels.
     """
     device = device or default_device()
-    batches = cpu_batches(source, root, preprocessing, workers=workers)
+    indices = source.indices(root) if indices is None else indices
+    batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices)
     meta = {**(meta or {}), "subsample": source.subsample}
-    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(source.indices(root)),
+    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
                               progress=progress, meta=meta, threads=threads, name=f"dataset {source.name!r}",
                               offsets=offsets, second_moment=second_moment)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
+from .paths import StudyPaths
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .zoo_source import GeometryCache, ZooSource
@@ -71,13 +72,14 @@ class Study:
     def __init__(self, config: dict, cache_path: str | Path | None = None):
         self.config = config
         self.outdir = config["outdir"]
+        self.paths = StudyPaths(self.outdir)
         self.datasets: dict[str, dict] = config["datasets"]
         for name in self.datasets:
             check_name("datasets", name)
         self.limits = Limits.from_dict(config.get("limits"))
         for dataset_name, options in self.datasets.items():
             DATASET_SOURCES[options["source"]].check_options(dataset_name, options)
-        cache = GeometryCache(cache_path or Path(self.outdir) / ".plan" / "stem_geometry.json")
+        cache = GeometryCache(cache_path or self.paths.geometry_cache)
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], dict] = {}
         self.sources: dict[str, ZooSource] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .paths import StudyPaths
 from .preprocessing import Preprocessing
 
 
@@ -18,8 +19,8 @@ class BasisKey:
     def slug(self) -> str:
         return f"{self.dataset}-{self.preprocessing}-k{self.kernel_size}c{self.in_chans}"
 
-    def path(self, outdir: str) -> str:
-        return f"{outdir}/bases/{self.dataset}/{self.preprocessing}/k{self.kernel_size}_c{self.in_chans}.npz"
+    def path(self, paths: StudyPaths) -> str:
+        return paths.basis(self.dataset, self.preprocessing, self.kernel_size, self.in_chans)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, ClassVar
 
 from .atomic import write_text
+from .paths import StudyPaths
 from .records import CheckpointSpec
 from .registry import Registry
 from .stems import Stem
@@ -58,6 +59,7 @@ class ZooSource:
         self.name = name
         self.options = options
         self.outdir = outdir
+        self.paths = StudyPaths(outdir)
         self.cache = cache
 
     def checkpoints(self) -> list[CheckpointSpec]:

@@ -1,6 +1,6 @@
 # Every successful run ends by printing the study's summary: per zoo, ok and skipped by reason.
 onsuccess:
-    summary = Path(f"{OUT}/tables/summary.txt")
+    summary = Path(PATHS.summary)
     if summary.exists():
         print(summary.read_text(), end="")
 
@@ -9,25 +9,12 @@ rule build_tables:
     input:
         all_analyses,
     output:
-        checkpoints=report(
-            f"{OUT}/tables/checkpoints.parquet",
-            caption="../report/checkpoints.rst",
-            category="Tables",
-        ),
-        profiles=f"{OUT}/tables/profiles.parquet",
-        fits=f"{OUT}/tables/fits.parquet",
-        consistency=f"{OUT}/tables/consistency.parquet",
-        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
-        consistency_summary=report(
-            f"{OUT}/tables/consistency_summary.parquet",
-            caption="../report/consistency_summary.rst",
-            category="Tables",
-        ),
-        consistency_groups=f"{OUT}/tables/consistency_groups.parquet",
-        summary=f"{OUT}/tables/summary.txt",
+        **{table: table_output(table) for table in TABLES},
+        summary=PATHS.summary,
     log:
-        f"{OUT}/logs/build_tables.log",
+        PATHS.log("build_tables"),
     params:
+        logs=PATHS.logs,
         limits=config["consistency"],
     conda:
         "../../envs/analysis.yaml"
@@ -43,26 +30,23 @@ rule build_tables:
 # milliseconds of drawing, and every figure is redrawn whenever the tables change anyway.
 rule plot_study:
     input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        profiles=f"{OUT}/tables/profiles.parquet",
-        fits=f"{OUT}/tables/fits.parquet",
-        autocorrelation=f"{OUT}/tables/autocorrelation.parquet",
+        **{table: PATHS.table(table) for table in ("checkpoints", "profiles", "fits", "autocorrelation")},
     output:
-        profiles=report(f"{OUT}/plots/profiles.png", caption="../report/profiles.rst", category="Profiles"),
-        fits=report(f"{OUT}/plots/fits.png", caption="../report/fits.rst", category="Analytic fit"),
+        profiles=report(PATHS.plot("profiles"), caption="../report/profiles.rst", category="Profiles"),
+        fits=report(PATHS.plot("fits"), caption="../report/fits.rst", category="Analytic fit"),
         fit_quality=report(
-            f"{OUT}/plots/fit_quality.png", caption="../report/fit_quality.rst", category="Analytic fit"
+            PATHS.plot("fit_quality"), caption="../report/fit_quality.rst", category="Analytic fit"
         ),
         training_time=report(
-            f"{OUT}/plots/training_time.png", caption="../report/training_time.rst", category="Training time"
+            PATHS.plot("training_time"), caption="../report/training_time.rst", category="Training time"
         ),
-        whitening=report(f"{OUT}/plots/whitening.png", caption="../report/whitening.rst", category="Whitening"),
+        whitening=report(PATHS.plot("whitening"), caption="../report/whitening.rst", category="Whitening"),
         autocorrelation=report(
-            f"{OUT}/plots/autocorrelation.png", caption="../report/autocorrelation.rst", category="Whitening"
+            PATHS.plot("autocorrelation"), caption="../report/autocorrelation.rst", category="Whitening"
         ),
-        colour=report(f"{OUT}/plots/colour.png", caption="../report/colour.rst", category="Colour"),
+        colour=report(PATHS.plot("colour"), caption="../report/colour.rst", category="Colour"),
     log:
-        f"{OUT}/logs/plot_study.log",
+        PATHS.log("plot_study"),
     params:
         examples=config["plots"]["fit_examples"],
     conda:
@@ -77,15 +61,15 @@ rule plot_study:
 
 rule plot_bases:
     input:
-        checkpoints=f"{OUT}/tables/checkpoints.parquet",
-        consistency=f"{OUT}/tables/consistency.parquet",
-        groups=f"{OUT}/tables/consistency_groups.parquet",
-        bases=[basis.path(OUT) for basis in STUDY.bases],
+        checkpoints=PATHS.table("checkpoints"),
+        consistency=PATHS.table("consistency"),
+        groups=PATHS.table("consistency_groups"),
+        bases=[basis.path(PATHS) for basis in STUDY.bases],
         analyses=all_analyses,
     output:
         consistency=[
             report(
-                f"{OUT}/plots/consistency/{basis.slug}.png",
+                PATHS.basis_plot("consistency", basis.slug),
                 caption="../report/consistency.rst",
                 category="Consistency",
                 subcategory=basis.slug,
@@ -94,7 +78,7 @@ rule plot_bases:
         ],
         filters=[
             report(
-                f"{OUT}/plots/filters/{basis.slug}.png",
+                PATHS.basis_plot("filters", basis.slug),
                 caption="../report/filters.rst",
                 category="Filters",
                 subcategory=basis.slug,
@@ -102,7 +86,7 @@ rule plot_bases:
             for basis in STUDY.bases
         ],
     log:
-        f"{OUT}/logs/plot_bases.log",
+        PATHS.log("plot_bases"),
     params:
         slugs=[basis.slug for basis in STUDY.bases],
         heatmap_checkpoints=config["plots"]["heatmap_checkpoints"],

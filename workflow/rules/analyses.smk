@@ -3,9 +3,9 @@ rule analyse_checkpoints:
         checkpoints=shard_checkpoint_files,
         bases=shard_basis_files,
     output:
-        f"{OUT}/analyses/{{zoo}}/{{shard}}.npz",
+        PATHS.analyses(),
     log:
-        f"{OUT}/logs/analyse_checkpoints/{{zoo}}/{{shard}}.log",
+        PATHS.log("analyse_checkpoints", "{zoo}", "{shard}"),
     params:
         specs=shard_specs,
         bases=shard_bases,

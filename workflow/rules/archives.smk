@@ -1,12 +1,12 @@
 checkpoint unpack_archive:
     output:
-        root=directory(f"{OUT}/zoos/{{zoo}}/archive"),
-        index=f"{OUT}/zoos/{{zoo}}/archive_index.json",
+        root=directory(PATHS.archive_root()),
+        index=PATHS.archive_index(),
     log:
-        f"{OUT}/logs/unpack_archive/{{zoo}}.log",
+        PATHS.log("unpack_archive", "{zoo}"),
     params:
         options=archive_options,
-        outdir=OUT,
+        outdir=PATHS.outdir,
         limits=STUDY.limits.to_dict(),
     conda:
         "../../envs/torch.yaml"

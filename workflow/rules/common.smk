@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
+from firstlayer_zoo.paths import PLOTS, TABLES  # noqa: E402
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
 
@@ -21,10 +22,7 @@ try:
     STUDY = Study(config)
 except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
-OUT = STUDY.outdir
-PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]
-TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups",
-          "autocorrelation"]
+PATHS = STUDY.paths
 
 
 wildcard_constraints:
@@ -36,7 +34,11 @@ wildcard_constraints:
 
 
 def dataset_manifest(wildcards):
-    return f"{OUT}/datasets/{wildcards.dataset}/manifest.json"
+    return PATHS.manifest(wildcards.dataset)
+
+
+def dataset_root(wildcards):
+    return PATHS.dataset_root(wildcards.dataset)
 
 
 def dataset_options(wildcards):
@@ -48,8 +50,11 @@ def train_run(wildcards):
 
 
 def train_run_dataset_manifest(wildcards):
-    dataset = train_run(wildcards)["dataset"]
-    return f"{OUT}/datasets/{dataset}/manifest.json"
+    return PATHS.manifest(train_run(wildcards)["dataset"])
+
+
+def train_run_dataset_root(wildcards):
+    return PATHS.dataset_root(train_run(wildcards)["dataset"])
 
 
 def shard_members(wildcards):
@@ -67,7 +72,7 @@ def shard_checkpoint_files(wildcards):
 
 def shard_bases(wildcards):
     """The patch bases of a shard's checkpoints by slug; a checkpoint planned without one is skipped, saying why."""
-    return {spec.basis.slug: spec.basis.path(OUT) for spec in shard_members(wildcards) if spec.basis is not None}
+    return {spec.basis.slug: spec.basis.path(PATHS) for spec in shard_members(wildcards) if spec.basis is not None}
 
 
 def shard_basis_files(wildcards):
@@ -80,7 +85,7 @@ def all_analyses(wildcards=None):
     for zoo in STUDY.config["zoos"]:
         if zoo in STUDY.listed_after_download:
             checkpoints.unpack_archive.get(zoo=zoo)
-        files += [f"{OUT}/analyses/{zoo}/{shard}.npz" for shard in STUDY.shards(zoo)]
+        files += [PATHS.analyses(zoo, shard) for shard in STUDY.shards(zoo)]
     return files
 
 
@@ -92,20 +97,27 @@ def archive_options(wildcards):
     return STUDY.sources[wildcards.zoo].options
 
 
-def consistency_plots():
-    return [f"{OUT}/plots/consistency/{basis.slug}.png" for basis in STUDY.bases]
+# Tables shown in the HTML report, each with its caption in workflow/report/<table>.rst.
+REPORTED_TABLES = ("checkpoints", "consistency_summary")
 
 
-def filter_plots():
-    return [f"{OUT}/plots/filters/{basis.slug}.png" for basis in STUDY.bases]
+def table_output(table):
+    path = PATHS.table(table)
+    if table in REPORTED_TABLES:
+        return report(path, caption=f"../report/{table}.rst", category="Tables")
+    return path
+
+
+def basis_plots(kind):
+    return [PATHS.basis_plot(kind, basis.slug) for basis in STUDY.bases]
 
 
 def study_outputs():
     return (
-        [f"{OUT}/tables/{table}.parquet" for table in TABLES]
-        + [f"{OUT}/plots/{plot}.png" for plot in PLOTS]
-        + consistency_plots()
-        + filter_plots()
+        [PATHS.table(table) for table in TABLES]
+        + [PATHS.plot(plot) for plot in PLOTS]
+        + basis_plots("consistency")
+        + basis_plots("filters")
     )
 
 
@@ -122,10 +134,10 @@ def statistics_gpus():
 def remote_inputs():
     """What the study reads over the network: remote datasets, archives, remote checkpoints' weights."""
     return (
-        [f"{OUT}/datasets/{name}/manifest.json" for name, options in STUDY.datasets.items()
+        [PATHS.manifest(name) for name, options in STUDY.datasets.items()
          if DATASET_SOURCES[options["source"]].remote]
         + [zoo.index_path for zoo in STUDY.listed_after_download.values()]
-        + [f"{OUT}/fetched/{zoo}/{shard}.json" for zoo, source in STUDY.sources.items()
+        + [PATHS.fetched(zoo, shard) for zoo, source in STUDY.sources.items()
            if not source.listed_after_download and source.remote
            for shard in STUDY.shards(zoo)]
     )

@@ -1,11 +1,11 @@
 rule prepare_dataset:
     output:
-        f"{OUT}/datasets/{{dataset}}/manifest.json",
+        PATHS.manifest(),
     log:
-        f"{OUT}/logs/prepare_dataset/{{dataset}}.log",
+        PATHS.log("prepare_dataset", "{dataset}"),
     params:
         options=dataset_options,
-        root=lambda wildcards: f"{OUT}/datasets/{wildcards.dataset}",
+        root=dataset_root,
     conda:
         "../../envs/torch.yaml"
     threads: 1

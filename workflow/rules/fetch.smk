@@ -6,9 +6,9 @@ localrules:
 
 rule fetch_checkpoints:
     output:
-        f"{OUT}/fetched/{{zoo}}/{{shard}}.json",
+        PATHS.fetched(),
     log:
-        f"{OUT}/logs/fetch_checkpoints/{{zoo}}/{{shard}}.log",
+        PATHS.log("fetch_checkpoints", "{zoo}", "{shard}"),
     params:
         specs=shard_specs,
     conda:

@@ -2,12 +2,12 @@ rule patch_statistics:
     input:
         dataset_manifest,
     output:
-        f"{OUT}/bases/{{dataset}}/{{prep}}/k{{k}}_c{{c}}.npz",
+        PATHS.basis(),
     log:
-        f"{OUT}/logs/patch_statistics/{{dataset}}/{{prep}}/k{{k}}_c{{c}}.log",
+        PATHS.log("patch_statistics", "{dataset}", "{prep}", "k{k}_c{c}"),
     params:
         options=dataset_options,
-        root=lambda wildcards: f"{OUT}/datasets/{wildcards.dataset}",
+        root=dataset_root,
         preprocessing=basis_preprocessing,
         device=statistics_device(),
         autocorrelation_offsets=config["analysis"]["autocorrelation_offsets"],

@@ -2,11 +2,12 @@ rule train_run:
     input:
         train_run_dataset_manifest,
     output:
-        directory(f"{OUT}/zoos/{{zoo}}/runs/{{run}}"),
+        directory(PATHS.run_dir()),
     log:
-        f"{OUT}/logs/train_run/{{zoo}}/{{run}}.log",
+        PATHS.log("train_run", "{zoo}", "{run}"),
     params:
         run=train_run,
+        dataset_root=train_run_dataset_root,
         dataset_options=lambda wildcards: STUDY.datasets[train_run(wildcards)["dataset"]],
     conda:
         "../../envs/torch.yaml"

@@ -107,11 +107,11 @@ class ArchiveSource(ZooSource):
 
     @property
     def root(self) -> str:
-        return f"{self.outdir}/zoos/{self.name}/archive"
+        return self.paths.archive_root(self.name)
 
     @property
     def index_path(self) -> str:
-        return f"{self.outdir}/zoos/{self.name}/archive_index.json"
+        return self.paths.archive_index(self.name)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -137,7 +137,7 @@ class ArchiveSource(ZooSource):
     def fetch_and_index(self, log=print) -> list[dict]:
         """Download (verified), unpack into the archive folder, and return the index entries."""
         options = self.options
-        archive_dir = Path(f"{self.outdir}/zoos/{self.name}/download")
+        archive_dir = Path(self.paths.archive_download(self.name))
         filename = PurePosixPath(options["url"].split("?")[0]).name or "archive"
         result = download(options["url"], archive_dir / filename, sha256=options.get("sha256"),
                           md5=options.get("md5"), log=log)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..downloads import FETCH_FIRST, DownloadError, NetworkError, RangeNotSupported, RetryPolicy, endpoint_of
+from ..paths import TIMM_STEM_TABLE
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..checkpoint_io import load_torch_state_dict, read_tensor
@@ -28,7 +29,6 @@ from ..remote_tensors import read_remote_safetensors
 from ..stems import Stem, StemError, validate_conv_weight
 from ..zoo_source import ZooSource, register
 
-TIMM_TABLE = Path(__file__).resolve().parents[3] / "workflow" / "resources" / "timm_stems.csv"
 TIMM_TABLE_COLUMNS = [
     "tag", "arch", "first_conv", "module_type", "kernel_size", "in_chans", "out_channels", "stride",
     "std_eps", "std_scale", "input_size", "crop_pct", "crop_mode", "interpolation", "mean", "std",
@@ -126,7 +126,7 @@ def eval_preprocessing(row: dict) -> Preprocessing:
 
 
 @lru_cache(maxsize=2)
-def load_timm_table(path: str | Path = TIMM_TABLE) -> dict[str, dict]:
+def load_timm_table(path: str | Path = TIMM_STEM_TABLE) -> dict[str, dict]:
     """The committed table by tag; values as the CSV module reads them (empty string = unknown)."""
     import csv
 
@@ -181,7 +181,7 @@ class TimmSource(ZooSource):
     remote = True
 
     def _resolve(self) -> list[dict]:
-        table = load_timm_table(self.options.get("table") or TIMM_TABLE)
+        table = load_timm_table(self.options.get("table") or TIMM_STEM_TABLE)
         exclude = self.options.get("exclude", [])
         rows, seen = [], set()
         for pattern in self.options["models"]:

@@ -6,6 +6,7 @@ import json
 
 from ..checkpoint_io import read_tensor
 from ..meta_models import timm_stem_geometry
+from ..paths import step_file
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, read_safetensors_metadata, validate_conv_weight
@@ -45,14 +46,14 @@ class TrainSource(ZooSource):
         return f"{run['arch']}-s{run['seed']}-{run['labels']}"
 
     def run_dir(self, run: dict) -> str:
-        return f"{self.outdir}/zoos/{self.name}/runs/{self.run_name(run)}"
+        return self.paths.run_dir(self.name, self.run_name(run))
 
     def runs(self) -> dict[str, dict]:
         return {self.run_name(run): run for run in self._runs()}
 
     def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
         """The run folders, which rule train_run makes."""
-        return sorted({f"{self.outdir}/zoos/{spec.zoo}/runs/{spec.run}" for spec in specs})
+        return sorted({self.paths.run_dir(spec.zoo, spec.run) for spec in specs})
 
     def checkpoints(self) -> list[CheckpointSpec]:
         prep = self.preprocessing
@@ -70,13 +71,13 @@ class TrainSource(ZooSource):
                     name=f"{self.run_name(run)}-step{step:06d}",
                     source=self.source,
                     arch=run["arch"],
-                    uri=f"{run_dir}/step{step:06d}.safetensors",
+                    uri=step_file(run_dir, step),
                     first_conv=geometry["first_conv"],
                     kernel_size=geometry["kernel_size"],
                     in_chans=geometry["in_chans"],
                     dataset=run["dataset"],
                     preprocessing=prep,
-                    init_uri=f"{run_dir}/step{0:06d}.safetensors",
+                    init_uri=step_file(run_dir, 0),
                     step=step,
                     seed=run["seed"],
                     labels=run["labels"],

@@ -1,0 +1,87 @@
+"""Every file the workflow writes under the outdir, spelled once, for the rules and for the Python alike.
+
+Called without arguments, a method returns the rule's pattern with Snakemake
+wildcards (`{dataset}`, `{zoo}`, ...); called with values, the path of one
+file. Imports nothing heavy: Snakemake start-up reads it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# The study's tables (each `tables/<name>.parquet`, columns in tables.SCHEMAS) and study-wide figures.
+TABLES = ("checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups",
+          "autocorrelation")
+PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour")
+# The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
+TIMM_STEM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
+
+
+def step_file(run_dir: str | Path, step: int) -> str:
+    """A training run's checkpoint after `step` optimiser steps (0: the initialisation)."""
+    return f"{run_dir}/step{step:06d}.safetensors"
+
+
+class StudyPaths:
+    """The layout under one outdir."""
+
+    def __init__(self, outdir: str):
+        self.outdir = outdir
+
+    def dataset_root(self, dataset: str = "{dataset}") -> str:
+        """Where a dataset source keeps its files (downloads, unpacked archives)."""
+        return f"{self.outdir}/datasets/{dataset}"
+
+    def manifest(self, dataset: str = "{dataset}") -> str:
+        return f"{self.dataset_root(dataset)}/manifest.json"
+
+    def basis(self, dataset: str = "{dataset}", preprocessing: str = "{prep}", kernel_size="{k}",
+              in_chans="{c}") -> str:
+        return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_size}_c{in_chans}.npz"
+
+    def run_dir(self, zoo: str = "{zoo}", run: str = "{run}") -> str:
+        """A `train` zoo's run: its step files (step_file)."""
+        return f"{self.outdir}/zoos/{zoo}/runs/{run}"
+
+    def archive_root(self, zoo: str = "{zoo}") -> str:
+        """An `archive` zoo's unpacked archive."""
+        return f"{self.outdir}/zoos/{zoo}/archive"
+
+    def archive_index(self, zoo: str = "{zoo}") -> str:
+        return f"{self.outdir}/zoos/{zoo}/archive_index.json"
+
+    def archive_download(self, zoo: str = "{zoo}") -> str:
+        return f"{self.outdir}/zoos/{zoo}/download"
+
+    def analyses(self, zoo: str = "{zoo}", shard: str = "{shard}") -> str:
+        return f"{self.outdir}/analyses/{zoo}/{shard}.npz"
+
+    def fetched(self, zoo: str = "{zoo}", shard: str = "{shard}") -> str:
+        return f"{self.outdir}/fetched/{zoo}/{shard}.json"
+
+    def table(self, name: str) -> str:
+        return f"{self.outdir}/tables/{name}.parquet"
+
+    @property
+    def summary(self) -> str:
+        return f"{self.outdir}/tables/summary.txt"
+
+    def plot(self, name: str) -> str:
+        return f"{self.outdir}/plots/{name}.png"
+
+    def basis_plot(self, kind: str, basis_slug: str) -> str:
+        """A per-basis figure: `consistency` (the heatmap) or `filters`."""
+        return f"{self.outdir}/plots/{kind}/{basis_slug}.png"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.outdir}/logs"
+
+    def log(self, rule: str, *wildcards: str) -> str:
+        """A job's log: logs/<rule>.log, or logs/<rule>/<wildcard>/.../<last>.log."""
+        return f"{self.logs}/{'/'.join((rule, *wildcards))}.log"
+
+    @property
+    def geometry_cache(self) -> str:
+        """Stem geometry kept across invocations (zoo_source.GeometryCache)."""
+        return f"{self.outdir}/.plan/stem_geometry.json"
