@@ -51,7 +51,7 @@ def population(count: int) -> list[CheckpointSpec]:
                 for step in steps:
                     specs.append(CheckpointSpec(
                         zoo="zoo", name=f"{run}-step{step:06d}", source="train", arch=arch,
-                        uri=f"runs/{run}/step{step:06d}.safetensors", first_conv="stem", kernel_size=kernel,
+                        locator=f"runs/{run}/step{step:06d}.safetensors", first_conv="stem", kernel_size=kernel,
                         in_chans=3, dataset="photos", preprocessing=prep, step=step, seed=seed, labels=labels,
                         run=run))
     return specs[:count]

@@ -61,7 +61,7 @@ def test_archive_is_indexed_with_seeds_epochs_and_hyperparameters(tmp_path, serv
     spec = next(spec for spec in specs if (spec.seed, spec.step) == (2, 20))
     assert spec.name == "01_seed=2-step000020"
     assert json.loads(spec.extra["hyperparameters"]) == {"seed": 2, "optim.lr": 0.02, "model.type": "CNN"}
-    assert spec.init_uri.endswith("01_seed=2/checkpoint_000000/checkpoints")
+    assert spec.init_locator.endswith("01_seed=2/checkpoint_000000/checkpoints")
     stem = extract_stem(spec)
     np.testing.assert_allclose(stem.weight, stems[(2, 20)], rtol=1e-6)
     np.testing.assert_allclose(stem.init, stems[(2, 0)], rtol=1e-6)

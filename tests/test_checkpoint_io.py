@@ -68,7 +68,7 @@ def test_nothing_outside_the_root_is_read_or_quoted(corpus, tmp_path):
     said.append((tmp_path / "cache.json").read_text())
     for trace in secret_traces():
         assert not [text for text in said if trace in text], trace
-    assert all(spec.init_uri is None for spec in specs if "init" in spec.name)
+    assert all(spec.init_locator is None for spec in specs if "init" in spec.name)
 
 
 def test_planning_reads_geometry_and_plans_bad_files_without_a_basis(corpus, tmp_path):
@@ -189,8 +189,8 @@ def test_metadata_from_config_path_pattern_and_sidecar(tmp_path):
     assert (first.name, first.seed, first.step, first.labels, first.run) == (
         "seed3--step00100.safetensors", 3, 100, "true", "sweep")
     assert (second.seed, second.step, second.labels, second.extra["metadata"]) == (3, 250, "random", {"lr": 0.1})
-    assert (first.extra["stride"], second.extra["stride"]) == (None, 4)
-    assert first.arch == "my-cnn" and first.init_uri == str(folder / "init.safetensors")
+    assert (first.stride, second.stride) == (None, 4)
+    assert first.arch == "my-cnn" and first.init_locator == str(folder / "init.safetensors")
     assert (first.kernel_size, first.in_chans, first.extra["planning_error"]) == (5, 3, None)
     stem = extract_stem(first)
     np.testing.assert_array_equal(stem.init, stem_weights(2).double().numpy())
@@ -232,7 +232,7 @@ def test_timm_arch_names_the_stem(tmp_path):
     torch.save(state, folder / "ddp.pth")
     options = {"source": "folder", "dataset": "photos", "root": str(folder), "arch": "test_resnet"}
     (spec,) = FolderSource("local", options, "results", GeometryCache(tmp_path / "c.json")).checkpoints()
-    assert (spec.first_conv, spec.kernel_size, spec.in_chans, spec.extra["stride"]) == ("module.conv1.0", 3, 3, 2)
+    assert (spec.first_conv, spec.kernel_size, spec.in_chans, spec.stride) == ("module.conv1.0", 3, 3, 2)
     stem = extract_stem(spec)
     np.testing.assert_array_equal(stem.weight, model.conv1[0].weight.detach().double().numpy())
     assert stem.stride == 2

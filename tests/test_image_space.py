@@ -78,7 +78,7 @@ def test_data_autocorrelation_is_that_of_the_pixels_themselves(photos, photo_bas
 
 
 def _spec():
-    return CheckpointSpec(zoo="z", name="c", source="folder", arch="a", uri="c.pt", first_conv="conv1",
+    return CheckpointSpec(zoo="z", name="c", source="folder", arch="a", locator="c.pt", first_conv="conv1",
                           kernel_size=5, in_chans=3, dataset="photos", preprocessing=Preprocessing())
 
 
@@ -139,7 +139,7 @@ def _analyses(basis, count=3):
         init = rng.normal(size=(8, 3, 5, 5))
         stem = Stem(weight=init + rng.normal(size=init.shape), init=init if i else None, stride=2,
                     first_conv="conv1")
-        spec = CheckpointSpec(zoo="z", name=f"c{i}", source="folder", arch=f"a{i % 2}", uri=f"c{i}.pt",
+        spec = CheckpointSpec(zoo="z", name=f"c{i}", source="folder", arch=f"a{i % 2}", locator=f"c{i}.pt",
                               first_conv="conv1", kernel_size=5, in_chans=3, dataset="photos",
                               preprocessing=Preprocessing())
         found.append(analyse_stem(spec, stem, basis, subtract_init=True))
@@ -156,7 +156,7 @@ def test_tables_carry_the_curves_the_headline_offset_and_the_colour_split(photo_
     assert len(curves) == 3 * len(OFFSETS) and list(curves["offset"][:3]) == list(OFFSETS)
     fits = tables["fits"].set_index("checkpoint")
     for analysis in analyses:
-        row = fits.loc[f"z/{analysis.spec['name']}"]
+        row = fits.loc[f"z/{analysis.checkpoint.name}"]
         measured = analysis.image_space
         assert row["autocorr_offset"] == 10
         assert row["autocorr_trained"] == measured.autocorrelation_trained[2]
@@ -191,8 +191,8 @@ def test_filter_pictures_are_a_bounded_selection_one_per_architecture_first(phot
     _, basis = photo_basis
     analyses = _analyses(basis, count=5)
     chosen = choose_for_pictures(analyses, 3)
-    assert [a.spec["name"] for a in chosen] == ["c0", "c1", "c2"]
-    assert [a.spec["arch"] for a in chosen[:2]] == ["a0", "a1"]
+    assert [a.checkpoint.name for a in chosen] == ["c0", "c1", "c2"]
+    assert [a.checkpoint.arch for a in chosen[:2]] == ["a0", "a1"]
     picture = filter_picture(np.array([[[-2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]]))
     np.testing.assert_allclose(picture[0, 0], [0.0, 0.5, 0.75])  # zero is mid-grey, -peak black, +peak white
     np.testing.assert_allclose(filter_picture(np.ones((1, 2, 2)))[0, 0], [1.0, 1.0, 1.0])

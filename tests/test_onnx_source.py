@@ -33,7 +33,7 @@ def test_stem_weight_as_initializer_constant_and_external_data(tmp_path):
     found = specs(root, tmp_path)
     assert sorted(found) == ["const.onnx", "ext--big.onnx", "init.onnx"]
     for spec in found.values():
-        assert (spec.kernel_size, spec.in_chans, spec.first_conv, spec.extra["stride"]) == (5, 3, "stem", 2)
+        assert (spec.kernel_size, spec.in_chans, spec.first_conv, spec.stride) == (5, 3, "stem", 2)
         stem = extract_stem(spec)
         assert stem.status == "ok", stem.status
         np.testing.assert_array_equal(stem.weight, weight.astype(np.float64))

@@ -83,7 +83,7 @@ def test_output_spread_of_a_pca_like_bank_is_twice_the_input_spread():
 
 
 def _spec(name="c", dataset="photos"):
-    return CheckpointSpec(zoo="z", name=name, source="folder", arch="a", uri=f"{name}.pt", first_conv="conv1",
+    return CheckpointSpec(zoo="z", name=name, source="folder", arch="a", locator=f"{name}.pt", first_conv="conv1",
                           kernel_size=3, in_chans=3, dataset=dataset, preprocessing=Preprocessing())
 
 

@@ -127,5 +127,5 @@ def test_without_network_the_remote_job_fails_alone_with_one_clear_line(workdir)
     assert "Traceback" not in console and "httpx" not in console  # the line, not the client's traceback
     # The folder zoo's results are all there: its shards ran, with every checkpoint analysed.
     shards = list((workdir / "results_mixed" / "analyses" / "mine").glob("*.npz"))
-    analysed = {analysis.spec["name"]: analysis.status for path in shards for analysis in load_analyses(path)}
+    analysed = {analysis.checkpoint.name: analysis.status for path in shards for analysis in load_analyses(path)}
     assert all(analysed.get(name) == "ok" for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt")), analysed

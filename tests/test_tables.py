@@ -45,7 +45,7 @@ def small_study():
     rng = np.random.default_rng(1)
     analyses = []
     for seed in range(3):
-        spec = CheckpointSpec(zoo="z", name=f"c{seed}", source="folder", arch="a", uri=f"c{seed}.pt",
+        spec = CheckpointSpec(zoo="z", name=f"c{seed}", source="folder", arch="a", locator=f"c{seed}.pt",
                               first_conv="conv1", kernel_size=3, in_chans=3, dataset="photos",
                               preprocessing=Preprocessing(), step=100, seed=seed, labels="true", run=f"a-s{seed}")
         init = rng.normal(size=(6, 3, 3, 3))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -54,7 +53,7 @@ class ImageSpace:
 
 @dataclass
 class CheckpointAnalysis:
-    spec: dict
+    checkpoint: CheckpointSpec
     status: str
     out_channels: int | None
     stride: int | None
@@ -75,14 +74,10 @@ class CheckpointAnalysis:
     def ok(self) -> bool:
         return self.status == "ok"
 
-    @cached_property
-    def checkpoint(self) -> CheckpointSpec:
-        return CheckpointSpec.from_dict(self.spec)
-
     def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON header, arrays): what shards.save_analyses stores for this checkpoint."""
         header = {
-            "spec": self.spec,
+            "spec": self.checkpoint.to_dict(),
             "status": self.status,
             "out_channels": self.out_channels,
             "stride": self.stride,
@@ -108,7 +103,7 @@ class CheckpointAnalysis:
     @classmethod
     def from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> "CheckpointAnalysis":
         return cls(
-            spec=header["spec"],
+            checkpoint=CheckpointSpec.from_dict(header["spec"]),
             status=header["status"],
             out_channels=header["out_channels"],
             stride=header["stride"],
@@ -132,7 +127,7 @@ class CheckpointAnalysis:
 def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None) -> CheckpointAnalysis:
     empty = np.zeros(0)
     return CheckpointAnalysis(
-        spec=spec.to_dict(), status=status,
+        checkpoint=spec, status=status,
         out_channels=stem.out_channels if stem is not None and stem.weight.size else None,
         stride=stem.stride if stem is not None else None,
         init_known=bool(stem is not None and stem.init is not None), init_subtracted=False,
@@ -191,7 +186,7 @@ def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtrac
     if stem.init is not None:
         energy_init = normalise(energy_profile(stem.init.reshape(stem.init.shape[0], -1), basis.eigenvectors))
     return CheckpointAnalysis(
-        spec=spec.to_dict(),
+        checkpoint=spec,
         status="ok",
         out_channels=stem.out_channels,
         stride=stem.stride,

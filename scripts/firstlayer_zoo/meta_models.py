@@ -16,14 +16,6 @@ def on_meta_device(build: Callable[[], object]):
         return build()
 
 
-def declared_first_conv(pretrained_cfg: dict) -> str | None:
-    """The stem timm's pretrained_cfg names; some models list two (a rep-param pair): the first is the stem."""
-    name = pretrained_cfg.get("first_conv")
-    if isinstance(name, (list, tuple)):
-        name = name[0] if name else None
-    return name or None
-
-
 def conv_geometry(conv) -> dict:
     """Filters, input channels, kernel size and stride of a conv module (the kernel's width for a non-square one)."""
     weight = conv.weight

@@ -15,6 +15,7 @@ from .limits import Limits, applied
 from .paths import StudyPaths
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
+from .training import TrainRun
 from .zoo_source import GeometryCache, ZooSource
 from .zoo_sources import ZOO_SOURCES
 from .zoo_sources.local import NAME_LIMIT
@@ -81,7 +82,7 @@ class Study:
             DATASET_SOURCES[options["source"]].check_options(dataset_name, options)
         cache = GeometryCache(cache_path or self.paths.geometry_cache)
         self.checkpoints: dict[str, CheckpointSpec] = {}
-        self.runs: dict[tuple[str, str], dict] = {}
+        self.runs: dict[tuple[str, str], TrainRun] = {}
         self.sources: dict[str, ZooSource] = {}
         self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
         self.shard_size: int = config["analysis"]["shard_size"]

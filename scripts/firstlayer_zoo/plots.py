@@ -424,15 +424,15 @@ def choose_for_pictures(analyses: list, count: int) -> list:
     for analysis in analyses:
         if not analysis.ok or analysis.filters_kept is None:
             continue
-        spec = analysis.spec
-        in_run = spec.get("run") is not None and spec.get("step") is not None
-        key = (spec["zoo"], spec["run"]) if in_run else (spec["zoo"], spec["name"])
-        if key not in last or (spec.get("step") or 0) > (last[key].spec.get("step") or 0):
+        spec = analysis.checkpoint
+        in_run = spec.run is not None and spec.step is not None
+        key = (spec.zoo, spec.run) if in_run else (spec.zoo, spec.name)
+        if key not in last or (spec.step or 0) > (last[key].checkpoint.step or 0):
             last[key] = analysis
     first, rest, seen = [], [], set()
-    for analysis in sorted(last.values(), key=lambda a: (a.spec["arch"], a.spec["zoo"], a.spec["name"])):
-        (rest if analysis.spec["arch"] in seen else first).append(analysis)
-        seen.add(analysis.spec["arch"])
+    for analysis in sorted(last.values(), key=lambda a: (a.checkpoint.arch, a.checkpoint.zoo, a.checkpoint.name)):
+        (rest if analysis.checkpoint.arch in seen else first).append(analysis)
+        seen.add(analysis.checkpoint.arch)
     return (first + rest)[:count]
 
 
@@ -443,7 +443,7 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
     rows = [("basis: top components", [eigenvectors[:, i].reshape(in_chans, kernel_size, kernel_size)
                                        for i in range(min(per_row, eigenvectors.shape[1]))])]
     for analysis in chosen:
-        name = f"{analysis.spec['zoo']}/{analysis.spec['name']}"
+        name = analysis.checkpoint.id
         rows.append((f"{name}: trained", list(analysis.filters_kept[:per_row])))
         if analysis.init_filters_kept is not None:
             rows.append((f"{name}: initial", list(analysis.init_filters_kept[:per_row])))

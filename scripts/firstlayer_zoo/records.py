@@ -31,13 +31,17 @@ class CheckpointSpec:
     name: str
     source: str
     arch: str | None  # None where the source does not know it, like step, seed and labels
-    uri: str
+    # What the source's reader opens: a file's path, a URL, a Hugging Face Hub repository id, a torch.hub entry.
+    locator: str
     first_conv: str
     kernel_size: int
     in_chans: int
     dataset: str
     preprocessing: Preprocessing
-    init_uri: str | None = None
+    init_locator: str | None = None  # the initialisation's, where known
+    stride: int | None = None  # the stem's, where known before reading it
+    # Where the checkpoint comes from, for people (the tables' uri), where the locator alone does not say it.
+    label: str | None = None
     step: int | None = None
     seed: int | None = None
     labels: str | None = None
@@ -49,6 +53,11 @@ class CheckpointSpec:
     @property
     def id(self) -> str:
         return f"{self.zoo}/{self.name}"
+
+    @property
+    def uri(self) -> str:
+        """Where the checkpoint comes from, as messages and the tables name it."""
+        return self.label or self.locator
 
     @property
     def basis(self) -> BasisKey | None:

@@ -74,6 +74,14 @@ def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:
     return weight
 
 
+def declared_first_conv(pretrained_cfg: dict) -> str | None:
+    """The stem timm's pretrained_cfg names; some models list two (a rep-param pair): the first is the stem."""
+    name = pretrained_cfg.get("first_conv")
+    if isinstance(name, (list, tuple)):
+        name = name[0] if name else None
+    return name or None
+
+
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     from safetensors import safe_open
 

@@ -175,7 +175,7 @@ def _concatenate(analyses: list[CheckpointAnalysis], per_component) -> np.ndarra
 
 
 def _ids(analyses: list[CheckpointAnalysis]) -> np.ndarray:
-    return np.array([analysis.spec["zoo"] + "/" + analysis.spec["name"] for analysis in analyses], dtype=object)
+    return np.array([analysis.checkpoint.id for analysis in analyses], dtype=object)
 
 
 def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -184,7 +184,7 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
         if not analysis.ok:
             continue
         rows.append({
-            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "checkpoint": analysis.checkpoint.id,
             "tau": analysis.fit.tau,
             "tau_s1": analysis.fit.tau_s1,
             "fit_r": analysis.fit.fit_r,
@@ -228,7 +228,7 @@ def autocorrelation_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFram
             continue
         count = len(measured.offsets)
         frames.append(pd.DataFrame({
-            "checkpoint": analysis.spec["zoo"] + "/" + analysis.spec["name"],
+            "checkpoint": analysis.checkpoint.id,
             "offset": measured.offsets.astype(np.int64),
             "data": measured.autocorrelation_data,
             "init": _or(measured.autocorrelation_init, np.full(count, np.nan)),

@@ -3,6 +3,7 @@
 The task: which photo did a random crop come from. A fixed, seeded sample of
 crops is drawn once per run, so that random labels (one fixed random class per
 crop) are a well-defined memorisation task, as in Zhang et al. 2017.
+torch is imported where a run is trained: planning builds TrainRuns without it.
 """
 
 from __future__ import annotations
@@ -10,14 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
 from .atomic import atomic_path
 from .preprocessing import Preprocessing
+from .stems import declared_first_conv
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class TrainRun:
         values["steps"] = tuple(values["steps"])
         return cls(**values)
 
+    def to_dict(self) -> dict:
+        """Plain values (a rule's params), read back by from_dict."""
+        return {**asdict(self), "preprocessing": self.preprocessing.to_dict(), "steps": list(self.steps)}
+
     def metadata(self, step: int, first_conv: str, stride: int) -> dict[str, str]:
         """String metadata stored in each safetensors header."""
         return {
@@ -68,10 +75,8 @@ class TrainRun:
 
 
 def first_conv_name(model: torch.nn.Module) -> str:
-    """timm names the stem in pretrained_cfg; some models list two (a rep-param pair): the first is the stem."""
-    name = model.pretrained_cfg.get("first_conv")
-    if isinstance(name, (list, tuple)):
-        name = name[0]
+    """The stem a timm model's pretrained_cfg names."""
+    name = declared_first_conv(model.pretrained_cfg)
     if not name:
         raise ValueError(f"{type(model).__name__} declares no first_conv in its pretrained_cfg")
     return name
@@ -86,6 +91,8 @@ def build_model(arch: str, num_classes: int, in_chans: int, model_kwargs: dict) 
 
 def sample_crops(images: Sequence[np.ndarray], run: TrainRun) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed sample of crops (uint8 N, c, s, s) and their labels under the run's regime."""
+    import torch
+
     rng = np.random.default_rng(run.seed)
     size = run.crop_size
     sources = rng.integers(0, len(images), run.n_samples)
@@ -114,6 +121,9 @@ def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]
 def train(run: TrainRun, images: Sequence[np.ndarray], outputs: dict[int, Path],
           progress: bool = True) -> None:
     """Train one run and save a safetensors checkpoint at each step in `outputs` (0 = init)."""
+    import torch
+    from tqdm import tqdm
+
     torch.manual_seed(run.seed)
     crops, labels = sample_crops(images, run)
     n_classes = len(images)

@@ -17,6 +17,7 @@ from .paths import StudyPaths
 from .records import CheckpointSpec
 from .registry import Registry
 from .stems import Stem
+from .training import TrainRun
 
 ZOO_SOURCES = Registry("zoo")
 register = ZOO_SOURCES.register
@@ -65,7 +66,7 @@ class ZooSource:
     def checkpoints(self) -> list[CheckpointSpec]:
         raise NotImplementedError
 
-    def runs(self) -> dict[str, dict]:
+    def runs(self) -> dict[str, TrainRun]:
         """Training runs this source performs itself, by name; most sources have none."""
         return {}
 
@@ -74,7 +75,7 @@ class ZooSource:
 
         By default the checkpoint files (and inits) that exist on disk; a missing init is the job's to report.
         """
-        return sorted({path for spec in specs for path in (spec.uri, spec.init_uri)
+        return sorted({path for spec in specs for path in (spec.locator, spec.init_locator)
                        if path and Path(path).is_file()})
 
     @property

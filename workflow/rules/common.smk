@@ -50,11 +50,11 @@ def train_run(wildcards):
 
 
 def train_run_dataset_manifest(wildcards):
-    return PATHS.manifest(train_run(wildcards)["dataset"])
+    return PATHS.manifest(train_run(wildcards).dataset)
 
 
 def train_run_dataset_root(wildcards):
-    return PATHS.dataset_root(train_run(wildcards)["dataset"])
+    return PATHS.dataset_root(train_run(wildcards).dataset)
 
 
 def shard_members(wildcards):

@@ -6,9 +6,9 @@ rule train_run:
     log:
         PATHS.log("train_run", "{zoo}", "{run}"),
     params:
-        run=train_run,
+        run=lambda wildcards: train_run(wildcards).to_dict(),
         dataset_root=train_run_dataset_root,
-        dataset_options=lambda wildcards: STUDY.datasets[train_run(wildcards)["dataset"]],
+        dataset_options=lambda wildcards: STUDY.datasets[train_run(wildcards).dataset],
     conda:
         "../../envs/torch.yaml"
     threads: 1

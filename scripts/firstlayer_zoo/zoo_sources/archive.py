@@ -124,7 +124,8 @@ class ArchiveSource(ZooSource):
         """A spec with the config's geometry; the index fills in name, path and metadata."""
         return CheckpointSpec(
             zoo=self.name, name=name, source=self.source, arch=self.options.get("arch"),
-            uri=fields.pop("uri", self.options["url"]), first_conv=self.options["first_conv"],
+            locator=fields.pop("locator", self.options["url"]), stride=self.options.get("stride"),
+            first_conv=self.options["first_conv"],
             kernel_size=self.options["kernel_size"], in_chans=self.options["in_chans"],
             dataset=self.options["dataset"], preprocessing=self.preprocessing,
             channel_order=self.options.get("channel_order", "rgb"), **fields)
@@ -132,7 +133,13 @@ class ArchiveSource(ZooSource):
     def indexed_checkpoints(self) -> list[CheckpointSpec]:
         """The checkpoints listed by the index (only once the unpack checkpoint has run)."""
         entries = json.loads(Path(self.index_path).read_text())
-        return [self.planned_spec(**entry) for entry in entries]
+        return [self.planned_spec(**self.spec_fields(entry)) for entry in entries]
+
+    @staticmethod
+    def spec_fields(entry: dict) -> dict:
+        """An index entry's CheckpointSpec fields: the index names files by `uri` and `init_uri`."""
+        fields = {key: value for key, value in entry.items() if key not in ("uri", "init_uri")}
+        return {**fields, "locator": entry["uri"], "init_locator": entry.get("init_uri")}
 
     def fetch_and_index(self, log=print) -> list[dict]:
         """Download (verified), unpack into the archive folder, and return the index entries."""
@@ -172,8 +179,7 @@ class ArchiveSource(ZooSource):
                 "name": name, "uri": str(path), "step": step, "run": run,
                 "seed": int(seed) if seed is not None else None,
                 "labels": str(labels) if labels is not None else None,
-                "extra": {"hyperparameters": json.dumps(params, sort_keys=True, default=str),
-                          "stride": options.get("stride")},
+                "extra": {"hyperparameters": json.dumps(params, sort_keys=True, default=str)},
             })
         entries = []
         for members in runs.values():
@@ -193,9 +199,9 @@ class ArchiveSource(ZooSource):
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
-        weight = _read_stem(spec.uri, spec.first_conv)
-        init = _read_stem(spec.init_uri, spec.first_conv) if spec.init_uri else None
-        return Stem(weight=weight, init=init, stride=spec.extra.get("stride"), first_conv=spec.first_conv,
+        weight = _read_stem(spec.locator, spec.first_conv)
+        init = _read_stem(spec.init_locator, spec.first_conv) if spec.init_locator else None
+        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv,
                     meta={"uri": spec.uri})
 
 

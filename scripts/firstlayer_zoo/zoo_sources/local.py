@@ -156,7 +156,7 @@ class LocalFiles(ZooSource):
         if extra.get("refused"):
             raise StemError(extra["refused"])
         root = Path(extra["root"])
-        for path in [spec.uri, *([spec.init_uri] if spec.init_uri and extra.get("init_in_root") else [])]:
+        for path in [spec.locator, *([spec.init_locator] if spec.init_locator and extra.get("init_in_root") else [])]:
             if not inside(Path(path), root):
                 raise StemError(outside_root_reason(Path(path), root))
 
@@ -184,29 +184,30 @@ class LocalFiles(ZooSource):
                 {"first_conv": "", "kernel_size": 0, "in_chans": 0, "stride": None, "error": refused}
             # The config's init is an explicit path and may lie anywhere (an absolute one stays absolute).
             if refused is not None or not (sidecar_init or self.options.get("init")):
-                init_uri = None
+                init_locator = None
             elif sidecar_init:
-                init_uri = str(self.root / sidecar_init)
+                init_locator = str(self.root / sidecar_init)
             else:
-                init_uri = str(self.root / expand_path(self.options["init"]))  # an absolute one stays absolute
+                init_locator = str(self.root / expand_path(self.options["init"]))  # an absolute one stays absolute
             stride = metadata.pop("stride", None) or self.options.get("stride") or geometry.get("stride")
             specs.append(CheckpointSpec(
                 zoo=self.name,
                 name=path.relative_to(self.root).as_posix().replace("/", "--"),
                 source=self.source,
                 arch=metadata.pop("arch", None) or self.options.get("arch"),  # None: unknown, never "the same" as another
-                uri=str(path),
+                locator=str(path),
                 first_conv=geometry["first_conv"],
                 kernel_size=geometry["kernel_size"],
                 in_chans=geometry["in_chans"],
                 dataset=self.options["dataset"],
                 preprocessing=prep,
-                init_uri=init_uri,
+                init_locator=init_locator,
+                stride=stride,
                 step=metadata.pop("step", None),
                 seed=metadata.pop("seed", None),
                 labels=metadata.pop("labels", None),
                 run=metadata.pop("run", None),
-                extra={"stem": self.stem_options(), "stride": stride, "metadata": metadata,
+                extra={"stem": self.stem_options(), "metadata": metadata,
                        "planning_error": geometry.get("error"), "refused": refused,
                        "root": str(self.root.resolve()), "init_in_root": bool(sidecar_init)},
                 channel_order=self.options.get("channel_order", "rgb"),
@@ -273,17 +274,17 @@ class FolderSource(LocalFiles):
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         cls.refuse_outside_root(spec)
         options = spec.extra["stem"]
-        key, weight = cls.read_weight(spec.uri, options)
+        key, weight = cls.read_weight(spec.locator, options)
         init = None
-        if spec.init_uri:
-            if not Path(spec.init_uri).is_file():
-                raise StemError(f"{spec.uri}: its init file {spec.init_uri} does not exist; fix `init` in the "
+        if spec.init_locator:
+            if not Path(spec.init_locator).is_file():
+                raise StemError(f"{spec.uri}: its init file {spec.init_locator} does not exist; fix `init` in the "
                                 "config or the sidecar")
-            _, init = cls.read_weight(spec.init_uri, options)
+            _, init = cls.read_weight(spec.init_locator, options)
             if init.shape != weight.shape:
-                raise StemError(f"{spec.uri}: init {spec.init_uri} has a stem of shape {init.shape}, "
+                raise StemError(f"{spec.uri}: init {spec.init_locator} has a stem of shape {init.shape}, "
                                 f"the checkpoint {weight.shape}; they are not the same model")
-        return Stem(weight=weight, init=init, stride=spec.extra.get("stride"), first_conv=key.removesuffix(".weight"),
+        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=key.removesuffix(".weight"),
                     meta={"uri": spec.uri, "key": key})
 
 
@@ -302,7 +303,7 @@ class OnnxSource(LocalFiles):
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         cls.refuse_outside_root(spec)
-        stem, array = read_onnx_stem(spec.uri)
+        stem, array = read_onnx_stem(spec.locator)
         if stem.group != 1:
             raise StemError(f"{spec.uri}: grouped stem (group={stem.group}): each filter sees "
                             f"{stem.shape[1]} of the input channels; no c*k*k patch basis fits")

@@ -228,7 +228,9 @@ class TimmSource(ZooSource):
                 name=row["tag"],
                 source=self.source,
                 arch=row["arch"],
-                uri=f"hf://{row['hf_hub_id']}@{revision}",
+                locator=row["hf_hub_id"],  # the Hub repository; empty where timm names none
+                label=f"hf://{row['hf_hub_id']}@{revision}",
+                stride=int(float(row["stride"])),
                 first_conv=row["first_conv"],
                 kernel_size=kernel,
                 # A stem that takes no image channels (TResNet's space-to-depth) is planned against the
@@ -237,13 +239,11 @@ class TimmSource(ZooSource):
                 dataset=self.options["dataset"],
                 preprocessing=prep,
                 extra={
-                    "hf_hub_id": row["hf_hub_id"] or None,
                     "hf_hub_filename": row["hf_hub_filename"] or None,
                     "revision": revision,
                     "module_type": row["module_type"],
                     "kernel_size": kernel,
                     "in_chans": chans,
-                    "stride": int(float(row["stride"])),
                     "std_eps": _number(row["std_eps"]),
                     "std_scale": _number(row["std_scale"]),
                     "dataset_tag": row["dataset_tag"] or None,
@@ -256,9 +256,9 @@ class TimmSource(ZooSource):
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:
         extra = spec.extra
-        if extra["table_status"] != "ok" or not extra["hf_hub_id"]:
+        if extra["table_status"] != "ok" or not spec.locator:
             return {"fetched": None, "why": "nothing to fetch: its stem cannot be analysed"}
-        path = download_hub_weights(extra["hf_hub_id"], extra["revision"], extra["hf_hub_filename"])
+        path = download_hub_weights(spec.locator, extra["revision"], extra["hf_hub_filename"])
         return {"fetched": path, "bytes": Path(path).stat().st_size}
 
     @classmethod
@@ -266,14 +266,14 @@ class TimmSource(ZooSource):
         extra = spec.extra
         if extra["table_status"] != "ok":
             raise StemError(extra["table_status"].removeprefix("skipped: "))
-        if not extra["hf_hub_id"]:
+        if not spec.locator:
             raise StemError(f"{spec.name}: timm names no Hugging Face Hub repository for its weights")
         keys = [f"{spec.first_conv}.weight"]
         if extra["module_type"] in SCALED:
             keys.append(f"{spec.first_conv}.gain")
-        fetched = fetch_hub_tensors(extra["hf_hub_id"], extra["revision"], keys, extra["hf_hub_filename"])
+        fetched = fetch_hub_tensors(spec.locator, extra["revision"], keys, extra["hf_hub_filename"])
         weight = validate_conv_weight(effective_filters(fetched.tensors, extra, spec.first_conv), spec.uri)
-        return Stem(weight=weight, init=None, stride=extra["stride"], first_conv=spec.first_conv,
+        return Stem(weight=weight, init=None, stride=spec.stride, first_conv=spec.first_conv,
                     meta={"uri": spec.uri, "file_size": fetched.file_size, "bytes_fetched": fetched.bytes_fetched,
                           **fetched.metadata})
 

@@ -91,14 +91,14 @@ class TorchvisionWeightsSource(ZooSource):
                 name=weights_name,
                 source=self.source,
                 arch=entry["arch"],
-                uri=url,
+                locator=url,
                 first_conv=entry["first_conv"],
                 kernel_size=entry["kernel_size"],
                 in_chans=entry["in_chans"],
                 dataset=self.options["dataset"],
                 preprocessing=Preprocessing.from_dict(entry["preprocessing"]),
-                extra={"stride": entry["stride"],
-                       "dataset_tag": weights_name.split(".")[-1].split("_")[0].lower()},
+                stride=entry["stride"],
+                extra={"dataset_tag": weights_name.split(".")[-1].split("_")[0].lower()},
             ))
         return specs
 
@@ -108,7 +108,7 @@ class TorchvisionWeightsSource(ZooSource):
         import torch
 
         try:
-            return torch.hub.load_state_dict_from_url(spec.uri, map_location="cpu", progress=False,
+            return torch.hub.load_state_dict_from_url(spec.locator, map_location="cpu", progress=False,
                                                       check_hash=True, weights_only=True)
         except RuntimeError as error:
             if "invalid hash value" in str(error):
@@ -119,7 +119,7 @@ class TorchvisionWeightsSource(ZooSource):
             unreachable = connection_failure(error)
             if unreachable is None:
                 raise
-            raise NetworkError(endpoint_of(spec.uri), unreachable,
+            raise NetworkError(endpoint_of(spec.locator), unreachable,
                                f"set the zoo's `mirror` to a copy this machine reaches, or download the weights "
                                f"into {torch.hub.get_dir()}/checkpoints where there is network (same TORCH_HOME): "
                                + FETCH_FIRST.removeprefix("or ")) from None
@@ -135,7 +135,7 @@ class TorchvisionWeightsSource(ZooSource):
         """Where torch.hub keeps the weights file once downloaded."""
         import torch
 
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.uri)
+        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(spec.locator)
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
@@ -144,7 +144,7 @@ class TorchvisionWeightsSource(ZooSource):
         state = cls._state(spec)
         size = cached.stat().st_size
         return Stem(weight=_stem_from_state(state, spec.first_conv, spec.uri), init=None,
-                    stride=spec.extra["stride"], first_conv=spec.first_conv,
+                    stride=spec.stride, first_conv=spec.first_conv,
                     meta={"uri": spec.uri, "file_size": size, "bytes_fetched": 0 if fetched_before else size})
 
 
@@ -172,13 +172,14 @@ class TorchHubSource(ZooSource):
                 name=entry.get("name", function),
                 source=self.source,
                 arch=function,
-                uri=f"torchhub://{entry['entry']}",
+                locator=entry["entry"],
+                label=f"torchhub://{entry['entry']}",
                 first_conv=entry.get("first_conv", ""),
                 kernel_size=entry.get("kernel_size", 3),
                 in_chans=entry.get("in_chans", prep.in_chans),
                 dataset=self.options["dataset"],
                 preprocessing=prep,
-                extra={"repo": repo, "entry": function, "hub_source": self.options.get("hub_source", "github"),
+                extra={"hub_source": self.options.get("hub_source", "github"),
                        "trust_repo": self.options["trust_repo"], "kwargs": entry.get("kwargs", {}),
                        "dataset_tag": entry.get("dataset_tag")},
                 channel_order=self.options.get("channel_order", "rgb"),
@@ -191,8 +192,9 @@ class TorchHubSource(ZooSource):
         import torch
 
         extra = spec.extra
+        repo, _, function = spec.locator.rpartition(":")
         try:
-            return torch.hub.load(extra["repo"], extra["entry"], source=extra["hub_source"],
+            return torch.hub.load(repo, function, source=extra["hub_source"],
                                   trust_repo=extra["trust_repo"], verbose=False, **extra["kwargs"])
         except urllib.error.URLError as error:
             unreachable = connection_failure(error)

@@ -9,7 +9,8 @@ from ..meta_models import timm_stem_geometry
 from ..paths import step_file
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
-from ..stems import Stem, read_safetensors_metadata, validate_conv_weight
+from ..stems import Stem, validate_conv_weight
+from ..training import TrainRun
 from ..zoo_source import ZooSource, register
 
 
@@ -48,8 +49,8 @@ class TrainSource(ZooSource):
     def run_dir(self, run: dict) -> str:
         return self.paths.run_dir(self.name, self.run_name(run))
 
-    def runs(self) -> dict[str, dict]:
-        return {self.run_name(run): run for run in self._runs()}
+    def runs(self) -> dict[str, TrainRun]:
+        return {self.run_name(run): TrainRun.from_dict(run) for run in self._runs()}
 
     def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
         """The run folders, which rule train_run makes."""
@@ -71,13 +72,14 @@ class TrainSource(ZooSource):
                     name=f"{self.run_name(run)}-step{step:06d}",
                     source=self.source,
                     arch=run["arch"],
-                    uri=step_file(run_dir, step),
+                    locator=step_file(run_dir, step),
                     first_conv=geometry["first_conv"],
                     kernel_size=geometry["kernel_size"],
                     in_chans=geometry["in_chans"],
                     dataset=run["dataset"],
                     preprocessing=prep,
-                    init_uri=step_file(run_dir, 0),
+                    init_locator=step_file(run_dir, 0),
+                    stride=geometry["stride"],
                     step=step,
                     seed=run["seed"],
                     labels=run["labels"],
@@ -88,8 +90,7 @@ class TrainSource(ZooSource):
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         key = f"{spec.first_conv}.weight"
-        weight = validate_conv_weight(read_tensor(spec.uri, key)[1], spec.uri)
-        init = validate_conv_weight(read_tensor(spec.init_uri, key)[1], spec.init_uri)
-        metadata = read_safetensors_metadata(spec.uri)
-        return Stem(weight=weight, init=init, stride=int(metadata["stem_stride"]),
+        weight = validate_conv_weight(read_tensor(spec.locator, key)[1], spec.uri)
+        init = validate_conv_weight(read_tensor(spec.init_locator, key)[1], spec.init_locator)
+        return Stem(weight=weight, init=init, stride=spec.stride,
                     first_conv=spec.first_conv)
