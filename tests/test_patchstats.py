@@ -1,3 +1,4 @@
+import json
 from fractions import Fraction
 
 import numpy as np
@@ -118,6 +119,16 @@ def test_basis_roundtrip(tmp_path, photos):
     np.testing.assert_array_equal(loaded.offsets, [2, 10])
     assert loaded.meta["dataset"] == "photos" and loaded.moments == "uncentred"
     assert (loaded.n_patches, loaded.kernel_size, loaded.in_chans) == (basis.n_patches, 3, 3)
+    # A basis saved in the first format (counts and meta as arrays, before atomic.write_npz) still loads.
+    first = tmp_path / "first.npz"
+    np.savez(first, mean=basis.mean, covariance=basis.covariance, eigenvalues=basis.eigenvalues,
+             eigenvectors=basis.eigenvectors, counts=np.array([basis.n_patches, basis.n_images, 3, 3]),
+             meta=np.array(json.dumps(basis.meta)), moments=np.array("uncentred"), offsets=basis.offsets,
+             cross_covariances=basis.cross_covariances)
+    old = PatchBasis.load(first)
+    np.testing.assert_array_equal(old.eigenvectors, basis.eigenvectors)
+    assert (old.n_patches, old.n_images, old.meta, old.moments) == (basis.n_patches, basis.n_images, loaded.meta,
+                                                                   "uncentred")
 
 
 def test_uncentred_basis_decomposes_the_second_moment_of_the_same_patches(photos):

@@ -88,7 +88,7 @@ def test_onnx_study_as_written(workdir):
 
 
 def test_timm_study_fetched_with_network_then_run_without(workdir, monkeypatch):
-    from firstlayer_zoo.zoo_sources.timm_hub import load_timm_table
+    from firstlayer_zoo.timm_table import load_timm_table
 
     hf_home = workdir / "hf_home"
     models = yaml.safe_load(readme_studies()["timm.yaml"])["zoos"]["pretrained"]["models"]

@@ -9,13 +9,9 @@ import torch
 
 from firstlayer_zoo.paths import TIMM_STEM_TABLE
 from firstlayer_zoo.records import CheckpointSpec
-from firstlayer_zoo.zoo_sources.timm_hub import (
-    TimmSource,
-    _build_row,
-    dataset_tag,
-    eval_preprocessing,
-    load_timm_table,
-)
+from firstlayer_zoo.timm_table import eval_preprocessing, load_timm_table
+from firstlayer_zoo.timm_table_build import build_row, dataset_tag
+from firstlayer_zoo.zoo_sources.timm_hub import TimmSource
 from firstlayer_zoo.zoo_source import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import HubImitation
@@ -65,7 +61,7 @@ def test_table_lists_every_pretrained_tag_of_the_installed_timm():
 @pytest.mark.parametrize("tag", ["resnet50.a1_in1k", "resnetv2_50x1_bit.goog_in21k", "test_nfnet.r160_in1k",
                                  "vit_base_patch16_224.augreg2_in21k_ft_in1k", "tresnet_m.miil_in1k"])
 def test_table_rows_match_a_fresh_meta_device_build(tag):
-    fresh = _build_row(tag)
+    fresh = build_row(tag)
     committed = {key: value for key, value in load_timm_table()[tag].items() if key != "default_tag"}
     fresh.pop("default_tag")
     for key in ("kernel_size", "in_chans", "out_channels", "stride", "std_eps", "std_scale", "crop_pct"):
@@ -246,7 +242,7 @@ def test_range_path_fetches_under_one_percent_of_a_resnet50_sized_file(hub, tmp_
 def test_linear_patch_embedding_is_reshaped_in_the_models_patch_layout(channels_last, layout):
     from timm.models.naflexvit import batch_patchify
 
-    from firstlayer_zoo.zoo_sources.timm_hub import effective_filters
+    from firstlayer_zoo.weight_standardisation import effective_filters
 
     chans, kernel = 3, 4
     linear = torch.randn(5, chans * kernel * kernel, dtype=torch.float64)
@@ -260,7 +256,7 @@ def test_linear_patch_embedding_is_reshaped_in_the_models_patch_layout(channels_
 
 
 def test_naflex_vit_is_recorded_with_a_channels_last_patch_layout():
-    row = _build_row("naflexvit_base_patch16_gap.e300_s576_in1k")
+    row = build_row("naflexvit_base_patch16_gap.e300_s576_in1k")
     assert (row["module_type"], row["patch_layout"], row["kernel_size"]) == ("Linear", "hwc", "16")
 
 

@@ -17,18 +17,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from firstlayer_zoo.zoo_sources.timm_hub import TIMM_TABLE_COLUMNS, dataset_tag, stem_row  # noqa: E402
+from firstlayer_zoo.meta_models import on_meta_device  # noqa: E402
+from firstlayer_zoo.paths import TIMM_STEM_TABLE  # noqa: E402
+from firstlayer_zoo.timm_table import TIMM_TABLE_COLUMNS  # noqa: E402
+from firstlayer_zoo.timm_table_build import dataset_tag, stem_row  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "workflow" / "resources" / "timm_stems.csv"))
+    parser.add_argument("--out", default=str(TIMM_STEM_TABLE))
     parser.add_argument("--limit", type=int, default=None, help="first N architectures only (for a quick look)")
     args = parser.parse_args()
 
     import pandas as pd
     import timm
-    import torch
 
     from firstlayer_zoo.atomic import atomic_path
 
@@ -41,8 +43,7 @@ def main() -> None:
     rows = []
     for index, arch in enumerate(archs):
         try:
-            with torch.device("meta"):
-                model = timm.create_model(arch, pretrained=False)
+            model = on_meta_device(lambda: timm.create_model(arch, pretrained=False))
             build_error = None
         except Exception as error:  # noqa: BLE001 - one odd architecture must not stop the table
             model, build_error = None, f"{type(error).__name__}: {error}".splitlines()[0][:200]

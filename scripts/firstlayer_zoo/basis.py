@@ -9,7 +9,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import read_npz, write_npz
 
 
 # The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
@@ -43,42 +43,42 @@ class PatchBasis:
     def dimension(self) -> int:
         return self.eigenvalues.shape[0]
 
+    ARRAYS = ("mean", "covariance", "eigenvalues", "eigenvectors", "offsets", "cross_covariances")
+
     def save(self, path: str | Path) -> None:
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(
-                    handle,
-                    mean=self.mean,
-                    covariance=self.covariance,
-                    eigenvalues=self.eigenvalues,
-                    eigenvectors=self.eigenvectors,
-                    counts=np.array([self.n_patches, self.n_images, self.kernel_size, self.in_chans]),
-                    meta=np.array(json.dumps(self.meta, sort_keys=True)),
-                    moments=np.array(self.moments),
-                    offsets=self.offsets,
-                    cross_covariances=self.cross_covariances,
-                )
+        header = {"kernel_size": self.kernel_size, "in_chans": self.in_chans, "n_patches": self.n_patches,
+                  "n_images": self.n_images, "meta": self.meta, "moments": self.moments}
+        write_npz(path, header, **{name: getattr(self, name) for name in self.ARRAYS})
 
     @classmethod
     def load(cls, path: str | Path) -> "PatchBasis":
         with np.load(path, allow_pickle=False) as data:
-            n_patches, n_images, kernel_size, in_chans = (int(v) for v in data["counts"])
-            return cls(
-                kernel_size=kernel_size,
-                in_chans=in_chans,
-                mean=data["mean"],
-                covariance=data["covariance"],
-                eigenvalues=data["eigenvalues"],
-                eigenvectors=data["eigenvectors"],
-                n_patches=n_patches,
-                n_images=n_images,
-                meta=json.loads(str(data["meta"])),
-                # Bases written before these were measured read as centred, with no offsets.
-                moments=str(data["moments"]) if "moments" in data else "centred",
-                offsets=data["offsets"] if "offsets" in data else np.zeros(0, dtype=np.int64),
-                cross_covariances=(data["cross_covariances"] if "cross_covariances" in data
-                                   else np.zeros((0, 0, 0))),
-            )
+            if "header" not in data.files:
+                return cls._load_first_format(data)
+        header, arrays = read_npz(path)
+        return cls(**header, **arrays)
+
+    @classmethod
+    def _load_first_format(cls, data) -> "PatchBasis":
+        """A basis saved before bases were written by atomic.write_npz (counts and meta as arrays), kept readable:
+        a basis can take hours to measure again."""
+        n_patches, n_images, kernel_size, in_chans = (int(v) for v in data["counts"])
+        return cls(
+            kernel_size=kernel_size,
+            in_chans=in_chans,
+            mean=data["mean"],
+            covariance=data["covariance"],
+            eigenvalues=data["eigenvalues"],
+            eigenvectors=data["eigenvectors"],
+            n_patches=n_patches,
+            n_images=n_images,
+            meta=json.loads(str(data["meta"])),
+            # Bases written before these were measured read as centred, with no offsets.
+            moments=str(data["moments"]) if "moments" in data else "centred",
+            offsets=data["offsets"] if "offsets" in data else np.zeros(0, dtype=np.int64),
+            cross_covariances=(data["cross_covariances"] if "cross_covariances" in data
+                               else np.zeros((0, 0, 0))),
+        )
 
 
 def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

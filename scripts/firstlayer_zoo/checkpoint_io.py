@@ -97,22 +97,27 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 0 < length <= size - 8 and head[8:9] == b"{"
 
 
+def safetensors_header_length(prefix: bytes, size: int | None, source: str) -> int:
+    """The JSON header's length from a safetensors file's first 8 bytes, checked against its size and the limit."""
+    if len(prefix) < 8:
+        raise CheckpointError(f"{source}: truncated safetensors file ({size} bytes); fetch it again")
+    (length,) = struct.unpack("<Q", prefix[:8])
+    if size is not None and length > size - 8:
+        # The length is the file's own first 8 bytes: not quoted, they may be anything's.
+        raise CheckpointError(
+            f"{source}: truncated or not a safetensors file: its header length field exceeds the file's "
+            f"{size} bytes; fetch it again")
+    refuse_over(f"{source}: safetensors header", length, current_limits().header_bytes, "safetensors_header_mb",
+                CheckpointError)
+    return length
+
+
 def safetensors_header(path: str | Path) -> dict[str, dict]:
     """The tensor entries of a safetensors header (name -> dtype, shape, data_offsets), checked against the size."""
     path = Path(path)
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        prefix = handle.read(8)
-        if len(prefix) < 8:
-            raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes); fetch it again")
-        (length,) = struct.unpack("<Q", prefix)
-        if length > size - 8:
-            # The length is the file's own first 8 bytes: not quoted, they may be anything's.
-            raise CheckpointError(
-                f"{path}: truncated or not a safetensors file: its header length field exceeds the file's "
-                f"{size} bytes; fetch it again")
-        refuse_over(f"{path}: safetensors header", length, current_limits().header_bytes, "safetensors_header_mb",
-                    CheckpointError)
+        length = safetensors_header_length(handle.read(8), size, str(path))
         raw = handle.read(length)
     header, _ = parse_safetensors_header(raw, str(path))
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)

@@ -8,14 +8,12 @@ hundreds of megabytes.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checkpoint_io import parse_safetensors_header
+from .checkpoint_io import parse_safetensors_header, safetensors_header_length
 from .downloads import RetryPolicy, read_range
-from .limits import current as current_limits, refuse_over
 from .stems import StemError
 
 FIRST_READ = 64 * 1024  # one request usually covers the length and the whole header
@@ -45,14 +43,7 @@ def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str
     """Read `keys` (and those of `optional` present) from a remote safetensors file with Range requests."""
     first, total = read_range(url, 0, FIRST_READ, headers=headers, policy=policy)
     fetched = len(first)
-    if len(first) < 8:
-        raise StemError(f"{url}: {len(first)} bytes is too short for a safetensors file")
-    (header_len,) = struct.unpack("<Q", first[:8])
-    if total is not None and 8 + header_len > total:
-        raise StemError(f"{url}: not a safetensors file, or truncated: its header length field exceeds the file's "
-                        f"{total} bytes")
-    refuse_over(f"{url}: safetensors header", header_len, current_limits().header_bytes, "safetensors_header_mb",
-                StemError)
+    header_len = safetensors_header_length(first, total, url)
     if 8 + header_len > len(first):
         rest, _ = read_range(url, len(first), 8 + header_len, headers=headers, policy=policy)
         fetched += len(rest)

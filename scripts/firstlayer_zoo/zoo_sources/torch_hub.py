@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 
-import urllib.error
-
 from ..downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
+from ..meta_models import conv_geometry, on_meta_device
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, validate_conv_weight
@@ -31,7 +31,6 @@ def first_conv_module(model) -> str:
 
 def torchvision_entry(weights_name: str) -> dict:
     """What planning needs about a weight enum: stem geometry (model built on the meta device), URL, transform."""
-    import torch
     from torchvision import models
 
     try:
@@ -41,18 +40,14 @@ def torchvision_entry(weights_name: str) -> dict:
             from None
     arch = next(name for name in models.list_models()
                 if models.get_model_weights(name) is type(weights))
-    with torch.device("meta"):
-        model = models.get_model(arch, weights=None)
+    model = on_meta_device(lambda: models.get_model(arch, weights=None))
     first_conv = first_conv_module(model)
-    conv = model.get_submodule(first_conv)
     transform = weights.transforms()
     return {
         "arch": arch,
         "url": weights.url,
         "first_conv": first_conv,
-        "kernel_size": int(conv.kernel_size[0]),
-        "in_chans": int(conv.in_channels),
-        "stride": int(conv.stride[0]),
+        **conv_geometry(model.get_submodule(first_conv)),
         "preprocessing": {
             "resize": int(transform.resize_size[0]),
             "crop": int(transform.crop_size[0]),
