@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from firstlayer_zoo.analysis import CheckpointAnalysis  # noqa: E402
 from firstlayer_zoo.basis import PatchBasis  # noqa: E402
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
+from firstlayer_zoo.paths import StudyPaths  # noqa: E402
 from firstlayer_zoo.profiles import fit_analytic_profile, normalise, whitening_spreads  # noqa: E402
 from firstlayer_zoo.records import CheckpointSpec  # noqa: E402
 from firstlayer_zoo.shards import assign_shards, save_analyses  # noqa: E402
@@ -78,10 +79,10 @@ def write_shards(specs: list[CheckpointSpec], outdir: Path, shard_size: int) -> 
             if (spec.arch, spec.step) not in fits:
                 fits[spec.arch, spec.step] = fit_analytic_profile(clean, eigenvalues)
             analyses.append(CheckpointAnalysis(
-                spec=spec.to_dict(), status="ok", out_channels=64, stride=2, init_known=True,
+                checkpoint=spec, status="ok", out_channels=64, stride=2, init_known=True,
                 init_subtracted=True, eigenvalues=eigenvalues, energy=energy, energy_init=energy_init,
                 fit=fits[spec.arch, spec.step], whitening=whitening_spreads(energy, eigenvalues)))
-        path = outdir / "analyses" / "zoo" / f"{shard}.npz"
+        path = StudyPaths(str(outdir)).analyses("zoo", shard)
         save_analyses(path, analyses)
         paths.append(str(path))
     return paths
@@ -102,10 +103,11 @@ import sys
 from types import SimpleNamespace
 
 sys.path.insert(0, {scripts!r})
+from firstlayer_zoo.paths import PLOTS, TABLES, StudyPaths
 from firstlayer_zoo.records import BasisKey
 
 configfile: {config!r}
-OUT = config["outdir"]
+PATHS = StudyPaths(config["outdir"])
 STUDY = SimpleNamespace(bases=[BasisKey(*key) for key in {basis_keys!r}])
 
 
@@ -118,10 +120,9 @@ include: {aggregate!r}
 
 rule all:
     input:
-        [f"{{OUT}}/tables/{{t}}.parquet" for t in {tables!r}],
-        [f"{{OUT}}/plots/{{p}}.png" for p in {plots!r}],
-        [f"{{OUT}}/plots/consistency/{{b.slug}}.png" for b in STUDY.bases],
-        [f"{{OUT}}/plots/filters/{{b.slug}}.png" for b in STUDY.bases],
+        [PATHS.table(table) for table in TABLES],
+        [PATHS.plot(plot) for plot in PLOTS],
+        [PATHS.basis_plot(kind, basis.slug) for kind in ("consistency", "filters") for basis in STUDY.bases],
 """
 
 
@@ -145,15 +146,13 @@ def main() -> None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         bases = sorted({spec.basis for spec in specs}, key=lambda key: key.slug)
         for key in bases:
-            synthetic_basis(key).save(key.path(str(outdir)))
+            synthetic_basis(key).save(key.path(StudyPaths(str(outdir))))
         snakefile = workdir / "Snakefile"
         # The workflow's own aggregate rules; only the list of shard files is given here, not planned.
         snakefile.write_text(AGGREGATE_SNAKEFILE.format(
             scripts=str(ROOT / "scripts"), config=str(workdir / "config.yaml"), shards=shards,
             basis_keys=[(key.dataset, key.preprocessing, key.kernel_size, key.in_chans) for key in bases],
-            aggregate=str(ROOT / "workflow" / "rules" / "aggregate.smk"),
-            tables=["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups"],
-            plots=["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]))
+            aggregate=str(ROOT / "workflow" / "rules" / "aggregate.smk")))
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory",

@@ -9,7 +9,11 @@ rule build_tables:
     input:
         all_analyses,
     output:
-        **{table: table_output(table) for table in TABLES},
+        **{table: PATHS.table(table) for table in TABLES if table not in ("checkpoints", "consistency_summary")},
+        checkpoints=report(PATHS.table("checkpoints"), caption="../report/checkpoints.rst", category="Tables"),
+        consistency_summary=report(
+            PATHS.table("consistency_summary"), caption="../report/consistency_summary.rst", category="Tables"
+        ),
         summary=PATHS.summary,
     log:
         PATHS.log("build_tables"),

@@ -97,17 +97,6 @@ def archive_options(wildcards):
     return STUDY.sources[wildcards.zoo].options
 
 
-# Tables shown in the HTML report, each with its caption in workflow/report/<table>.rst.
-REPORTED_TABLES = ("checkpoints", "consistency_summary")
-
-
-def table_output(table):
-    path = PATHS.table(table)
-    if table in REPORTED_TABLES:
-        return report(path, caption=f"../report/{table}.rst", category="Tables")
-    return path
-
-
 def basis_plots(kind):
     return [PATHS.basis_plot(kind, basis.slug) for basis in STUDY.bases]
 
