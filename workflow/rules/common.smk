@@ -1,6 +1,5 @@
 # Config -> paths and parameters. The study (checkpoints, runs, bases) is resolved
 # once here by the package; the other .smk files hold rules only.
-import json
 import sys
 from pathlib import Path
 
