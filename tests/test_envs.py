@@ -6,13 +6,14 @@ import, following imports through the firstlayer_zoo package. Imports inside
 functions count too: a lazy import only defers the need to the first call.
 """
 
-import ast
 import re
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from import_graph import third_party_imports
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = sorted((ROOT / "workflow" / "rules").glob("*.smk"))
@@ -22,7 +23,6 @@ IMPORT_TO_DISTRIBUTION = {
     "yaml": "pyyaml",
     "google": "protobuf",
 }
-PACKAGE = "firstlayer_zoo"
 
 
 def rule_blocks():
@@ -56,34 +56,6 @@ def env_pins(path):
     return pinned(pip)
 
 
-def module_imports(path: Path, seen: set) -> set:
-    """Top-level modules a file imports anywhere in it, following the package's own modules."""
-    if path in seen:
-        return set()
-    seen.add(path)
-    tree = ast.parse(path.read_text())
-    found = set()
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level and node.module:
-                names = [f"{PACKAGE}.{node.module}"]
-            elif node.level:  # from . import module
-                names = [f"{PACKAGE}.{alias.name}" for alias in node.names]
-            elif node.module:
-                names = [node.module]
-        for name in names:
-            top = name.split(".")[0]
-            if top == PACKAGE:
-                module = ROOT / "scripts" / Path(*name.split(".")).with_suffix(".py")
-                found |= module_imports(module, seen)
-            else:
-                found.add(top)
-    return found
-
-
 def test_every_rule_names_an_existing_env():
     blocks = rule_blocks()
     assert {"patch_statistics", "analyse_checkpoints", "build_tables", "plot_study", "plot_bases"} <= {
@@ -104,12 +76,19 @@ def test_each_env_holds_what_its_scripts_import():
     stdlib = set(sys.stdlib_module_names)
     for rule, env, script in rule_blocks():
         wanted = {IMPORT_TO_DISTRIBUTION.get(m, m).lower().replace("_", "-")
-                  for m in module_imports(script, set()) if m not in stdlib and m != "__future__"}
+                  for m in third_party_imports(script) if m not in stdlib and m != "__future__"}
         missing = wanted - set(env_pins(env))
         assert not missing, f"rule {rule}: {env.name} lacks {sorted(missing)} imported by {script.name}"
 
 
-def test_imports_inside_functions_are_followed(tmp_path):
-    module = tmp_path / "lazy.py"
-    module.write_text("import json\n\ndef read():\n    from safetensors import safe_open\n    return safe_open\n")
-    assert module_imports(module, set()) == {"json", "safetensors"}
+def test_imports_inside_functions_and_subpackages_are_followed(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sources").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sources" / "__init__.py").write_text("from . import lazy\n")
+    (package / "sources" / "lazy.py").write_text(
+        "import json\n\nfrom ..base import f\n\ndef read():\n    from safetensors import safe_open\n")
+    (package / "base.py").write_text("def f():\n    import numpy\n")
+    script = tmp_path / "rule.py"
+    script.write_text("from pkg.sources import lazy\n")
+    assert third_party_imports(script, package) == {"json", "safetensors", "numpy"}

@@ -9,6 +9,7 @@ import yaml
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES
 from firstlayer_zoo.registry import Registry
 from firstlayer_zoo.zoo_sources import ZOO_SOURCES
+from import_graph import import_graph, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "scripts" / "firstlayer_zoo"
@@ -41,43 +42,6 @@ def test_a_source_name_registered_twice_is_refused_naming_both_classes():
     with pytest.raises(ValueError, match=r"zoo source 'same' is registered twice, by .*First and .*Second"):
         registry.register(Second)
     assert registry["same"] is First
-
-
-def module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root.parent).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def import_graph(root: Path) -> dict[str, set[str]]:
-    """{module: package modules it imports}, from every import statement, at module level or inside a function.
-
-    Importing `a.b.c` also runs the packages `a.b` and `a`: they count as imported too, except
-    the importer's own packages (which Python has already started when it runs the importer).
-    """
-    files = {module_name(path, root): path for path in root.rglob("*.py")}
-    graph = {}
-    for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        own_packages = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
-        targets = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    base = f"{anchor}.{base}" if base else anchor
-                # `from pkg import name` imports the submodule pkg.name where there is one.
-                imported = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names]
-            else:
-                continue
-            for module in imported:
-                parts = module.split(".")
-                targets.update(prefix for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                               if prefix in files and prefix not in own_packages and prefix != name)
-        graph[name] = targets
-    return graph
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -59,11 +59,12 @@ def test_html_report_holds_every_plot(tiny_run):
 
 
 def test_train_run_keeps_init_and_metadata(tiny_run):
-    from firstlayer_zoo.stems import read_safetensors_metadata
+    from safetensors import safe_open
 
     run = tiny_run / "results" / "zoos" / "tiny" / "runs" / "test_resnet-s0-random"
     assert sorted(p.name for p in run.glob("*.safetensors")) == [
         "step000000.safetensors", "step000004.safetensors", "step000008.safetensors"]
-    meta = read_safetensors_metadata(run / "step000008.safetensors")
+    with safe_open(str(run / "step000008.safetensors"), framework="numpy") as handle:
+        meta = handle.metadata()
     assert meta["labels"] == "random" and meta["seed"] == "0" and meta["step"] == "8"
     assert json.loads(meta["preprocessing"])["resize"] == 48

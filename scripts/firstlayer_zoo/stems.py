@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -81,9 +80,3 @@ def declared_first_conv(pretrained_cfg: dict) -> str | None:
         name = name[0] if name else None
     return name or None
 
-
-def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="numpy") as handle:
-        return dict(handle.metadata() or {})
