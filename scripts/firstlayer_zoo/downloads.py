@@ -11,6 +11,7 @@ once its size and checksum are verified. No download grows past
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -23,6 +24,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .limits import current as current_limits
 from .rule_io import ClearError
@@ -63,6 +65,18 @@ def connection_failure(error: BaseException) -> str | None:
     if isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
         return f"{type(reason).__name__}: {reason}"
     return None
+
+
+@contextlib.contextmanager
+def unreachable_as(endpoint: str, ways_out: str) -> Iterator[None]:
+    """Inside the block, a urllib error that means no connection at all becomes a NetworkError saying `ways_out`."""
+    try:
+        yield
+    except urllib.error.URLError as error:
+        unreachable = connection_failure(error)
+        if unreachable is None:
+            raise
+        raise NetworkError(endpoint, unreachable, ways_out) from None
 
 
 class ClientDownloadError(DownloadError):

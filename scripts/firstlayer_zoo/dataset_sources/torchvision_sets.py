@@ -10,7 +10,6 @@ by the torchvision class itself.
 
 from __future__ import annotations
 
-import urllib.error
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..dataset_source import DatasetSource, register
-from ..downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
+from ..downloads import FETCH_FIRST, DownloadError, endpoint_of, unreachable_as
 
 
 def torchvision_datasets():
@@ -64,23 +63,18 @@ class TorchvisionDataset(DatasetSource):
         from torchvision.datasets.utils import calculate_md5, download_url
 
         path = root / self.filename()
-        try:
-            download_url(self.download_url(), str(root), self.filename(), self.md5())
-        except urllib.error.URLError as error:
-            unreachable = connection_failure(error)
-            if unreachable is None:
-                raise
-            raise NetworkError(endpoint_of(self.download_url()), unreachable,
-                               f"set datasets.{self.name}.url (and md5) to a copy this machine reaches, "
-                               + FETCH_FIRST) from None
-        except RuntimeError:
-            actual = calculate_md5(str(path)) if path.exists() else "no file"
-            path.unlink(missing_ok=True)
-            raise DownloadError(
-                f"dataset {self.name!r}: {path} downloaded from {self.download_url()} has md5 {actual}, "
-                f"expected {self.md5()}; the corrupted file was deleted. Rerun to download it again; "
-                f"if the URL is a mirror with a different archive, set datasets.{self.name}.md5 to its checksum"
-            ) from None
+        ways_out = f"set datasets.{self.name}.url (and md5) to a copy this machine reaches, " + FETCH_FIRST
+        with unreachable_as(endpoint_of(self.download_url()), ways_out):
+            try:
+                download_url(self.download_url(), str(root), self.filename(), self.md5())
+            except RuntimeError:
+                actual = calculate_md5(str(path)) if path.exists() else "no file"
+                path.unlink(missing_ok=True)
+                raise DownloadError(
+                    f"dataset {self.name!r}: {path} downloaded from {self.download_url()} has md5 {actual}, "
+                    f"expected {self.md5()}; the corrupted file was deleted. Rerun to download it again; if the "
+                    f"URL is a mirror with a different archive, set datasets.{self.name}.md5 to its checksum"
+                ) from None
         return path
 
     def unpack(self, archive: Path, root: Path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 
-from ..downloads import FETCH_FIRST, DownloadError, NetworkError, connection_failure, endpoint_of
+from ..downloads import FETCH_FIRST, DownloadError, endpoint_of, unreachable_as
 from ..meta_models import conv_geometry, on_meta_device
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
@@ -102,22 +101,18 @@ class TorchvisionWeightsSource(ZooSource):
         """The weights, from $TORCH_HOME/hub/checkpoints once downloaded there (no network needed then)."""
         import torch
 
-        try:
-            return torch.hub.load_state_dict_from_url(spec.locator, map_location="cpu", progress=False,
-                                                      check_hash=True, weights_only=True)
-        except RuntimeError as error:
-            if "invalid hash value" in str(error):
-                raise DownloadError(f"{spec.uri}: the download fails torchvision's hash check ({error}); "
-                                    "nothing was kept, rerun to download it again") from None
-            raise
-        except urllib.error.URLError as error:
-            unreachable = connection_failure(error)
-            if unreachable is None:
+        ways_out = (f"set the zoo's `mirror` to a copy this machine reaches, or download the weights into "
+                    f"{torch.hub.get_dir()}/checkpoints where there is network (same TORCH_HOME): "
+                    + FETCH_FIRST.removeprefix("or "))
+        with unreachable_as(endpoint_of(spec.locator), ways_out):
+            try:
+                return torch.hub.load_state_dict_from_url(spec.locator, map_location="cpu", progress=False,
+                                                          check_hash=True, weights_only=True)
+            except RuntimeError as error:
+                if "invalid hash value" in str(error):
+                    raise DownloadError(f"{spec.uri}: the download fails torchvision's hash check ({error}); "
+                                        "nothing was kept, rerun to download it again") from None
                 raise
-            raise NetworkError(endpoint_of(spec.locator), unreachable,
-                               f"set the zoo's `mirror` to a copy this machine reaches, or download the weights "
-                               f"into {torch.hub.get_dir()}/checkpoints where there is network (same TORCH_HOME): "
-                               + FETCH_FIRST.removeprefix("or ")) from None
 
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:
@@ -188,17 +183,11 @@ class TorchHubSource(ZooSource):
 
         extra = spec.extra
         repo, _, function = spec.locator.rpartition(":")
-        try:
+        ways_out = (f"copy the hub repository to this machine and set hub_source: local, or fill "
+                    f"{torch.hub.get_dir()} where there is network (same TORCH_HOME): " + FETCH_FIRST.removeprefix("or "))
+        with unreachable_as("https://github.com", ways_out):
             return torch.hub.load(repo, function, source=extra["hub_source"],
                                   trust_repo=extra["trust_repo"], verbose=False, **extra["kwargs"])
-        except urllib.error.URLError as error:
-            unreachable = connection_failure(error)
-            if unreachable is None:
-                raise
-            raise NetworkError("https://github.com", unreachable,
-                               f"copy the hub repository to this machine and set hub_source: local, or fill "
-                               f"{torch.hub.get_dir()} where there is network (same TORCH_HOME): "
-                               + FETCH_FIRST.removeprefix("or ")) from None
 
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:
