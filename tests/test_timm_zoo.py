@@ -113,7 +113,9 @@ def test_names_globs_defaults_and_excludes_resolve_from_the_table(tmp_path):
     default = [tag for tag, row in table.items() if row["arch"] == "resnet50" and row["default_tag"] == "True"]
     assert set(specs) == {*default, "test_vit.r160_in1k", "test_vit2.r160_in1k", "test_resnet.r160_in1k"}
     resnet = specs["test_resnet.r160_in1k"]
-    assert resnet.uri == "hf://timm/test_resnet.r160_in1k@abc123"
+    # The reader opens the Hub repository; people read where it comes from, revision included.
+    assert (resnet.locator, resnet.uri) == ("timm/test_resnet.r160_in1k", "hf://timm/test_resnet.r160_in1k@abc123")
+    assert resnet.stride == int(float(load_timm_table()["test_resnet.r160_in1k"]["stride"]))
     assert (resnet.first_conv, resnet.kernel_size, resnet.in_chans) == ("conv1.0", 3, 3)
     assert resnet.extra["dataset_tag"] == "in1k"
     assert not (tmp_path / "geometry.json").exists()  # nothing was built

@@ -47,7 +47,8 @@ def test_torchvision_weights_plan_with_their_own_transform(tmp_path, server):
     (spec,) = _torchvision_source(tmp_path, server).checkpoints()
     assert (spec.arch, spec.first_conv, spec.kernel_size, spec.in_chans) == ("resnet18", "conv1", 7, 3)
     assert (spec.preprocessing.resize, spec.preprocessing.crop) == (256, 224)
-    assert spec.uri.startswith(server.url + "/models/resnet18-")
+    assert spec.locator.startswith(server.url + "/models/resnet18-") and spec.uri == spec.locator
+    assert spec.stride == 2
     assert spec.extra["dataset_tag"] == "imagenet1k"
 
 
@@ -119,6 +120,7 @@ def test_torchhub_entry_loads_weights_from_the_server(tmp_path, server):
     repo, state = _hub_repo(tmp_path, server)
     (spec,) = _hub_source(tmp_path, repo).checkpoints()
     assert (spec.name, spec.kernel_size, spec.in_chans) == ("tiny_cifar", 3, 3)
+    assert (spec.locator, spec.uri) == (f"{repo}:tiny_cifar", f"torchhub://{repo}:tiny_cifar")
     stem = extract_stem(spec)
     assert stem.status == "ok" and stem.first_conv == "conv1"
     np.testing.assert_array_equal(stem.weight, state["conv1.weight"].double().numpy())
