@@ -308,3 +308,7 @@ class OnnxSource(LocalFiles):
         weight = validate_conv_weight(array, spec.uri)
         return Stem(weight=weight, init=None, stride=stem.stride, first_conv=stem.node,
                     meta={"uri": spec.uri, "weight": stem.weight_name})
+
+
+# Registers the `keras` source; imported last because it subclasses LocalFiles.
+from . import keras_zoo  # noqa: E402,F401
