@@ -157,3 +157,17 @@ def test_inspect_refuses_with_exit_code_2(tmp_path, images):
         run = inspect(path, "--dataset", folder, cwd=tmp_path, cache_home=tmp_path / "cache")
         assert run.returncode == 2 and run.stderr.startswith(f"cannot inspect: {reason}"), run.stderr
         assert "Traceback" not in run.stderr and not list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.slow  # the photos' basis at k=7: tens of seconds
+def test_the_readme_notebook_snippet_runs_as_written(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## In a notebook"):]
+    snippet = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    run = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(SCRIPTS), "XDG_CACHE_HOME": str(tmp_path / "cache"),
+                              "MPLBACKEND": "Agg"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    header, row = run.stdout.splitlines()[:2]
+    assert header.split() == ["tau", "tau_s1", "fit_r", "frac_whitened"] and len(row.split()) == 5, run.stdout
+    assert len(list((tmp_path / "cache" / "firstlayer-zoo" / "bases").glob("*.npz"))) == 1
