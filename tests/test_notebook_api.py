@@ -15,7 +15,6 @@ from safetensors.torch import save_file
 
 import firstlayer_zoo
 from conftest import direct_patches
-from firstlayer_zoo import notebook
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo.tables import SCHEMAS
 from hostile_corpus import onnx_conv_model

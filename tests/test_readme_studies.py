@@ -1,8 +1,8 @@
 """The README's "Your own study" configs, run as written: taken from the README itself, on files the test makes.
 
-The folder, ONNX and Keras studies run for real, and so does the README's `python -m firstlayer_zoo inspect`; the timm study is fetched from an imitation of the Hub
-(`fetch_remote`) and then run with HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells
-a cluster user to.
+The folder, ONNX and Keras studies run for real, and so does the README's `python -m firstlayer_zoo
+inspect` line; the timm study is fetched from an imitation of the Hub (`fetch_remote`) and then run with
+HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells a cluster user to.
 """
 
 import os
@@ -62,7 +62,8 @@ def workdir(tmp_path_factory):
     onnx.save(onnx_conv_model(stem(3).numpy()), str(workdir / "exports" / "net_a.onnx"))
     onnx.save(onnx_conv_model(stem(4).numpy()), str(workdir / "exports" / "more" / "net_b.onnx"))
     (workdir / "keras_models").mkdir()
-    sequential_h5(workdir / "keras_models" / "tf2.h5", stem(5).numpy().transpose(2, 3, 1, 0))  # Keras: (kh, kw, in, out)
+    # Keras stores kernels as (kh, kw, in, out).
+    sequential_h5(workdir / "keras_models" / "tf2.h5", stem(5).numpy().transpose(2, 3, 1, 0))
     functional_keras(workdir / "keras_models" / "keras3.keras", stem(6).numpy().transpose(2, 3, 1, 0))
     return workdir
 

@@ -19,6 +19,8 @@ def parser() -> argparse.ArgumentParser:
     inspect.add_argument("--stem-key", help="the stem's weight in a state dict (default: its first 4-D weight)")
     inspect.add_argument("--resize", type=int, help="shorter side before the crop, as the model was trained")
     inspect.add_argument("--crop", type=int, help="centre crop, as the model was trained")
+    inspect.add_argument("--mean", type=float, nargs="+", help="per-channel mean (default: ImageNet's)")
+    inspect.add_argument("--std", type=float, nargs="+", help="per-channel std (default: ImageNet's)")
     inspect.add_argument("--out", type=Path, default=Path("."), help="folder for <file name>.png (default: here)")
     return main
 
@@ -26,13 +28,13 @@ def parser() -> argparse.ArgumentParser:
 def inspect(arguments: argparse.Namespace) -> int:
     from .notebook import analyse
     from .plots import plot_fit_examples
-    from .stems import StemError
 
-    preprocessing = {key: value for key, value in (("resize", arguments.resize), ("crop", arguments.crop)) if value}
+    preprocessing = {key: getattr(arguments, key) for key in ("resize", "crop", "mean", "std")
+                     if getattr(arguments, key)}
     try:
         result = analyse(arguments.file, dataset=arguments.dataset, preprocessing=preprocessing,
                          stem_key=arguments.stem_key)
-    except StemError as error:
+    except ValueError as error:  # a StemError, or preprocessing options that do not fit together
         print(f"cannot inspect: {error}", file=sys.stderr)
         return EXIT_UNUSABLE
     checkpoint, fit = result.checkpoint.iloc[0], result.fit.iloc[0]

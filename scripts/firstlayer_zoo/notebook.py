@@ -62,13 +62,13 @@ def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | 
       by default a timm model's pretrained_cfg, else ImageNet's mean and std on images as they are.
     Raises StemError, naming the model or file, when its stem cannot be analysed.
     """
-    stem, spec = _stem_and_spec(obj, dataset, preprocessing, stem_key, name)
+    cache = Path(cache_dir) if cache_dir else cache_root()
+    stem, spec = _stem_and_spec(obj, dataset, preprocessing, stem_key, name, cache)
     if stem.status != "ok":
         raise StemError(stem.status.removeprefix("skipped: "))
     basis = None
     if spec.basis is not None:
-        basis = dataset_basis(dataset, spec.preprocessing, stem.kernel_size, moments, offsets,
-                              Path(cache_dir) if cache_dir else cache_root(), device)
+        basis = dataset_basis(dataset, spec.preprocessing, stem.kernel_size, moments, offsets, cache, device)
     from .analysis import analyse_stem
     from .tables import checkpoints_table, fits_table, profiles_table
 
@@ -78,10 +78,11 @@ def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | 
     return Result(checkpoints_table([analysis]), profiles_table([analysis]), fits_table([analysis]))
 
 
-def _stem_and_spec(obj, dataset, preprocessing, stem_key: str | None, name: str | None) -> tuple[Stem, CheckpointSpec]:
-    dataset_name = "photos" if str(dataset) == "photos" else str(dataset)
+def _stem_and_spec(obj, dataset, preprocessing, stem_key: str | None, name: str | None,
+                   cache: Path) -> tuple[Stem, CheckpointSpec]:
+    dataset_name = str(dataset)
     if isinstance(obj, (str, Path)):
-        return _file_stem(Path(obj), dataset_name, preprocessing, stem_key, name)
+        return _file_stem(Path(obj), dataset_name, preprocessing, stem_key, name, cache)
     if isinstance(obj, Mapping):
         key = stem_key or _first_conv_key({key: tuple(value.shape) for key, value in obj.items()
                                            if hasattr(value, "shape")}, "the state dict")
@@ -143,8 +144,8 @@ def _module_stem(model) -> tuple[Stem, Preprocessing]:
     return stem, default
 
 
-def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, name: str | None
-               ) -> tuple[Stem, CheckpointSpec]:
+def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, name: str | None,
+               cache: Path) -> tuple[Stem, CheckpointSpec]:
     """The stem of one file, read by the zoo source of its format, as a job of the workflow reads it."""
     from .checkpoint_io import safetensors_header, load_torch_state_dict, sniff
     from .keras_io import is_keras_file
@@ -167,8 +168,8 @@ def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, na
                        if hasattr(value, "shape")})
             stem_key = _first_conv_key(shapes, str(path))
         options["stem_key"] = stem_key
-    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache_root()),
-                              GeometryCache(cache_root() / "geometry.json"))
+    # A local file's geometry is read from its header in milliseconds: the geometry cache is never saved.
+    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache), GeometryCache(cache / "geometry.json"))
     (spec,) = zoo.checkpoints()
     spec = replace(spec, name=name or path.name)
     with redirect_stdout(io.StringIO()):  # its line naming the file is for a job's log
