@@ -1,6 +1,8 @@
 """The `keras` source: the first convolution of Keras .h5 and .keras models, read with h5py from files the test
 writes in Keras' own layouts (tests/keras_files.py); kernels come back as (out, in, kh, kw)."""
 
+import zipfile
+
 import h5py
 import numpy as np
 
@@ -112,6 +114,9 @@ def test_models_without_a_usable_conv_stem_are_skipped_with_their_reason(tmp_pat
     data = functional_keras(tmp_path / "whole.keras", kernel()).read_bytes()
     (root / "cut.keras").write_bytes(data[: len(data) // 2])
     (root / "pointer.h5").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n")
+    with zipfile.ZipFile(root / "badconfig.keras", "w") as archive:
+        archive.writestr("config.json", '{"class_name": "Sequential", "config": {"layers": [')
+        archive.writestr("model.weights.h5", b"")
     found = specs(root, tmp_path)
     assert all(spec.basis is None for spec in found.values())
     status = {name: analyse_stem(spec, extract_stem(spec), None, False).status for name, spec in found.items()}
@@ -128,6 +133,8 @@ def test_models_without_a_usable_conv_stem_are_skipped_with_their_reason(tmp_pat
                      "copy or save it again",
         "pointer.h5": f"skipped: {root / 'pointer.h5'}: Git LFS pointer file, not the checkpoint itself; run "
                       "`git lfs pull` in its repository",
+        "badconfig.keras": f"skipped: {root / 'badconfig.keras'}: corrupt Keras model config (not JSON); save the "
+                           "model again with model.save()",
     }
 
 

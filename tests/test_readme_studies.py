@@ -19,6 +19,7 @@ import torch
 import yaml
 from safetensors.torch import save
 
+import firstlayer_zoo
 from firstlayer_zoo.shards import load_analyses
 from hostile_corpus import onnx_conv_model
 from keras_files import functional_keras, sequential_h5
@@ -105,6 +106,17 @@ def test_keras_study_as_written(workdir):
     assert chosen["first_conv"].tolist() == ["stem", "conv2d"] and chosen["stride"].tolist() == [2, 2]
     assert len(found["fits"]) == 2
     assert "zoo keras_models (keras): 2 checkpoint(s), 2 ok, 0 skipped" in result.stdout + result.stderr
+    # The notebook API on the same file, with the zoo's preprocessing, gives the workflow's own rows.
+    options = yaml.safe_load(readme_studies()["keras.yaml"])["zoos"]["keras_models"]
+    alone = firstlayer_zoo.analyse(workdir / "keras_models" / "tf2.h5", dataset="photos", name="tf2.h5",
+                                   preprocessing=options["preprocessing"], cache_dir=workdir / "cache")
+    profiles = pd.read_parquet(workdir / "results" / "tables" / "profiles.parquet")
+    in_study = profiles[profiles["checkpoint"] == "keras_models/tf2.h5"]
+    for column in ("eigenvalue", "energy"):
+        np.testing.assert_allclose(alone.profile[column], in_study[column], rtol=1e-9)
+    fits = found["fits"].set_index("checkpoint").loc["keras_models/tf2.h5"]
+    for column in ("tau", "fit_r", "frac_whitened"):
+        assert alone.fit[column].item() == pytest.approx(fits[column], rel=1e-9)
 
 
 def test_inspect_command_as_written(workdir):
