@@ -5,9 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 CORES ?= 2
 
+# The pinned requirements, then the package itself (editable, no dependencies) so that
+# `python -m firstlayer_zoo` and `import firstlayer_zoo` work from any folder.
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(VENV)/bin/pip install --quiet --no-deps -e .
 	touch $@
 
 .PHONY: run test report

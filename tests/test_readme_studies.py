@@ -1,12 +1,15 @@
 """The README's "Your own study" configs, run as written: taken from the README itself, on files the test makes.
 
-The folder and ONNX studies run for real; the timm study is fetched from an imitation of the Hub
-(`fetch_remote`) and then run with HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells
-a cluster user to.
+The folder, ONNX and Keras studies run for real, and so does the README's `python -m firstlayer_zoo
+inspect` line; the timm study is fetched from an imitation of the Hub (`fetch_remote`) and then run with
+HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells a cluster user to.
 """
 
+import os
 import re
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -16,8 +19,10 @@ import torch
 import yaml
 from safetensors.torch import save
 
+import firstlayer_zoo
 from firstlayer_zoo.shards import load_analyses
 from hostile_corpus import onnx_conv_model
+from keras_files import functional_keras, sequential_h5
 from loopback import HubImitation
 from workflow_helpers import ROOT, snakemake
 
@@ -30,11 +35,11 @@ def readme_studies() -> dict[str, str]:
     return {name: body for body, name in re.findall(r"```yaml\n(# own-study: (\S+\.yaml).*?)```", text, re.DOTALL)}
 
 
-def test_the_readme_holds_the_three_studies():
+def test_the_readme_holds_the_four_studies():
     studies = readme_studies()
-    assert set(studies) == {"folder.yaml", "onnx.yaml", "timm.yaml"}
+    assert set(studies) == {"folder.yaml", "onnx.yaml", "keras.yaml", "timm.yaml"}
     assert [yaml.safe_load(body)["zoos"].popitem()[1]["source"] for body in studies.values()] == \
-        ["folder", "onnx", "timm"]
+        ["folder", "onnx", "keras", "timm"]
 
 
 def stem(seed: int) -> torch.Tensor:
@@ -45,7 +50,7 @@ def stem(seed: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder with the README's files in it: its three configs, checkpoints/ and exports/."""
+    """A folder with the README's files in it: its four configs, checkpoints/, exports/ and keras_models/."""
     workdir = tmp_path_factory.mktemp("own_study")
     for name, body in readme_studies().items():
         (workdir / name).write_text(body)
@@ -57,6 +62,10 @@ def workdir(tmp_path_factory):
     (workdir / "exports" / "more").mkdir(parents=True)
     onnx.save(onnx_conv_model(stem(3).numpy()), str(workdir / "exports" / "net_a.onnx"))
     onnx.save(onnx_conv_model(stem(4).numpy()), str(workdir / "exports" / "more" / "net_b.onnx"))
+    (workdir / "keras_models").mkdir()
+    # Keras stores kernels as (kh, kw, in, out).
+    sequential_h5(workdir / "keras_models" / "tf2.h5", stem(5).numpy().transpose(2, 3, 1, 0))
+    functional_keras(workdir / "keras_models" / "keras3.keras", stem(6).numpy().transpose(2, 3, 1, 0))
     return workdir
 
 
@@ -85,6 +94,41 @@ def test_onnx_study_as_written(workdir):
     assert sorted(checkpoints["checkpoint"]) == ["exported/more--net_b.onnx", "exported/net_a.onnx"]
     assert (checkpoints["status"] == "ok").all() and checkpoints["zoo"].eq("exported").all()  # the demo is not run
     assert "zoo exported (onnx): 2 checkpoint(s), 2 ok, 0 skipped" in result.stdout + result.stderr
+
+
+def test_keras_study_as_written(workdir):
+    result = snakemake(workdir, "--cores", "2", config=workdir / "keras.yaml")
+    found = tables(workdir)
+    checkpoints = found["checkpoints"].set_index("checkpoint")
+    assert sorted(checkpoints.index) == ["keras_models/keras3.keras", "keras_models/tf2.h5"]
+    assert (checkpoints["status"] == "ok").all()
+    chosen = checkpoints.loc[["keras_models/keras3.keras", "keras_models/tf2.h5"]]
+    assert chosen["first_conv"].tolist() == ["stem", "conv2d"] and chosen["stride"].tolist() == [2, 2]
+    assert len(found["fits"]) == 2
+    assert "zoo keras_models (keras): 2 checkpoint(s), 2 ok, 0 skipped" in result.stdout + result.stderr
+    # The notebook API on the same file, with the zoo's preprocessing, gives the workflow's own rows.
+    options = yaml.safe_load(readme_studies()["keras.yaml"])["zoos"]["keras_models"]
+    alone = firstlayer_zoo.analyse(workdir / "keras_models" / "tf2.h5", dataset="photos", name="tf2.h5",
+                                   preprocessing=options["preprocessing"], cache_dir=workdir / "cache")
+    profiles = pd.read_parquet(workdir / "results" / "tables" / "profiles.parquet")
+    in_study = profiles[profiles["checkpoint"] == "keras_models/tf2.h5"]
+    for column in ("eigenvalue", "energy"):
+        np.testing.assert_allclose(alone.profile[column], in_study[column], rtol=1e-9)
+    fits = found["fits"].set_index("checkpoint").loc["keras_models/tf2.h5"]
+    for column in ("tau", "fit_r", "frac_whitened"):
+        assert alone.fit[column].item() == pytest.approx(fits[column], rel=1e-9)
+
+
+def test_inspect_command_as_written(workdir):
+    """The README's `python -m firstlayer_zoo inspect` line, run in the folder that has its checkpoint."""
+    command = re.search(r"^python -m firstlayer_zoo inspect .*$", (ROOT / "README.md").read_text(), re.M).group(0)
+    run = subprocess.run([sys.executable, *command.split()[1:]], cwd=workdir, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "scripts"),
+                              "XDG_CACHE_HOME": str(workdir / "cache")})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "checkpoints/resnet_a.pt: stem conv1 (64 filters, 3x7x7, stride unknown) in the photos basis" in run.stdout
+    assert re.search(r"^ +fit_r -?[0-9.]+", run.stdout, re.M), run.stdout
+    assert (workdir / "plots" / "resnet_a.pt.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_timm_study_fetched_with_network_then_run_without(workdir, monkeypatch):

@@ -13,7 +13,7 @@ from ..limits import Limits, applied
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError
 from ..zoo_source import ZOO_SOURCES
-from . import archive, local, timm_hub, torch_hub, train  # noqa: F401 - they register their sources
+from . import archive, keras, local, timm_hub, torch_hub, train  # noqa: F401 - they register their sources
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:

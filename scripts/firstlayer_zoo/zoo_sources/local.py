@@ -215,7 +215,7 @@ class LocalFiles(ZooSource):
         return specs
 
 
-def _square_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
+def square_geometry(shape: tuple[int, ...]) -> tuple[int, int]:
     """(kernel_size, in_chans) of a square (K, c, k, k) weight; (0, 0) for anything else (its job says why)."""
     if len(shape) == 4 and shape[2] == shape[3]:
         return shape[2], shape[1]
@@ -259,7 +259,7 @@ class FolderSource(LocalFiles):
     def read_geometry(self, path: Path) -> dict:
         options = self.stem_options()
         key, shape = tensor_shape(path, options["key"])
-        kernel_size, in_chans = _square_geometry(conv_shape(shape, options["patch_size"]))
+        kernel_size, in_chans = square_geometry(conv_shape(shape, options["patch_size"]))
         arch = self.arch_geometry()
         return {"first_conv": key.removesuffix(".weight"), "kernel_size": kernel_size, "in_chans": in_chans,
                 "stride": arch["stride"] if arch else None}
@@ -297,7 +297,7 @@ class OnnxSource(LocalFiles):
 
     def read_geometry(self, path: Path) -> dict:
         stem = onnx_stem(path)
-        kernel_size, in_chans = _square_geometry(stem.shape) if stem.group == 1 else (0, 0)
+        kernel_size, in_chans = square_geometry(stem.shape) if stem.group == 1 else (0, 0)
         return {"first_conv": stem.node, "kernel_size": kernel_size, "in_chans": in_chans, "stride": stem.stride}
 
     @classmethod
@@ -310,3 +310,4 @@ class OnnxSource(LocalFiles):
         weight = validate_conv_weight(array, spec.uri)
         return Stem(weight=weight, init=None, stride=stem.stride, first_conv=stem.node,
                     meta={"uri": spec.uri, "weight": stem.weight_name})
+
