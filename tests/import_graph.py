@@ -1,5 +1,9 @@
 """What the firstlayer_zoo package's files import, read with ast: every import statement, at module level or inside
-a function (a lazy import only defers the need to the first call), relative and absolute."""
+a function (a lazy import only defers the need to the first call), relative and absolute.
+
+One exception: a module-level `__getattr__` (PEP 562) runs only when its own attribute is asked for
+(`firstlayer_zoo.analyse`), not when a submodule is imported, so its imports are not what importing the
+module needs."""
 
 from __future__ import annotations
 
@@ -28,7 +32,10 @@ def imports(path: Path, files: dict[str, Path], name: str = "") -> tuple[set[str
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     own_packages = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
     internal, external = set(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    lazy_attributes = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"]
+    tree.body = [node for node in tree.body if node not in lazy_attributes]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -36,8 +36,8 @@ def test_sequential_h5_and_functional_keras_stems_are_their_kernels_transposed(t
     found = specs(root, tmp_path)
     assert sorted(found) == ["func.keras", "seq.h5"]
     assert (found["seq.h5"].first_conv, found["seq.h5"].kernel_size, found["seq.h5"].in_chans,
-            found["seq.h5"].extra["stride"]) == ("conv2d", 5, 3, 2)
-    assert (found["func.keras"].first_conv, found["func.keras"].kernel_size, found["func.keras"].extra["stride"]) == \
+            found["seq.h5"].stride) == ("conv2d", 5, 3, 2)
+    assert (found["func.keras"].first_conv, found["func.keras"].kernel_size, found["func.keras"].stride) == \
         ("stem", 7, 4)
     for name, weight, stride in (("seq.h5", first, 2), ("func.keras", second, 4)):
         stem = extract_stem(found[name])
