@@ -9,6 +9,7 @@ import pytest
 
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
+from firstlayer_zoo.paper_comparison import paper_comparison, read_paper_values
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
@@ -57,6 +58,8 @@ def small_study():
 def test_written_tables_have_exactly_the_readme_columns_in_order(tmp_path):
     expected = readme_columns()
     tables = build_tables(small_study()[0])
+    tables["paper_comparison"] = paper_comparison(tables["checkpoints"], tables["profiles"], tables["fits"],
+                                                  read_paper_values(), {})
     assert sorted(expected) == sorted(tables)
     for name, frame in tables.items():
         write_table(frame, name, tmp_path / f"{name}.parquet")

@@ -55,6 +55,12 @@ class DatasetSource:
         """Image `index` as uint8 (H, W, C) or (H, W)."""
         raise NotImplementedError
 
+    def label(self, root: Path, index: int) -> int:
+        """Class of image `index`, for sources whose images have one (training on labels needs it)."""
+        raise ValueError(f"dataset {self.name!r}: source {self.source} has no class labels; train on a labelled "
+                         "dataset (cifar10, cifar100, svhn, stl10, imagenette, or a folder with one subfolder "
+                         "per class) or use task: photo_crops")
+
     @property
     def subsample(self) -> dict | None:
         return self.options.get("subsample")
@@ -188,6 +194,17 @@ class ImageFolder(DatasetSource):
 
     def path_of(self, root: Path, index: int) -> Path:
         return self.files()[index]
+
+    def label(self, root: Path, index: int) -> int:
+        """ImageFolder's convention: the class is the first subfolder, classes numbered in sorted order."""
+        if not hasattr(self, "_classes"):
+            self._classes = {name: number for number, name in enumerate(sorted(
+                {path.relative_to(self.folder).parts[0] for path in self.files()}))}
+        parts = self.path_of(root, index).relative_to(self.folder).parts
+        if len(parts) < 2:
+            raise ValueError(f"dataset {self.name!r}: {self.folder / parts[0]} is not in a class subfolder; "
+                             "training on labels needs one subfolder per class under the dataset's path")
+        return self._classes[parts[0]]
 
     def load(self, root: Path, index: int) -> np.ndarray:
         path = self.path_of(root, index)

@@ -102,11 +102,12 @@ class Study:
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
             check_name("zoos", zoo_name)
-            if options["dataset"] not in self.datasets:
-                raise ValueError(
-                    f"zoos.{zoo_name}.dataset: {options['dataset']!r} is not a dataset in the config; "
-                    f"choose one of {sorted(self.datasets)}"
-                )
+            for key in ("dataset", "test_dataset"):
+                if key in options and options[key] not in self.datasets:
+                    raise ValueError(
+                        f"zoos.{zoo_name}.{key}: {options[key]!r} is not a dataset in the config; "
+                        f"choose one of {sorted(self.datasets)}"
+                    )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
             if getattr(source, "dynamic", False):
                 self.dynamic_zoos[zoo_name] = source

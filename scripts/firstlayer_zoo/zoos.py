@@ -17,6 +17,7 @@ from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .checkpoint_io import read_tensor
 from .stems import Stem, StemError, read_safetensors_metadata, validate_conv_weight
+from .train_runs import checkpoint_file, hyperparameters, run_name
 
 ZOO_SOURCES: dict[str, type["ZooSource"]] = {}
 
@@ -100,7 +101,7 @@ class ZooSource:
 
 @register
 class TrainedHere(ZooSource):
-    """Small timm CNNs trained by the workflow, every (arch, seed, labels), init kept."""
+    """CNNs trained by the workflow (timm models or the paper's CIFAR nets), every (arch, seed, labels), init kept."""
 
     source = "train"
 
@@ -108,38 +109,54 @@ class TrainedHere(ZooSource):
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.options["preprocessing"])
 
+    @property
+    def unit(self) -> str:
+        """Checkpoints are kept at training steps, or at epochs where the config lists `epochs`."""
+        return "epoch" if "epochs" in self.options else "step"
+
     def _runs(self) -> list[dict]:
         runs = []
         for arch in self.options["archs"]:
+            width = {"width": arch["width"]} if "width" in arch else {}
             for seed in self.options["seeds"]:
                 for labels in self.options["labels"]:
                     runs.append({
                         "zoo": self.name,
                         "arch": arch["arch"],
-                        "model_kwargs": arch.get("model_kwargs", {}),
+                        "model_kwargs": {**arch.get("model_kwargs", {}), **width},
                         "seed": seed,
                         "labels": labels,
                         "dataset": self.options["dataset"],
                         "preprocessing": self.preprocessing.to_dict(),
-                        "steps": sorted({0, *self.options["steps"]}),
+                        "task": self.options.get("task", "photo_crops"),
+                        "test_dataset": self.options.get("test_dataset"),
+                        "unit": self.unit,
+                        "steps": sorted({0, *self.options[self.unit + "s"]}),
                         **self.options["training"],
                     })
         return runs
 
     @staticmethod
     def run_name(run: dict) -> str:
-        return f"{run['arch']}-s{run['seed']}-{run['labels']}"
+        return run_name(run["arch"], run["model_kwargs"].get("width"), run["seed"], run["labels"])
 
     def run_dir(self, run: dict) -> str:
         return f"{self.outdir}/zoos/{self.name}/runs/{self.run_name(run)}"
 
     def runs(self) -> dict[str, dict]:
-        return {self.run_name(run): run for run in self._runs()}
+        runs = {}
+        for run in self._runs():
+            name = self.run_name(run)
+            if name in runs:
+                raise ValueError(f"zoos.{self.name}.archs: two entries train the same run {name}; give "
+                                 f"{run['arch']} once per width (different model_kwargs need another zoo)")
+            runs[name] = run
+        return runs
 
     def checkpoints(self) -> list[CheckpointSpec]:
         prep = self.preprocessing
         specs = []
-        for run in self._runs():
+        for run in self.runs().values():
             key = json.dumps(["timm", run["arch"], run["model_kwargs"], prep.in_chans], sort_keys=True)
             geometry = self.cache.get(
                 key, lambda: timm_stem_geometry(run["arch"], run["model_kwargs"], prep.in_chans))
@@ -149,20 +166,22 @@ class TrainedHere(ZooSource):
                     continue
                 specs.append(CheckpointSpec(
                     zoo=self.name,
-                    name=f"{self.run_name(run)}-step{step:06d}",
+                    name=f"{self.run_name(run)}-{self.unit}{step:06d}",
                     source=self.source,
                     arch=run["arch"],
-                    uri=f"{run_dir}/step{step:06d}.safetensors",
+                    uri=f"{run_dir}/{checkpoint_file(self.unit, step)}",
                     first_conv=geometry["first_conv"],
                     kernel_size=geometry["kernel_size"],
                     in_chans=geometry["in_chans"],
                     dataset=run["dataset"],
                     preprocessing=prep,
-                    init_uri=f"{run_dir}/step{0:06d}.safetensors",
+                    init_uri=f"{run_dir}/{checkpoint_file(self.unit, 0)}",
                     step=step,
                     seed=run["seed"],
                     labels=run["labels"],
                     run=self.run_name(run),
+                    extra={"width": run["model_kwargs"].get("width"),
+                           "hyperparameters": json.dumps(hyperparameters(run), sort_keys=True)},
                 ))
         return specs
 
@@ -172,8 +191,10 @@ class TrainedHere(ZooSource):
         weight = validate_conv_weight(read_tensor(spec.uri, key)[1], spec.uri)
         init = validate_conv_weight(read_tensor(spec.init_uri, key)[1], spec.init_uri)
         metadata = read_safetensors_metadata(spec.uri)
+        # Losses and accuracies measured when the checkpoint was kept (none in checkpoints trained before them).
+        evaluation = json.loads(metadata.get("evaluation", "{}"))
         return Stem(weight=weight, init=init, stride=int(metadata["stem_stride"]),
-                    first_conv=spec.first_conv)
+                    first_conv=spec.first_conv, meta=evaluation)
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:

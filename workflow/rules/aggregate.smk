@@ -115,3 +115,34 @@ rule plot_bases:
         runtime=60,
     script:
         "../../scripts/plot_bases.py"
+
+
+rule paper_comparison:
+    input:
+        checkpoints=f"{OUT}/tables/checkpoints.parquet",
+        profiles=f"{OUT}/tables/profiles.parquet",
+        fits=f"{OUT}/tables/fits.parquet",
+        paper_values=workflow.source_path("../resources/paper_values.csv"),
+    output:
+        table=report(
+            f"{OUT}/tables/paper_comparison.parquet",
+            caption="../report/paper_comparison.rst",
+            category="Tables",
+        ),
+        plot=report(
+            f"{OUT}/plots/paper_comparison.png",
+            caption="../report/paper_comparison.rst",
+            category="The paper's numbers",
+        ),
+    log:
+        f"{OUT}/logs/paper_comparison.log",
+    params:
+        datasets=config["datasets"],
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../../scripts/paper_comparison.py"

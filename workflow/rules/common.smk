@@ -22,9 +22,10 @@ try:
 except ValueError as error:
     raise WorkflowError(f"config: {error}") from None
 OUT = STUDY.outdir
-PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour"]
+PLOTS = ["profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour",
+         "paper_comparison"]
 TABLES = ["checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups",
-          "autocorrelation"]
+          "autocorrelation", "paper_comparison"]
 
 
 wildcard_constraints:
@@ -47,9 +48,18 @@ def train_run(wildcards):
     return STUDY.runs[(wildcards.zoo, wildcards.run)]
 
 
-def train_run_dataset_manifest(wildcards):
-    dataset = train_run(wildcards)["dataset"]
-    return f"{OUT}/datasets/{dataset}/manifest.json"
+def train_run_dataset_names(wildcards):
+    """The datasets a run reads: what it trains on and, where it has one, its test set."""
+    run = train_run(wildcards)
+    return [name for name in (run["dataset"], run.get("test_dataset")) if name]
+
+
+def train_run_dataset_manifests(wildcards):
+    return {name: f"{OUT}/datasets/{name}/manifest.json" for name in train_run_dataset_names(wildcards)}
+
+
+def train_run_datasets(wildcards):
+    return {name: STUDY.datasets[name] for name in train_run_dataset_names(wildcards)}
 
 
 def shard_members(wildcards):

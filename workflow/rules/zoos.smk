@@ -1,18 +1,20 @@
 rule train_run:
     input:
-        train_run_dataset_manifest,
+        unpack(train_run_dataset_manifests),
     output:
         directory(f"{OUT}/zoos/{{zoo}}/runs/{{run}}"),
     log:
         f"{OUT}/logs/train_run/{{zoo}}/{{run}}.log",
     params:
         run=train_run,
-        dataset_options=lambda wildcards: STUDY.datasets[train_run(wildcards)["dataset"]],
+        datasets=train_run_datasets,
     conda:
         "../../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+        # `--resources train_slots=N` caps the runs training at once: on one GPU, N runs share it.
+        train_slots=1,
     script:
         "../../scripts/train_run.py"
