@@ -62,6 +62,11 @@ def train_run_datasets(wildcards):
     return {name: STUDY.datasets[name] for name in train_run_dataset_names(wildcards)}
 
 
+def train_run_gpus(wildcards):
+    """One GPU for a run whose zoo asks for cuda; a cluster then gets `--gpus=1` (auto takes what the node has)."""
+    return 1 if train_run(wildcards)["device"] == "cuda" else 0
+
+
 def shard_members(wildcards):
     return STUDY.shards(wildcards.zoo)[wildcards.shard]
 

@@ -16,5 +16,6 @@ rule train_run:
         runtime=60,
         # `--resources train_slots=N` caps the runs training at once: on one GPU, N runs share it.
         train_slots=1,
+        gpu=train_run_gpus,
     script:
         "../../scripts/train_run.py"
