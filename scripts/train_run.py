@@ -14,7 +14,7 @@ with logged(snakemake):
     torch.set_num_threads(snakemake.threads)
     run = TrainRun.from_dict(snakemake.params.run)
     datasets = snakemake.params.datasets
-    roots = {name: Path(manifest).parent for name, manifest in snakemake.input.items()}
+    roots = {name: Path(manifest).parent for name, manifest in zip(datasets, snakemake.input)}
     if run.task == "photo_crops":
         source = dataset_source(run.dataset, datasets[run.dataset])
         data = photo_crop_data([run.preprocessing.apply(image) for image in source.images(roots[run.dataset])], run)

@@ -55,10 +55,11 @@ def train_run_dataset_names(wildcards):
 
 
 def train_run_dataset_manifests(wildcards):
-    return {name: f"{OUT}/datasets/{name}/manifest.json" for name in train_run_dataset_names(wildcards)}
+    return [f"{OUT}/datasets/{name}/manifest.json" for name in train_run_dataset_names(wildcards)]
 
 
 def train_run_datasets(wildcards):
+    """Options of the run's datasets, in the order of its inputs (their manifests)."""
     return {name: STUDY.datasets[name] for name in train_run_dataset_names(wildcards)}
 
 

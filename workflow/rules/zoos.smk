@@ -1,6 +1,6 @@
 rule train_run:
     input:
-        unpack(train_run_dataset_manifests),
+        train_run_dataset_manifests,
     output:
         directory(f"{OUT}/zoos/{{zoo}}/runs/{{run}}"),
     log:
