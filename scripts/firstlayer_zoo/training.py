@@ -217,8 +217,11 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss / len(images), correct / len(images)
 
 
-def batches(run: TrainRun, n_images: int, last: int, generator: torch.Generator):
-    """(position, index batch) for every training step; `position` counts the run's unit once it completes."""
+def batches(run: TrainRun, n_images: int, last: int, generator: torch.Generator, device: torch.device):
+    """(position, index batch) for every training step; `position` counts the run's unit once it completes.
+
+    An epoch's order goes to the device at once: a copy each step would make the host wait for the GPU.
+    """
     if run.unit == "step":
         for step in range(1, last + 1):
             yield step, torch.randint(0, n_images, (run.batch_size,), generator=generator)
@@ -228,7 +231,7 @@ def batches(run: TrainRun, n_images: int, last: int, generator: torch.Generator)
         raise ValueError(f"zoos.{run.zoo}.training.batch_size is {run.batch_size}, more than the {n_images} "
                          "training images: no complete batch (the last partial batch is dropped); lower it")
     for epoch in range(1, last + 1):
-        order = torch.randperm(n_images, generator=generator)
+        order = torch.randperm(n_images, generator=generator).to(device)
         for index in range(per_epoch):
             yield (epoch if index == per_epoch - 1 else None), order[index * run.batch_size:(index + 1) * run.batch_size]
 
@@ -276,7 +279,7 @@ def train(run: TrainRun, data: TrainingData, outputs: dict[int, Path], progress:
     bar = tqdm(total=last, desc=f"train {run.arch} seed {run.seed} {run.labels} labels ({run.unit}s)",
                disable=not progress, mininterval=2)
     started, steps = time.perf_counter(), 0
-    for position, batch in batches(run, len(images), last, generator):
+    for position, batch in batches(run, len(images), last, generator, device):
         batch = batch.to(device)
         with autocast:
             loss = torch.nn.functional.cross_entropy(model(normalise(images[batch])), labels[batch])
