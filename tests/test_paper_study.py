@@ -202,3 +202,16 @@ def test_paper_cifar10_config_end_to_end_on_a_served_archive_of_photo_crops(serv
                                                 read_table(tmp_path, "fits"), "cifar10"))
     assert len(table) == 7
     assert (tmp_path / "results/plots/paper_comparison.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda zoo: zoo.update(test_dataset="cifar10_val"), "zoos.cifar10.test_dataset: 'cifar10_val' is not a dataset"),
+    (lambda zoo: zoo["archs"].append({"arch": "resnet18_cifar", "width": 1}),
+     "two entries train the same run resnet18_cifar-w1-s0-true"),
+])
+def test_a_paper_config_with_an_unknown_test_set_or_a_run_twice_is_refused_naming_the_key(tmp_path, change, message):
+    config = yaml.safe_load(PAPER_CIFAR10.read_text())
+    config.update({"outdir": str(tmp_path), "analysis": {**config["analysis"], "shard_size": 128}})
+    change(config["zoos"]["cifar10"])
+    with pytest.raises(ValueError, match=message):
+        Study(config, cache_path=tmp_path / "geometry.json")
