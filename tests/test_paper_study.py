@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from firstlayer_zoo.analysis import analyse_stem
-from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.datasets import dataset_source
 from firstlayer_zoo.paper_comparison import paper_comparison, paper_datasets, read_paper_values
 from firstlayer_zoo.plan import Study
@@ -22,6 +21,7 @@ from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
 from firstlayer_zoo.tables import build_tables
 from test_datasets import served  # noqa: F401  (a fixture)
+from test_tables import spectrum_basis
 from workflow_checks import read_table
 from workflow_helpers import snakemake
 
@@ -76,9 +76,7 @@ def check_comparison(table: pd.DataFrame, expected: dict) -> None:
 def _synthetic_zoo(members: list[tuple[str, float | None, int, str]]) -> dict:
     """Tables of a study whose checkpoints are (arch, width, seed, labels), with random stems in one basis."""
     s = np.logspace(0, -3, 27)
-    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(27, 27)))
-    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
-                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    basis = spectrum_basis(s)
     rng = np.random.default_rng(1)
     analyses = []
     for arch, width, seed, labels in members:

@@ -38,11 +38,16 @@ def readme_columns() -> dict[str, list[str]]:
     return columns
 
 
+def spectrum_basis(s: np.ndarray) -> PatchBasis:
+    """A 3x3 RGB basis with eigenvalues s along random orthonormal directions."""
+    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(27, 27)))
+    return PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
+                      eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+
+
 def small_study():
     s = np.logspace(0, -4, 27)
-    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(27, 27)))
-    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
-                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    basis = spectrum_basis(s)
     rng = np.random.default_rng(1)
     analyses = []
     for seed in range(3):

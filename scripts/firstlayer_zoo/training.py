@@ -233,7 +233,8 @@ def batches(run: TrainRun, n_images: int, last: int, generator: torch.Generator,
     for epoch in range(1, last + 1):
         order = torch.randperm(n_images, generator=generator).to(device)
         for index in range(per_epoch):
-            yield (epoch if index == per_epoch - 1 else None), order[index * run.batch_size:(index + 1) * run.batch_size]
+            batch = order[index * run.batch_size:(index + 1) * run.batch_size]
+            yield (epoch if index == per_epoch - 1 else None), batch
 
 
 def train(run: TrainRun, data: TrainingData, outputs: dict[int, Path], progress: bool = True) -> dict:
