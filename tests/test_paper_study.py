@@ -133,7 +133,11 @@ def test_paper_configs_plan_the_designs_of_the_papers_tables(tmp_path):
     assert all(spec.init_uri.endswith("epoch000000.safetensors") for spec in specs)
     assert sorted({spec.step for spec in specs}) == [1, 3, 10, 30]
     imagenet = yaml.safe_load((ROOT / "configs" / "paper-imagenet.yaml").read_text())
-    assert imagenet["zoos"]["imagenet"]["source"] == "torchvision"
+    imagenet.update({"outdir": str(tmp_path), "analysis": {**imagenet["analysis"], "shard_size": 128}})
+    models = Study(imagenet, cache_path=tmp_path / "geometry.json").checkpoints.values()
+    # torchvision's pretrained ImageNet models with the paper's 3x7x7 and 3x3x3 stems.
+    assert sorted((spec.arch, spec.kernel_size) for spec in models) == [
+        ("resnet18", 7), ("resnet34", 7), ("resnet50", 7), ("vgg11", 3), ("vgg16", 3)]
     assert paper_datasets(imagenet["datasets"], read_paper_values()) == {"imagenet": "imagenet"}
 
 
