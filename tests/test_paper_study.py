@@ -210,8 +210,9 @@ def test_paper_cifar10_config_end_to_end_on_a_served_archive_of_photo_crops(serv
     (lambda zoo: zoo.update(test_dataset="cifar10_val"), "zoos.cifar10.test_dataset: 'cifar10_val' is not a dataset"),
     (lambda zoo: zoo["archs"].append({"arch": "resnet18_cifar", "width": 1}),
      "two entries train the same run resnet18_cifar-w1-s0-true"),
+    (lambda zoo: zoo["archs"].append({"arch": "test_resnet", "width": 2}), "width applies to .* not to the timm"),
 ])
-def test_a_paper_config_with_an_unknown_test_set_or_a_run_twice_is_refused_naming_the_key(tmp_path, change, message):
+def test_an_unknown_test_set_a_run_listed_twice_or_a_width_for_timm_is_refused_naming_it(tmp_path, change, message):
     config = yaml.safe_load(PAPER_CIFAR10.read_text())
     config.update({"outdir": str(tmp_path), "analysis": {**config["analysis"], "shard_size": 128}})
     change(config["zoos"]["cifar10"])

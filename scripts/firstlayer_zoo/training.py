@@ -114,6 +114,9 @@ def build_model(arch: str, num_classes: int, in_chans: int, model_kwargs: dict) 
     """One of the paper's CIFAR nets (cifar_nets.CIFAR_NETS) by name, otherwise a timm model."""
     if arch in CIFAR_NETS:
         return CIFAR_NETS[arch](num_classes=num_classes, in_chans=in_chans, **model_kwargs)
+    if "width" in model_kwargs:
+        raise ValueError(f"width applies to {sorted(CIFAR_NETS)}, not to the timm model {arch}; narrow a timm "
+                         "model through its model_kwargs (e.g. resnet18's channels)")
     import timm
 
     return timm.create_model(arch, pretrained=False, num_classes=num_classes,
