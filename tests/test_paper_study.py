@@ -120,10 +120,17 @@ def test_paper_comparison_leaves_out_what_the_study_lacks_and_datasets_the_paper
     assert not table["quantity"].str.contains("fit r").any()
 
 
+def _validated(path: Path, outdir: Path) -> dict:
+    """A config as the workflow reads it at start-up: validated, defaults filled in; outputs under `outdir`."""
+    from snakemake.utils import validate
+
+    config = {**yaml.safe_load(path.read_text()), "outdir": str(outdir)}
+    validate(config, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
 def test_paper_configs_plan_the_designs_of_the_papers_tables(tmp_path):
-    config = yaml.safe_load(PAPER_CIFAR10.read_text())
-    config.update({"outdir": str(tmp_path), "analysis": {**config["analysis"], "shard_size": 128}})
-    study = Study(config, cache_path=tmp_path / "geometry.json")
+    study = Study(_validated(PAPER_CIFAR10, tmp_path), cache_path=tmp_path / "geometry.json")
     runs = study.runs
     assert len(runs) == 3 * 3 * 2
     assert {name for _, name in runs} >= {"vgg11_bn_cifar-w1-s0-true", "vgg11_bn_cifar-w0.5-s2-permuted",
@@ -132,8 +139,7 @@ def test_paper_configs_plan_the_designs_of_the_papers_tables(tmp_path):
     assert {(spec.first_conv, spec.kernel_size) for spec in specs} == {("features.0", 3), ("conv1", 3)}
     assert all(spec.init_uri.endswith("epoch000000.safetensors") for spec in specs)
     assert sorted({spec.step for spec in specs}) == [1, 3, 10, 30]
-    imagenet = yaml.safe_load((ROOT / "configs" / "paper-imagenet.yaml").read_text())
-    imagenet.update({"outdir": str(tmp_path), "analysis": {**imagenet["analysis"], "shard_size": 128}})
+    imagenet = _validated(ROOT / "configs" / "paper-imagenet.yaml", tmp_path)
     models = Study(imagenet, cache_path=tmp_path / "geometry.json").checkpoints.values()
     # torchvision's pretrained ImageNet models with the paper's 3x7x7 and 3x3x3 stems.
     assert sorted((spec.arch, spec.kernel_size) for spec in models) == [
@@ -213,8 +219,7 @@ def test_paper_cifar10_config_end_to_end_on_a_served_archive_of_photo_crops(serv
     (lambda zoo: zoo["archs"].append({"arch": "test_resnet", "width": 2}), "width applies to .* not to the timm"),
 ])
 def test_an_unknown_test_set_a_run_listed_twice_or_a_width_for_timm_is_refused_naming_it(tmp_path, change, message):
-    config = yaml.safe_load(PAPER_CIFAR10.read_text())
-    config.update({"outdir": str(tmp_path), "analysis": {**config["analysis"], "shard_size": 128}})
+    config = _validated(PAPER_CIFAR10, tmp_path)
     change(config["zoos"]["cifar10"])
     with pytest.raises(ValueError, match=message):
         Study(config, cache_path=tmp_path / "geometry.json")
