@@ -6,15 +6,26 @@ import torch
 
 from firstlayer_zoo.dataset_source import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
-from firstlayer_zoo.paths import step_file
+from firstlayer_zoo.labelled import load_labelled
+from firstlayer_zoo.paths import checkpoint_file
 from firstlayer_zoo.rule_io import logged
-from firstlayer_zoo.training import TrainRun, train
+from firstlayer_zoo.train_runs import TrainRun
+from firstlayer_zoo.training import labelled_data, photo_crop_data, train
 
 with logged(snakemake):
     torch.set_num_threads(snakemake.threads)
     run = TrainRun.from_dict(snakemake.params.run)
-    source = dataset_source(run.dataset, snakemake.params.dataset_options)
-    indices = prepared_indices(snakemake.input[0])
-    images = [run.preprocessing.apply(image) for image in source.images(Path(snakemake.params.dataset_root), indices)]
+    # The rule's inputs are the datasets' manifests, in the order of params.datasets (a plain list: a dataset
+    # may be named like a method of Snakemake's named lists).
+    datasets = {name: (dataset_source(name, dataset["options"]), Path(dataset["root"]), prepared_indices(manifest))
+                for (name, dataset), manifest in zip(snakemake.params.datasets.items(), list(snakemake.input))}
+    if run.task == "photo_crops":
+        source, root, indices = datasets[run.dataset]
+        data = photo_crop_data([run.preprocessing.apply(image) for image in source.images(root, indices)], run)
+    else:
+        test = load_labelled(*datasets[run.test_dataset], run.preprocessing) if run.test_dataset else None
+        data = labelled_data(run, *load_labelled(*datasets[run.dataset], run.preprocessing), test)
     out = Path(snakemake.output[0])
-    train(run, images, {step: Path(step_file(out, step)) for step in run.steps})
+    speed = train(run, data, {position: Path(checkpoint_file(out, run.unit, position)) for position in run.steps})
+    print(f"{speed['steps']} steps on {speed['device']} in {speed['seconds']:.1f} s: "
+          f"{speed['images_per_s']:.0f} images/s")

@@ -3,13 +3,13 @@
 import re
 from pathlib import Path
 
-from firstlayer_zoo.paths import TABLES, StudyPaths, step_file
+from firstlayer_zoo.paths import TABLES, StudyPaths, checkpoint_file
 from firstlayer_zoo.tables import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[1]
 # Pieces of the outdir's layout: any of them outside paths.py is a path spelled a second time.
 LAYOUT = re.compile(r"/(bases|datasets|runs|analyses|fetched|tables|plots|logs|zoos)/|archive_index\.json|manifest\.json|"
-                    r"\.plan/|\{step:06d\}\.safetensors|\{OUT\}|\.parquet\"")
+                    r"\.plan/|:06d\}\.safetensors|\{OUT\}|\.parquet\"")
 
 
 def test_no_rule_or_module_but_paths_spells_an_output_path():
@@ -29,7 +29,8 @@ def test_a_rule_pattern_and_the_python_path_of_its_file_agree():
     assert paths.basis().format(dataset="d", prep="p", k=3, c=1) == paths.basis("d", "p", 3, 1) \
         == "out/bases/d/p/k3_c1.npz"
     assert paths.run_dir().format(zoo="z", run="r") == paths.run_dir("z", "r")
-    assert step_file(paths.run_dir("z", "r"), 25) == "out/zoos/z/runs/r/step000025.safetensors"
+    assert checkpoint_file(paths.run_dir("z", "r"), "step", 25) == "out/zoos/z/runs/r/step000025.safetensors"
+    assert checkpoint_file(paths.run_dir("z", "r"), "epoch", 3) == "out/zoos/z/runs/r/epoch000003.safetensors"
     assert paths.manifest().format(dataset="d") == paths.manifest("d") == f"{paths.dataset_root('d')}/manifest.json"
     assert paths.log("patch_statistics", "{dataset}", "k{k}").format(dataset="d", k=3) == \
         "out/logs/patch_statistics/d/k3.log"

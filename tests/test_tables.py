@@ -9,6 +9,7 @@ import pytest
 
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
+from firstlayer_zoo.paper_comparison import paper_comparison, read_paper_values
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
@@ -37,11 +38,16 @@ def readme_columns() -> dict[str, list[str]]:
     return columns
 
 
+def spectrum_basis(s: np.ndarray) -> PatchBasis:
+    """A 3x3 RGB basis with eigenvalues s along random orthonormal directions."""
+    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(27, 27)))
+    return PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
+                      eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+
+
 def small_study():
     s = np.logspace(0, -4, 27)
-    u, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(27, 27)))
-    basis = PatchBasis(kernel_size=3, in_chans=3, mean=np.zeros(27), covariance=u @ np.diag(s) @ u.T,
-                       eigenvalues=s, eigenvectors=u, n_patches=1, n_images=1)
+    basis = spectrum_basis(s)
     rng = np.random.default_rng(1)
     analyses = []
     for seed in range(3):
@@ -57,6 +63,8 @@ def small_study():
 def test_written_tables_have_exactly_the_readme_columns_in_order(tmp_path):
     expected = readme_columns()
     tables = build_tables(small_study()[0])
+    tables["paper_comparison"] = paper_comparison(tables["checkpoints"], tables["profiles"], tables["fits"],
+                                                  read_paper_values(), {})
     assert sorted(expected) == sorted(tables)
     for name, frame in tables.items():
         write_table(frame, name, tmp_path / f"{name}.parquet")

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from firstlayer_zoo.preprocessing import Preprocessing
-from firstlayer_zoo.training import TrainRun, sample_crops
+from firstlayer_zoo.train_runs import TrainRun
+from firstlayer_zoo.training import sample_crops
 
 IMAGES = [np.random.default_rng(index).integers(0, 256, (3, 24, 24), dtype=np.uint8) for index in range(4)]
 
@@ -43,3 +44,26 @@ def test_random_labels_keep_the_crops_but_not_their_sources():
 def test_an_unknown_label_regime_is_refused():
     with pytest.raises(ValueError, match="'shuffled'"):
         sample_crops(IMAGES, _run("shuffled"))
+
+
+def test_permuted_labels_shuffle_the_true_ones_keeping_every_class_count():
+    true_crops, true_labels = sample_crops(IMAGES, _run("true"))
+    crops, labels = sample_crops(IMAGES, _run("permuted"))
+    np.testing.assert_array_equal(crops.numpy(), true_crops.numpy())
+    assert np.bincount(labels.numpy(), minlength=4).tolist() == np.bincount(true_labels.numpy(), minlength=4).tolist()
+    assert 0.1 < float((labels == true_labels).float().mean()) < 0.45
+
+
+def test_labelled_data_permutes_training_labels_only_and_counts_classes_from_both_splits():
+    from firstlayer_zoo.training import labelled_data
+
+    labels = np.repeat(np.arange(5), [30, 10, 5, 3, 2])
+    images = np.zeros((50, 3, 8, 8), dtype=np.uint8)
+    test = (np.zeros((7, 3, 8, 8), dtype=np.uint8), np.array([0, 1, 2, 3, 4, 5, 6]))
+    data = labelled_data(_run("permuted"), images, labels, test)
+    assert data.n_classes == 7
+    assert np.bincount(data.labels.numpy()).tolist() == [30, 10, 5, 3, 2]
+    assert not np.array_equal(data.labels.numpy(), labels)
+    assert data.test_labels.tolist() == list(range(7))
+    uniform = labelled_data(_run("random"), images, labels, test).labels.numpy()
+    assert set(uniform.tolist()) <= set(range(7)) and np.bincount(uniform).tolist() != [30, 10, 5, 3, 2]

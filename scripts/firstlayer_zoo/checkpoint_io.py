@@ -114,18 +114,26 @@ def safetensors_header_length(prefix: bytes, size: int | None, source: str) -> i
 
 def safetensors_header(path: str | Path) -> dict[str, dict]:
     """The tensor entries of a safetensors header (name -> dtype, shape, data_offsets), checked against the size."""
-    path = Path(path)
+    return _safetensors_header_and_metadata(Path(path))[0]
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata a safetensors file's header carries (`__metadata__`), read as its header is checked."""
+    return _safetensors_header_and_metadata(Path(path))[1]
+
+
+def _safetensors_header_and_metadata(path: Path) -> tuple[dict[str, dict], dict]:
     size = path.stat().st_size
     with open(path, "rb") as handle:
         length = safetensors_header_length(handle.read(8), size, str(path))
         raw = handle.read(length)
-    header, _ = parse_safetensors_header(raw, str(path))
+    header, metadata = parse_safetensors_header(raw, str(path))
     data_end = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     if 8 + length + data_end > size:
         raise CheckpointError(
             f"{path}: truncated safetensors file: the header promises {8 + length + data_end} bytes, "
             f"the file holds {size}; fetch it again")
-    return header
+    return header, metadata
 
 
 def parse_safetensors_header(raw: bytes, source: str) -> tuple[dict[str, dict], dict]:

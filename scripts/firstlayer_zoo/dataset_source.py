@@ -53,6 +53,12 @@ class DatasetSource:
         """Image `index` as uint8 (H, W, C) or (H, W)."""
         raise NotImplementedError
 
+    def label(self, root: Path, index: int) -> int:
+        """Class of image `index`, for sources whose images have one (training on labels needs it)."""
+        raise ValueError(f"dataset {self.name!r}: source {self.source} has no class labels; train on a labelled "
+                         "dataset (cifar10, cifar100, svhn, stl10, imagenette, or a folder with one subfolder "
+                         "per class) or use task: photo_crops")
+
     @property
     def subsample(self) -> dict | None:
         return self.options.get("subsample")

@@ -11,15 +11,16 @@ from pathlib import Path
 
 # The study's tables (each `tables/<name>.parquet`, columns in tables.SCHEMAS) and study-wide figures.
 TABLES = ("checkpoints", "profiles", "fits", "consistency", "consistency_summary", "consistency_groups",
-          "autocorrelation")
-PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour")
+          "autocorrelation", "paper_comparison")
+PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour",
+         "paper_comparison")
 # The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
 TIMM_STEM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
 
 
-def step_file(run_dir: str | Path, step: int) -> str:
-    """A training run's checkpoint after `step` optimiser steps (0: the initialisation)."""
-    return f"{run_dir}/step{step:06d}.safetensors"
+def checkpoint_file(run_dir: str | Path, unit: str, position: int) -> str:
+    """A training run's checkpoint after `position` optimiser steps or epochs (its `unit`); 0 is the initialisation."""
+    return f"{run_dir}/{unit}{position:06d}.safetensors"
 
 
 class StudyPaths:
@@ -40,7 +41,7 @@ class StudyPaths:
         return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_size}_c{in_chans}.npz"
 
     def run_dir(self, zoo: str = "{zoo}", run: str = "{run}") -> str:
-        """A `train` zoo's run: its step files (step_file)."""
+        """A `train` zoo's run: its checkpoint files (checkpoint_file)."""
         return f"{self.outdir}/zoos/{zoo}/runs/{run}"
 
     def archive_root(self, zoo: str = "{zoo}") -> str:

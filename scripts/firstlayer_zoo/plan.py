@@ -15,7 +15,7 @@ from .limits import Limits, applied
 from .paths import StudyPaths
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
-from .training import TrainRun
+from .train_runs import TrainRun
 from .zoo_source import GeometryCache, ZooSource
 from .zoo_sources import ZOO_SOURCES
 from .zoo_sources.local import NAME_LIMIT
@@ -104,11 +104,12 @@ class Study:
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
             check_name("zoos", zoo_name)
-            if options["dataset"] not in self.datasets:
-                raise ValueError(
-                    f"zoos.{zoo_name}.dataset: {options['dataset']!r} is not a dataset in the config; "
-                    f"choose one of {sorted(self.datasets)}"
-                )
+            for key in ("dataset", "test_dataset"):
+                if key in options and options[key] not in self.datasets:
+                    raise ValueError(
+                        f"zoos.{zoo_name}.{key}: {options[key]!r} is not a dataset in the config; "
+                        f"choose one of {sorted(self.datasets)}"
+                    )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
             self.sources[zoo_name] = source
             for spec in source.checkpoints():

@@ -53,6 +53,10 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("bytes_fetched", pa.int64()),
         ("file_size", pa.int64()),
         ("hyperparameters", pa.string()),
+        ("width", pa.float64()),
+        ("train_loss", pa.float64()),
+        ("train_accuracy", pa.float64()),
+        ("test_accuracy", pa.float64()),
     ]),
     "profiles": pa.schema([
         ("checkpoint", pa.string()),
@@ -106,6 +110,15 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("max_r", pa.float64()),
         ("n_sampled", pa.int64()),
     ]),
+    "paper_comparison": pa.schema([
+        ("quantity", pa.string()),
+        ("setting", pa.string()),
+        ("paper_value", pa.float64()),
+        ("paper_std", pa.float64()),
+        ("measured", pa.float64()),
+        ("measured_std", pa.float64()),
+        ("n", pa.int64()),
+    ]),
     "consistency_groups": pa.schema([
         ("basis", pa.string()),
         ("group_a", pa.string()),
@@ -146,6 +159,8 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "bytes_fetched": analysis.stem_meta.get("bytes_fetched"),
             "file_size": analysis.stem_meta.get("file_size"),
             "hyperparameters": spec.extra.get("hyperparameters"),
+            "width": spec.extra.get("width"),
+            **{name: analysis.stem_meta.get(name) for name in ("train_loss", "train_accuracy", "test_accuracy")},
         })
     return _frame(rows, "checkpoints")
 

@@ -1,81 +1,51 @@
-"""Training the `train` zoo source's runs (zoo_sources/train.py): small timm CNNs, their initialisation kept.
+"""Training the `train` zoo source's runs (train_runs.TrainRun, planned by zoo_sources/train.py), init kept.
 
-The task: which photo did a random crop come from. A fixed, seeded sample of
-crops is drawn once per run, so that random labels (one fixed random class per
-crop) are a well-defined memorisation task, as in Zhang et al. 2017.
-torch is imported where a run is trained: planning builds TrainRuns without it.
+Two tasks. `photo_crops` (the default study's): which photo did a random crop
+come from; a fixed, seeded sample of crops is drawn once per run, so that
+random labels are a well-defined memorisation task, as in Zhang et al. 2017.
+`labelled`: the classes of a labelled dataset (CIFAR, SVHN, STL-10,
+Imagenette, a folder with one subfolder per class), as in the paper's own
+experiments.
+
+Speed without changing what is measured: the training images stay on the
+device as uint8 and are normalised batch by batch; on a GPU the network runs
+under bf16 autocast with channels_last, but the stem always computes in
+float32 on float32 inputs, and every weight is kept and saved in float32.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from .atomic import atomic_path
+from .cifar_nets import CIFAR_NETS
 from .preprocessing import Preprocessing
 from .stems import declared_first_conv
+from .train_runs import LABEL_REGIMES, TrainRun
 
-if TYPE_CHECKING:
-    import torch
+EVALUATION_BATCH = 1024
 
 
-@dataclass(frozen=True)
-class TrainRun:
-    """One training run: an architecture, a seed and a label regime."""
+@dataclass
+class TrainingData:
+    """Training images (uint8, (N, c, H, W)) with the labels the run learns; test images with their true labels."""
 
-    zoo: str
-    arch: str
-    seed: int
-    labels: str  # "true" or "random"
-    dataset: str
-    preprocessing: Preprocessing
-    steps: tuple[int, ...]
-    model_kwargs: dict = field(default_factory=dict)
-    crop_size: int = 32
-    n_samples: int = 2048
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainRun":
-        values = dict(values)
-        values["preprocessing"] = Preprocessing.from_dict(values["preprocessing"])
-        values["steps"] = tuple(values["steps"])
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        """Plain values (a rule's params), read back by from_dict."""
-        return {**asdict(self), "preprocessing": self.preprocessing.to_dict(), "steps": list(self.steps)}
-
-    def metadata(self, step: int, first_conv: str, stride: int) -> dict[str, str]:
-        """String metadata stored in each safetensors header."""
-        return {
-            "zoo": self.zoo,
-            "arch": self.arch,
-            "model_kwargs": json.dumps(self.model_kwargs, sort_keys=True),
-            "seed": str(self.seed),
-            "labels": self.labels,
-            "step": str(step),
-            "dataset": self.dataset,
-            "preprocessing": json.dumps(self.preprocessing.to_dict(), sort_keys=True),
-            "first_conv": first_conv,
-            "stem_stride": str(stride),
-            "hyperparameters": json.dumps(
-                {k: v for k, v in asdict(self).items()
-                 if k in ("crop_size", "n_samples", "batch_size", "lr", "momentum", "weight_decay")},
-                sort_keys=True,
-            ),
-        }
+    images: torch.Tensor
+    labels: torch.Tensor
+    n_classes: int
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
 
 
 def first_conv_name(model: torch.nn.Module) -> str:
-    """The stem a timm model's pretrained_cfg names."""
+    """The stem a timm model's (or a CIFAR net's) pretrained_cfg names."""
     name = declared_first_conv(model.pretrained_cfg)
     if not name:
         raise ValueError(f"{type(model).__name__} declares no first_conv in its pretrained_cfg")
@@ -83,16 +53,31 @@ def first_conv_name(model: torch.nn.Module) -> str:
 
 
 def build_model(arch: str, num_classes: int, in_chans: int, model_kwargs: dict) -> torch.nn.Module:
+    """One of the paper's CIFAR nets (cifar_nets.CIFAR_NETS) by name, otherwise a timm model."""
+    if arch in CIFAR_NETS:
+        return CIFAR_NETS[arch](num_classes=num_classes, in_chans=in_chans, **model_kwargs)
+    if "width" in model_kwargs:
+        raise ValueError(f"width applies to {sorted(CIFAR_NETS)}, not to the timm model {arch}; narrow a timm "
+                         "model through its model_kwargs (e.g. resnet18's channels)")
     import timm
 
     return timm.create_model(arch, pretrained=False, num_classes=num_classes,
                              in_chans=in_chans, **model_kwargs)
 
 
+def regime_labels(true_labels: np.ndarray, regime: str, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """The labels a run learns under its regime (LABEL_REGIMES), drawn from `rng`."""
+    if regime == "true":
+        return true_labels
+    if regime == "permuted":
+        return rng.permutation(true_labels)
+    if regime == "random":
+        return rng.integers(0, n_classes, len(true_labels))
+    raise ValueError(f"labels must be one of {list(LABEL_REGIMES)}, not {regime!r}")
+
+
 def sample_crops(images: Sequence[np.ndarray], run: TrainRun) -> tuple[torch.Tensor, torch.Tensor]:
     """A fixed sample of crops (uint8 N, c, s, s) and their labels under the run's regime."""
-    import torch
-
     rng = np.random.default_rng(run.seed)
     size = run.crop_size
     sources = rng.integers(0, len(images), run.n_samples)
@@ -101,54 +86,163 @@ def sample_crops(images: Sequence[np.ndarray], run: TrainRun) -> tuple[torch.Ten
         _, height, width = images[source].shape
         top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
         crops[index] = images[source][:, top:top + size, left:left + size]
-    if run.labels == "true":
-        labels = sources
-    elif run.labels == "random":
-        labels = rng.integers(0, len(images), run.n_samples)
-    else:
-        raise ValueError(f"labels must be 'true' or 'random', not {run.labels!r}")
+    labels = regime_labels(sources, run.labels, len(images), rng)
     return torch.from_numpy(crops), torch.from_numpy(labels.astype(np.int64))
+
+
+def photo_crop_data(images: Sequence[np.ndarray], run: TrainRun) -> TrainingData:
+    crops, labels = sample_crops(images, run)
+    return TrainingData(images=crops, labels=labels, n_classes=len(images))
+
+
+def labelled_data(run: TrainRun, images: np.ndarray, labels: np.ndarray,
+                  test: tuple[np.ndarray, np.ndarray] | None = None) -> TrainingData:
+    """A labelled dataset's images (uint8 (N, c, H, W)) under the run's label regime; test labels stay true."""
+    n_classes = int(max(labels.max(), test[1].max() if test is not None else 0)) + 1
+    learnt = regime_labels(labels.astype(np.int64), run.labels, n_classes, np.random.default_rng(run.seed))
+    return TrainingData(
+        images=torch.from_numpy(images), labels=torch.from_numpy(learnt.astype(np.int64)), n_classes=n_classes,
+        test_images=None if test is None else torch.from_numpy(test[0]),
+        test_labels=None if test is None else torch.from_numpy(test[1].astype(np.int64)))
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    # contiguous() also turns channels_last weights back into the usual layout.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 
 
-def train(run: TrainRun, images: Sequence[np.ndarray], outputs: dict[int, Path],
-          progress: bool = True) -> None:
-    """Train one run and save a safetensors checkpoint at each step in `outputs` (0 = init)."""
-    import torch
-    from tqdm import tqdm
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is cuda but torch sees no GPU here; set training.device: auto or cpu")
+    return torch.device(device)
 
+
+def keep_stem_float32(stem: torch.nn.Module) -> None:
+    """Under autocast, run the stem in float32 on float32 inputs: its gradient is what the study measures."""
+    low_precision_forward = stem.forward
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(inputs.device.type, enabled=False):
+            return low_precision_forward(inputs.float())
+
+    stem.forward = forward
+
+
+class Normaliser:
+    """uint8 batches to the run's normalised float32 inputs, on the device."""
+
+    def __init__(self, preprocessing: Preprocessing, device: torch.device, channels_last: bool):
+        self.mean = torch.tensor(preprocessing.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(preprocessing.std, device=device).view(1, -1, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return ((batch.float() / 255.0 - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, normalise: Normaliser,
+             autocast: torch.autocast) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the model in eval mode over every image."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for start in range(0, len(images), EVALUATION_BATCH):
+        with autocast:
+            logits = model(normalise(images[start:start + EVALUATION_BATCH])).float()
+        target = labels[start:start + EVALUATION_BATCH]
+        loss += float(torch.nn.functional.cross_entropy(logits, target, reduction="sum"))
+        correct += int((logits.argmax(dim=1) == target).sum())
+    model.train()
+    return loss / len(images), correct / len(images)
+
+
+def batches(run: TrainRun, n_images: int, last: int, generator: torch.Generator, device: torch.device):
+    """(position, index batch) for every training step; `position` counts the run's unit once it completes.
+
+    An epoch's order goes to the device at once: a copy each step would make the host wait for the GPU.
+    """
+    if run.unit == "step":
+        for step in range(1, last + 1):
+            yield step, torch.randint(0, n_images, (run.batch_size,), generator=generator)
+        return
+    per_epoch = n_images // run.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"zoos.{run.zoo}.training.batch_size is {run.batch_size}, more than the {n_images} "
+                         "training images: no complete batch (the last partial batch is dropped); lower it")
+    for epoch in range(1, last + 1):
+        order = torch.randperm(n_images, generator=generator).to(device)
+        for index in range(per_epoch):
+            batch = order[index * run.batch_size:(index + 1) * run.batch_size]
+            yield (epoch if index == per_epoch - 1 else None), batch
+
+
+def train(run: TrainRun, data: TrainingData, outputs: dict[int, Path], progress: bool = True) -> dict:
+    """Train one run and save a checkpoint at each position in `outputs` (0 = init); return its speed.
+
+    Each checkpoint's header records, under "evaluation", the mean loss and the
+    accuracy over the training images under the run's labels, and the accuracy
+    on the test images (true labels) where there are some.
+    """
+    device = resolve_device(run.device)
+    low_precision = run.precision == "bfloat16" or (run.precision == "auto" and device.type == "cuda")
     torch.manual_seed(run.seed)
-    crops, labels = sample_crops(images, run)
-    n_classes = len(images)
-    mean = torch.tensor(run.preprocessing.mean).view(1, -1, 1, 1)
-    std = torch.tensor(run.preprocessing.std).view(1, -1, 1, 1)
-    inputs = (crops.float() / 255.0 - mean) / std
+    model = build_model(run.arch, data.n_classes, run.preprocessing.in_chans, run.model_kwargs)
+    stem_name = first_conv_name(model)
+    stem = model.get_submodule(stem_name)
+    stride = stem.stride[0]
+    if low_precision:
+        keep_stem_float32(stem)
+    if run.freeze_stem:
+        stem.requires_grad_(False)
+    channels_last = device.type == "cuda"
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=run.lr,
+                                momentum=run.momentum, weight_decay=run.weight_decay)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=low_precision)
+    normalise = Normaliser(run.preprocessing, device, channels_last)
+    images, labels = data.images.to(device), data.labels.to(device)
+    test = (data.test_images.to(device), data.test_labels.to(device)) if data.test_images is not None else None
 
-    model = build_model(run.arch, n_classes, run.preprocessing.in_chans, run.model_kwargs)
-    stem = first_conv_name(model)
-    stride = model.get_submodule(stem).stride[0]
-    optimiser = torch.optim.SGD(model.parameters(), lr=run.lr, momentum=run.momentum,
-                                weight_decay=run.weight_decay)
+    def keep(position: int) -> None:
+        train_loss, train_accuracy = evaluate(model, images, labels, normalise, autocast)
+        evaluation = {"train_loss": train_loss, "train_accuracy": train_accuracy,
+                      "test_accuracy": evaluate(model, *test, normalise, autocast)[1] if test else None}
+        save_checkpoint(model, outputs[position], run.metadata(position, stem_name, stride, evaluation))
+
     generator = torch.Generator().manual_seed(run.seed)
     last = max(outputs)
     if 0 in outputs:
-        save_checkpoint(model, outputs[0], run.metadata(0, stem, stride))
+        keep(0)
     model.train()
-    bar = tqdm(range(1, last + 1), desc=f"train {run.arch} seed {run.seed} {run.labels} labels", disable=not progress, mininterval=2)
-    for step in bar:
-        batch = torch.randint(0, len(inputs), (run.batch_size,), generator=generator)
-        loss = torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch])
+    bar = tqdm(total=last, desc=f"train {run.arch} seed {run.seed} {run.labels} labels ({run.unit}s)",
+               disable=not progress, mininterval=2)
+    started, steps = time.perf_counter(), 0
+    for position, batch in batches(run, len(images), last, generator, device):
+        batch = batch.to(device)
+        with autocast:
+            loss = torch.nn.functional.cross_entropy(model(normalise(images[batch])), labels[batch])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        if step % 25 == 0:
+        steps += 1
+        if position is None:
+            continue
+        bar.update()
+        if position % 25 == 0 or run.unit == "epoch":
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step in outputs:
-            save_checkpoint(model, outputs[step], run.metadata(step, stem, stride))
+        if position in outputs:
+            keep(position)
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    return {"device": str(device), "low_precision": low_precision, "steps": steps, "seconds": seconds,
+            "images_per_s": steps * run.batch_size / seconds}

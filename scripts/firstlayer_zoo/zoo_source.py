@@ -17,7 +17,7 @@ from .paths import StudyPaths
 from .records import CheckpointSpec
 from .registry import Registry
 from .stems import Stem
-from .training import TrainRun
+from .train_runs import TrainRun
 
 ZOO_SOURCES = Registry("zoo")
 register = ZOO_SOURCES.register

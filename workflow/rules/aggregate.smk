@@ -9,7 +9,8 @@ rule build_tables:
     input:
         all_analyses,
     output:
-        **{table: PATHS.table(table) for table in TABLES if table not in ("checkpoints", "consistency_summary")},
+        **{table: PATHS.table(table) for table in TABLES
+           if table not in ("checkpoints", "consistency_summary", "paper_comparison")},
         checkpoints=report(PATHS.table("checkpoints"), caption="../report/checkpoints.rst", category="Tables"),
         consistency_summary=report(
             PATHS.table("consistency_summary"), caption="../report/consistency_summary.rst", category="Tables"
@@ -103,3 +104,32 @@ rule plot_bases:
         runtime=60,
     script:
         "../../scripts/plot_bases.py"
+
+
+rule paper_comparison:
+    input:
+        **{table: PATHS.table(table) for table in ("checkpoints", "profiles", "fits")},
+        paper_values=workflow.source_path("../resources/paper_values.csv"),
+    output:
+        table=report(
+            PATHS.table("paper_comparison"),
+            caption="../report/paper_comparison.rst",
+            category="Tables",
+        ),
+        plot=report(
+            PATHS.plot("paper_comparison"),
+            caption="../report/paper_comparison.rst",
+            category="The paper's numbers",
+        ),
+    log:
+        PATHS.log("paper_comparison"),
+    params:
+        datasets=config["datasets"],
+    conda:
+        "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../../scripts/paper_comparison.py"

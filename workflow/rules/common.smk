@@ -48,12 +48,25 @@ def train_run(wildcards):
     return STUDY.runs[(wildcards.zoo, wildcards.run)]
 
 
-def train_run_dataset_manifest(wildcards):
-    return PATHS.manifest(train_run(wildcards).dataset)
+def train_run_dataset_names(wildcards):
+    """The datasets a run reads: what it trains on and, where it has one, its test set."""
+    run = train_run(wildcards)
+    return [name for name in (run.dataset, run.test_dataset) if name]
 
 
-def train_run_dataset_root(wildcards):
-    return PATHS.dataset_root(train_run(wildcards).dataset)
+def train_run_dataset_manifests(wildcards):
+    return [PATHS.manifest(name) for name in train_run_dataset_names(wildcards)]
+
+
+def train_run_datasets(wildcards):
+    """Options and root of each dataset the run reads, in the order of its inputs (their manifests)."""
+    return {name: {"options": STUDY.datasets[name], "root": PATHS.dataset_root(name)}
+            for name in train_run_dataset_names(wildcards)}
+
+
+def train_run_gpus(wildcards):
+    """One GPU for a run whose zoo asks for cuda; a cluster then gets `--gpus=1` (auto takes what the node has)."""
+    return 1 if train_run(wildcards).device == "cuda" else 0
 
 
 def shard_members(wildcards):

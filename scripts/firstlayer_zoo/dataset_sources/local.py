@@ -99,6 +99,17 @@ class ImageFolder(DatasetSource):
     def path_of(self, root: Path, index: int) -> Path:
         return self.files()[index]
 
+    def label(self, root: Path, index: int) -> int:
+        """ImageFolder's convention: the class is the first subfolder, classes numbered in sorted order."""
+        if not hasattr(self, "_classes"):
+            self._classes = {name: number for number, name in enumerate(sorted(
+                {path.relative_to(self.folder).parts[0] for path in self.files()}))}
+        parts = self.path_of(root, index).relative_to(self.folder).parts
+        if len(parts) < 2:
+            raise ValueError(f"dataset {self.name!r}: {self.folder / parts[0]} is not in a class subfolder; "
+                             "training on labels needs one subfolder per class under the dataset's path")
+        return self._classes[parts[0]]
+
     def load(self, root: Path, index: int) -> np.ndarray:
         path = self.path_of(root, index)
         try:

@@ -113,6 +113,7 @@ class ArrayTorchvisionDataset(TorchvisionDataset):
     """Sources whose torchvision class holds every image in one uint8 array."""
 
     channels_first: ClassVar[bool]
+    labels_attribute: ClassVar[str] = "labels"  # where the torchvision class keeps the classes
 
     def count(self, root: Path) -> int:
         return len(self.dataset(root).data)
@@ -120,6 +121,12 @@ class ArrayTorchvisionDataset(TorchvisionDataset):
     def load(self, root: Path, index: int) -> np.ndarray:
         image = self.dataset(root).data[index]
         return np.ascontiguousarray(image.transpose(1, 2, 0) if self.channels_first else image)
+
+    def label(self, root: Path, index: int) -> int:
+        label = int(getattr(self.dataset(root), self.labels_attribute)[index])
+        if label < 0:
+            raise ValueError(f"dataset {self.name!r}: split {self.split!r} has no labels; choose a labelled split")
+        return label
 
 
 def _without_checksums(files: list) -> list:
@@ -131,6 +138,7 @@ class Cifar10(ArrayTorchvisionDataset):
     source = "cifar10"
     splits = ("train", "test")
     channels_first = False
+    labels_attribute = "targets"
     torchvision_name = "CIFAR10"
 
     @property
@@ -238,6 +246,9 @@ class Imagenette(TorchvisionDataset):
 
     def path_of(self, root: Path, index: int) -> Path:
         return Path(self.dataset(root)._samples[index][0])
+
+    def label(self, root: Path, index: int) -> int:
+        return int(self.dataset(root)._samples[index][1])
 
     def load(self, root: Path, index: int) -> np.ndarray:
         with Image.open(self.path_of(root, index)) as image:

@@ -1,22 +1,22 @@
-"""The `train` zoo source: small timm CNNs trained by the workflow (training.py trains them, rule train_run)."""
+"""The `train` zoo source: CNNs trained by the workflow (training.py trains them, rule train_run)."""
 
 from __future__ import annotations
 
 import json
 
-from ..checkpoint_io import read_tensor
+from ..checkpoint_io import read_tensor, safetensors_metadata
 from ..meta_models import timm_stem_geometry
-from ..paths import step_file
+from ..paths import checkpoint_file
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, validate_conv_weight
-from ..training import TrainRun
+from ..train_runs import TrainRun, hyperparameters, run_name
 from ..zoo_source import ZooSource, register
 
 
 @register
 class TrainSource(ZooSource):
-    """Small timm CNNs trained by the workflow, every (arch, seed, labels), init kept."""
+    """CNNs trained by the workflow (timm models or the paper's CIFAR nets), every (arch, seed, labels), init kept."""
 
     source = "train"
 
@@ -24,33 +24,49 @@ class TrainSource(ZooSource):
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.options["preprocessing"])
 
+    @property
+    def unit(self) -> str:
+        """Checkpoints are kept at training steps, or at epochs where the config lists `epochs`."""
+        return "epoch" if "epochs" in self.options else "step"
+
     def _runs(self) -> list[dict]:
         runs = []
         for arch in self.options["archs"]:
+            width = {"width": arch["width"]} if "width" in arch else {}
             for seed in self.options["seeds"]:
                 for labels in self.options["labels"]:
                     runs.append({
                         "zoo": self.name,
                         "arch": arch["arch"],
-                        "model_kwargs": arch.get("model_kwargs", {}),
+                        "model_kwargs": {**arch.get("model_kwargs", {}), **width},
                         "seed": seed,
                         "labels": labels,
                         "dataset": self.options["dataset"],
                         "preprocessing": self.preprocessing.to_dict(),
-                        "steps": sorted({0, *self.options["steps"]}),
+                        "task": self.options.get("task", "photo_crops"),
+                        "test_dataset": self.options.get("test_dataset"),
+                        "unit": self.unit,
+                        "steps": sorted({0, *self.options[self.unit + "s"]}),
                         **self.options["training"],
                     })
         return runs
 
     @staticmethod
     def run_name(run: dict) -> str:
-        return f"{run['arch']}-s{run['seed']}-{run['labels']}"
+        return run_name(run["arch"], run["model_kwargs"].get("width"), run["seed"], run["labels"])
 
     def run_dir(self, run: dict) -> str:
         return self.paths.run_dir(self.name, self.run_name(run))
 
     def runs(self) -> dict[str, TrainRun]:
-        return {self.run_name(run): TrainRun.from_dict(run) for run in self._runs()}
+        runs = {}
+        for run in self._runs():
+            name = self.run_name(run)
+            if name in runs:
+                raise ValueError(f"zoos.{self.name}.archs: two entries train the same run {name}; give "
+                                 f"{run['arch']} once per width (different model_kwargs need another zoo)")
+            runs[name] = TrainRun.from_dict(run)
+        return runs
 
     def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
         """The run folders, which rule train_run makes."""
@@ -69,21 +85,23 @@ class TrainSource(ZooSource):
                     continue
                 specs.append(CheckpointSpec(
                     zoo=self.name,
-                    name=f"{self.run_name(run)}-step{step:06d}",
+                    name=f"{self.run_name(run)}-{self.unit}{step:06d}",
                     source=self.source,
                     arch=run["arch"],
-                    locator=step_file(run_dir, step),
+                    locator=checkpoint_file(run_dir, self.unit, step),
                     first_conv=geometry["first_conv"],
                     kernel_size=geometry["kernel_size"],
                     in_chans=geometry["in_chans"],
                     dataset=run["dataset"],
                     preprocessing=prep,
-                    init_locator=step_file(run_dir, 0),
+                    init_locator=checkpoint_file(run_dir, self.unit, 0),
                     stride=geometry["stride"],
                     step=step,
                     seed=run["seed"],
                     labels=run["labels"],
                     run=self.run_name(run),
+                    extra={"width": run["model_kwargs"].get("width"),
+                           "hyperparameters": json.dumps(hyperparameters(run), sort_keys=True)},
                 ))
         return specs
 
@@ -92,5 +110,6 @@ class TrainSource(ZooSource):
         key = f"{spec.first_conv}.weight"
         weight = validate_conv_weight(read_tensor(spec.locator, key)[1], spec.uri)
         init = validate_conv_weight(read_tensor(spec.init_locator, key)[1], spec.init_locator)
-        return Stem(weight=weight, init=init, stride=spec.stride,
-                    first_conv=spec.first_conv)
+        # Losses and accuracies measured when the checkpoint was kept (none in checkpoints trained before them).
+        evaluation = json.loads(safetensors_metadata(spec.locator).get("evaluation", "{}"))
+        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv, meta=evaluation)
