@@ -82,7 +82,7 @@ def _synthetic_zoo(members: list[tuple[str, float | None, int, str]]) -> dict:
     for arch, width, seed, labels in members:
         run = f"{arch}-w{width}-s{seed}-{labels}"
         for step in (1, 2):
-            spec = CheckpointSpec(zoo="z", name=f"{run}-{step}", source="train", arch=arch, uri=f"{run}-{step}",
+            spec = CheckpointSpec(zoo="z", name=f"{run}-{step}", source="train", arch=arch, locator=f"{run}-{step}",
                                   first_conv="conv1", kernel_size=3, in_chans=3, dataset="c10",
                                   preprocessing=Preprocessing(), step=step, seed=seed, labels=labels, run=run,
                                   extra={"width": width})

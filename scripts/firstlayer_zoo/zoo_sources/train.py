@@ -55,9 +55,6 @@ class TrainSource(ZooSource):
     def run_name(run: dict) -> str:
         return run_name(run["arch"], run["model_kwargs"].get("width"), run["seed"], run["labels"])
 
-    def run_dir(self, run: dict) -> str:
-        return self.paths.run_dir(self.name, self.run_name(run))
-
     def runs(self) -> dict[str, TrainRun]:
         runs = {}
         for run in self._runs():
@@ -75,33 +72,32 @@ class TrainSource(ZooSource):
     def checkpoints(self) -> list[CheckpointSpec]:
         prep = self.preprocessing
         specs = []
-        for run in self._runs():
-            key = json.dumps(["timm", run["arch"], run["model_kwargs"], prep.in_chans], sort_keys=True)
-            geometry = self.cache.get(
-                key, lambda: timm_stem_geometry(run["arch"], run["model_kwargs"], prep.in_chans))
-            run_dir = self.run_dir(run)
-            for step in run["steps"]:
+        for name, run in self.runs().items():
+            key = json.dumps(["timm", run.arch, run.model_kwargs, prep.in_chans], sort_keys=True)
+            geometry = self.cache.get(key, lambda: timm_stem_geometry(run.arch, run.model_kwargs, prep.in_chans))
+            run_dir = self.paths.run_dir(self.name, name)
+            for step in run.steps:
                 if step == 0:
                     continue
                 specs.append(CheckpointSpec(
                     zoo=self.name,
-                    name=f"{self.run_name(run)}-{self.unit}{step:06d}",
+                    name=f"{name}-{run.unit}{step:06d}",
                     source=self.source,
-                    arch=run["arch"],
-                    locator=checkpoint_file(run_dir, self.unit, step),
+                    arch=run.arch,
+                    locator=checkpoint_file(run_dir, run.unit, step),
                     first_conv=geometry["first_conv"],
                     kernel_size=geometry["kernel_size"],
                     in_chans=geometry["in_chans"],
-                    dataset=run["dataset"],
+                    dataset=run.dataset,
                     preprocessing=prep,
-                    init_locator=checkpoint_file(run_dir, self.unit, 0),
+                    init_locator=checkpoint_file(run_dir, run.unit, 0),
                     stride=geometry["stride"],
                     step=step,
-                    seed=run["seed"],
-                    labels=run["labels"],
-                    run=self.run_name(run),
-                    extra={"width": run["model_kwargs"].get("width"),
-                           "hyperparameters": json.dumps(hyperparameters(run), sort_keys=True)},
+                    seed=run.seed,
+                    labels=run.labels,
+                    run=name,
+                    extra={"width": run.model_kwargs.get("width"),
+                           "hyperparameters": json.dumps(hyperparameters(run.to_dict()), sort_keys=True)},
                 ))
         return specs
 
