@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from firstlayer_zoo.paths import StudyPaths
 from test_envs import RULES, pinned
 from workflow_helpers import ROOT, snakemake, write_config
 
@@ -42,11 +43,21 @@ def test_every_rule_declares_threads_memory_and_runtime():
             assert re.search(rf"\b{key}=", resources), f"rule {rule} declares no {key} under resources"
 
 
+def output_patterns(body: str) -> list[str]:
+    """A rule's output patterns with wildcards: the StudyPaths calls (paths.py) in its `output:` section that
+    take no argument or literal ones (the others name files already expanded, such as one per basis)."""
+    paths = StudyPaths("out")
+    return [getattr(paths, method)(*re.findall(r'"([^"]*)"', arguments))
+            for method, arguments in re.findall(r'PATHS\.(\w+)\(((?:"[^"]*"(?:, )?)*)\)', section(body, "output"))]
+
+
 def test_no_rule_has_one_job_per_checkpoint_and_the_profile_groups_nothing():
     """Per-checkpoint work runs in shards; a rule with an output per checkpoint would pay start-up per checkpoint."""
-    for rule, body in rule_bodies().items():
-        assert "{{name}}" not in section(body, "output"), f"rule {rule} makes one job per checkpoint"
-    assert "{{shard}}" in section(rule_bodies()["analyse_checkpoints"], "output")
+    bodies = rule_bodies()
+    for rule, body in bodies.items():
+        assert not any("{name}" in pattern for pattern in output_patterns(body)), \
+            f"rule {rule} makes one job per checkpoint"
+    assert any("{shard}" in pattern for pattern in output_patterns(bodies["analyse_checkpoints"]))
     assert "groups" not in PROFILE and "group-components" not in PROFILE
 
 
