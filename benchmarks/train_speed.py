@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
 from firstlayer_zoo.paths import checkpoint_file  # noqa: E402
-from firstlayer_zoo.train_runs import run_name  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
@@ -94,7 +93,7 @@ def train_one(settings: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         outputs = {position: Path(checkpoint_file(folder, run.unit, position)) for position in run.steps}
         speed = train(run, data, outputs, progress=False)
-    return {"run": run_name(run.arch, settings["width"], run.seed, run.labels), **speed}
+    return {"run": run.name, **speed}
 
 
 def main() -> None:

@@ -15,13 +15,12 @@ from firstlayer_zoo.training import labelled_data, photo_crop_data, train
 with logged(snakemake):
     torch.set_num_threads(snakemake.threads)
     run = TrainRun.from_dict(snakemake.params.run)
-    # The rule's inputs are the datasets' manifests, in the order of params.datasets (a plain list: a dataset
-    # may be named like a method of Snakemake's named lists).
-    datasets = {name: (dataset_source(name, dataset["options"]), Path(dataset["root"]), prepared_indices(manifest))
-                for (name, dataset), manifest in zip(snakemake.params.datasets.items(), list(snakemake.input))}
+    datasets = {name: (dataset_source(name, dataset["options"]), Path(dataset["root"]),
+                       prepared_indices(dataset["manifest"]))
+                for name, dataset in snakemake.params.datasets.items()}
     if run.task == "photo_crops":
         source, root, indices = datasets[run.dataset]
-        data = photo_crop_data([run.preprocessing.apply(image) for image in source.images(root, indices)], run)
+        data = photo_crop_data(run, [run.preprocessing.apply(image) for image in source.images(root, indices)])
     else:
         test = load_labelled(*datasets[run.test_dataset], run.preprocessing) if run.test_dataset else None
         data = labelled_data(run, *load_labelled(*datasets[run.dataset], run.preprocessing), test)

@@ -21,7 +21,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from .limits import current as current_limits, refuse_over
-from .stems import StemError
+from .stems import StemError, validate_conv_weight
 
 # Prefixes that training wrappers put before every parameter name:
 # DataParallel/DDP, Lightning modules, torch.compile, EMA and other holders.
@@ -308,6 +308,12 @@ def read_tensor(path: str | Path, wanted: str) -> tuple[str, np.ndarray]:
     else:
         raise CheckpointError(f"{path}: an ONNX model; list it under a zoo with `source: onnx`")
     return key, tensor.detach().to(dtype=torch.float64).numpy()
+
+
+def read_conv_weight(path: str | Path, key: str) -> np.ndarray:
+    """The conv weight `key` of a state-dict file, checked as a stem (stems.validate_conv_weight)."""
+    _, weight = read_tensor(path, key)
+    return validate_conv_weight(weight, str(path))
 
 
 def as_conv_weight(array: np.ndarray, patch_size: int | None, layout: str, source: str) -> np.ndarray:

@@ -55,9 +55,10 @@ class DatasetSource:
 
     def label(self, root: Path, index: int) -> int:
         """Class of image `index`, for sources whose images have one (training on labels needs it)."""
-        raise ValueError(f"dataset {self.name!r}: source {self.source} has no class labels; train on a labelled "
-                         "dataset (cifar10, cifar100, svhn, stl10, imagenette, or a folder with one subfolder "
-                         "per class) or use task: photo_crops")
+        labelled = sorted(name for name, source in DATASET_SOURCES.items() if source.label is not DatasetSource.label)
+        raise ValueError(f"dataset {self.name!r}: source {self.source} has no class labels; train on a dataset of a "
+                         f"labelled source ({', '.join(labelled)}; a folder needs one subfolder per class) or use "
+                         "task: photo_crops")
 
     @property
     def subsample(self) -> dict | None:

@@ -5,6 +5,7 @@ torch and timm are imported only when a model is built: planning imports this mo
 
 from __future__ import annotations
 
+import json
 from typing import Callable
 
 
@@ -27,10 +28,16 @@ def conv_geometry(conv) -> dict:
     }
 
 
-def timm_stem_geometry(arch: str, model_kwargs: dict, in_chans: int) -> dict:
-    """first_conv and conv_geometry of a timm architecture's stem."""
+def model_stem_geometry(arch: str, model_kwargs: dict, in_chans: int) -> dict:
+    """first_conv and conv_geometry of the stem of a model training.build_model makes (timm's, or a CIFAR net)."""
     from .training import build_model, first_conv_name
 
     model = on_meta_device(lambda: build_model(arch, num_classes=2, in_chans=in_chans, model_kwargs=model_kwargs))
     first_conv = first_conv_name(model)
     return {"first_conv": first_conv, **conv_geometry(model.get_submodule(first_conv))}
+
+
+def cached_stem_geometry(cache, arch: str, model_kwargs: dict, in_chans: int) -> dict:
+    """model_stem_geometry, kept in the study's zoo_source.GeometryCache: building a model costs seconds."""
+    key = json.dumps(["timm", arch, model_kwargs, in_chans], sort_keys=True)
+    return cache.get(key, lambda: model_stem_geometry(arch, model_kwargs, in_chans))

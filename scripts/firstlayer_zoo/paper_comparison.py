@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .plots import _empty, _last_steps, plt, save
-from .tables import _frame
+from .plots import draw_nothing_to_show, last_checkpoint_of_each_run, plt, save
+from .tables import schema_frame
 
 PAPER_VALUES = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "paper_values.csv"
 # The paper's CIFAR nets, by their names in cifar_nets.CIFAR_NETS, and torchvision's ResNet-18.
@@ -125,7 +125,7 @@ def paper_comparison(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd
     measured is the mean over the n values (checkpoints, or pairs of them), measured_std their standard deviation
     (ddof 1; null for one value).
     """
-    last = _last_steps(checkpoints)
+    last = last_checkpoint_of_each_run(checkpoints)
     last = last[last["dataset"].isin(list(datasets)) & last["checkpoint"].isin(fits["checkpoint"])]
     paper = paper_values.set_index(["quantity", "dataset"])
     rows = []
@@ -144,13 +144,13 @@ def paper_comparison(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd
                 "measured_std": float(values.std(ddof=1)) if values.size > 1 else None,
                 "n": int(values.size),
             })
-    return _frame(rows, "paper_comparison")
+    return schema_frame(rows, "paper_comparison")
 
 
 def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
     """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n)."""
     if table.empty:
-        _empty(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
+        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
         return
     figure, axis = plt.subplots(figsize=(8, 0.55 * len(table) + 1.2))
     rows = np.arange(len(table))[::-1]

@@ -14,13 +14,21 @@ TABLES = ("checkpoints", "profiles", "fits", "consistency", "consistency_summary
           "autocorrelation", "paper_comparison")
 PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour",
          "paper_comparison")
+# Zoo, dataset and run names each become one folder name under the outdir, beside hidden temporaries with a
+# prefix and a suffix; file systems allow 255 bytes a name. Checkpoint names (paths under a root) are held to it too.
+NAME_LIMIT = 200
 # The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
 TIMM_STEM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
 
 
+def checkpoint_stem(unit: str, position: int) -> str:
+    """How a training run's checkpoint after `position` steps or epochs (its `unit`) ends its file and its name."""
+    return f"{unit}{position:06d}"
+
+
 def checkpoint_file(run_dir: str | Path, unit: str, position: int) -> str:
     """A training run's checkpoint after `position` optimiser steps or epochs (its `unit`); 0 is the initialisation."""
-    return f"{run_dir}/{unit}{position:06d}.safetensors"
+    return f"{run_dir}/{checkpoint_stem(unit, position)}.safetensors"
 
 
 class StudyPaths:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
-from .paths import StudyPaths
+from .paths import NAME_LIMIT, StudyPaths
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .train_runs import TrainRun
 from .zoo_source import GeometryCache, ZooSource
 from .zoo_sources import ZOO_SOURCES
-from .zoo_sources.local import NAME_LIMIT
 
 # Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+=-]*")
@@ -104,7 +103,7 @@ class Study:
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
             check_name("zoos", zoo_name)
-            for key in ("dataset", "test_dataset"):
+            for key in ZOO_SOURCES[options["source"]].dataset_options:
                 if key in options and options[key] not in self.datasets:
                     raise ValueError(
                         f"zoos.{zoo_name}.{key}: {options[key]!r} is not a dataset in the config; "

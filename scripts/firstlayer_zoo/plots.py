@@ -34,7 +34,7 @@ def _ok(checkpoints: pd.DataFrame) -> pd.DataFrame:
     return checkpoints[checkpoints["status"] == "ok"]
 
 
-def _last_steps(checkpoints: pd.DataFrame) -> pd.DataFrame:
+def last_checkpoint_of_each_run(checkpoints: pd.DataFrame) -> pd.DataFrame:
     """Each run's last checkpoint; checkpoints without a run or step stand for themselves."""
     ok = _ok(checkpoints)
     has_run = ok["run"].notna() & ok["step"].notna()
@@ -42,7 +42,8 @@ def _last_steps(checkpoints: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([last, ok[~has_run]])
 
 
-def _empty(path: str | Path, message: str) -> None:
+def draw_nothing_to_show(path: str | Path, message: str) -> None:
+    """A figure that says why there is nothing to draw: every planned figure exists, even for a study without data."""
     figure, axis = plt.subplots(figsize=(5, 2))
     axis.axis("off")
     axis.text(0.5, 0.5, message, ha="center", va="center")
@@ -74,10 +75,10 @@ def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str |
     Checkpoints of one known arch are summarised by a median and a min-max band; those whose arch is
     unknown need not be related, so each is drawn as its own line.
     """
-    last = _last_steps(checkpoints)
+    last = last_checkpoint_of_each_run(checkpoints)
     data = profiles.merge(last[["checkpoint", "basis", "arch", "labels"]], on="checkpoint")
     if data.empty:
-        _empty(path, "no analysed checkpoints")
+        draw_nothing_to_show(path, "no analysed checkpoints")
         return
     data["panel"] = _known(data["arch"], "arch unknown") + "\n" + data["basis"].astype(str)
     data["kind"] = _kind(data["labels"])
@@ -150,7 +151,7 @@ def plot_consistency(checkpoints: pd.DataFrame, consistency: pd.DataFrame, group
     members = _ok(checkpoints)
     members = members[members["basis"] == basis].set_index("checkpoint")
     if len(members) < 2:
-        _empty(path, f"{basis}: fewer than two analysed checkpoints")
+        draw_nothing_to_show(path, f"{basis}: fewer than two analysed checkpoints")
         return
     pairs = consistency[consistency["basis"] == basis]
     every_pair = pairs["rank"].isna().all() and len(pairs) == len(members) * (len(members) - 1) // 2
@@ -228,13 +229,13 @@ def plot_fit_examples(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: p
 
     One example per (arch, labels); a checkpoint whose arch or labels are unknown is a group of its own.
     """
-    last = _last_steps(checkpoints)
+    last = last_checkpoint_of_each_run(checkpoints)
     groups = pd.DataFrame({column: last[column].astype(object).where(last[column].notna(), last["checkpoint"])
                            for column in ("arch", "labels")})
     last = last[~groups.duplicated().to_numpy()].head(count)
     chosen = fits[fits["checkpoint"].isin(last["checkpoint"])]
     if chosen.empty:
-        _empty(path, "no fitted checkpoints")
+        draw_nothing_to_show(path, "no fitted checkpoints")
         return
     columns = min(3, len(chosen))
     rows = int(np.ceil(len(chosen) / columns))
@@ -257,7 +258,7 @@ def plot_fit_examples(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: p
 def plot_fit_quality(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
     data = fits.merge(checkpoints[["checkpoint", "arch"]], on="checkpoint")
     if data.empty:
-        _empty(path, "no fitted checkpoints")
+        draw_nothing_to_show(path, "no fitted checkpoints")
         return
     data["arch"] = _known(data["arch"], "arch unknown")
     figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -276,7 +277,7 @@ def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str 
     data = fits.merge(checkpoints[["checkpoint", "arch", "labels", "seed", "step"]], on="checkpoint")
     data = data.dropna(subset=["step"])
     if data.empty:
-        _empty(path, "no checkpoints with a training step")
+        draw_nothing_to_show(path, "no checkpoints with a training step")
         return
     data["arch"] = _known(data["arch"], "arch unknown")
     data["labels"] = _known(data["labels"], "unknown")
@@ -313,7 +314,7 @@ def _step_ticks(axis, steps: list) -> None:
 def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
     data = fits.merge(checkpoints[["checkpoint", "arch", "labels"]], on="checkpoint")
     if data.empty:
-        _empty(path, "no fitted checkpoints")
+        draw_nothing_to_show(path, "no fitted checkpoints")
         return
     data["arch"] = _known(data["arch"], "arch unknown")
     data["labels"] = _known(data["labels"], "unknown")
@@ -347,10 +348,10 @@ def _basis_panels(count: int, width: float = 4.2, height: float = 3.2):
 
 def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFrame, path: str | Path) -> None:
     """Output-map autocorrelation against offset, per basis: the data, initialisations and trained stems."""
-    last = _last_steps(checkpoints)
+    last = last_checkpoint_of_each_run(checkpoints)
     data = autocorrelation.merge(last[["checkpoint", "basis", "arch"]], on="checkpoint")
     if data.empty:
-        _empty(path, "no autocorrelation measured (analysis.autocorrelation_offsets is empty?)")
+        draw_nothing_to_show(path, "no autocorrelation measured (analysis.autocorrelation_offsets is empty?)")
         return
     bases = sorted(data["basis"].unique())
     figure, axes = _basis_panels(len(bases))
@@ -382,10 +383,10 @@ def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFram
 
 def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
     """Fraction of each stem's energy on colour-opponent channels, trained vs initialisation vs the data's variance."""
-    data = fits.merge(_last_steps(checkpoints)[["checkpoint", "basis", "arch"]], on="checkpoint")
+    data = fits.merge(last_checkpoint_of_each_run(checkpoints)[["checkpoint", "basis", "arch"]], on="checkpoint")
     data = data.dropna(subset=["colour_energy"])
     if data.empty:
-        _empty(path, "no 3-channel stems analysed")
+        draw_nothing_to_show(path, "no 3-channel stems analysed")
         return
     long = pd.concat([
         data.assign(kind="trained", fraction=data["colour_energy"]),

@@ -162,15 +162,15 @@ def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "width": spec.extra.get("width"),
             **{name: analysis.stem_meta.get(name) for name in ("train_loss", "train_accuracy", "test_accuracy")},
         })
-    return _frame(rows, "checkpoints")
+    return schema_frame(rows, "checkpoints")
 
 
 def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
     ok = [analysis for analysis in analyses if analysis.ok]
     if not ok:
-        return _frame([], "profiles")
+        return schema_frame([], "profiles")
     counts = np.array([analysis.energy.shape[0] for analysis in ok])
-    return _frame(pd.DataFrame({
+    return schema_frame(pd.DataFrame({
         "checkpoint": np.repeat(_ids(ok), counts),
         "component": np.concatenate([np.arange(1, count + 1) for count in counts]),
         "eigenvalue": np.concatenate([analysis.eigenvalues for analysis in ok]),
@@ -211,7 +211,7 @@ def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
             "mean_r_group": None,
             **_headline_image_space(analysis.image_space),
         })
-    return _frame(rows, "fits")
+    return schema_frame(rows, "fits")
 
 
 def _or(values, missing):
@@ -250,8 +250,8 @@ def autocorrelation_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFram
             "trained": measured.autocorrelation_trained,
         }))
     if not frames:
-        return _frame([], "autocorrelation")
-    return _frame(pd.concat(frames, ignore_index=True), "autocorrelation")
+        return schema_frame([], "autocorrelation")
+    return schema_frame(pd.concat(frames, ignore_index=True), "autocorrelation")
 
 
 def profiles_by_basis(analyses: Iterable[CheckpointAnalysis]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -308,16 +308,17 @@ def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], check
                             "mean_r": init.mean(), "median_r": np.median(init), "min_r": init.min(),
                             "max_r": init.max(), "n_sampled": init.size})
     return {
-        "consistency": _frame(pd.concat(pairs, ignore_index=True) if pairs else [], "consistency"),
-        "consistency_summary": _frame(summary, "consistency_summary"),
-        "consistency_groups": _frame(pd.concat(matrices, ignore_index=True) if matrices else [],
+        "consistency": schema_frame(pd.concat(pairs, ignore_index=True) if pairs else [], "consistency"),
+        "consistency_summary": schema_frame(summary, "consistency_summary"),
+        "consistency_groups": schema_frame(pd.concat(matrices, ignore_index=True) if matrices else [],
                                      "consistency_groups"),
         "checkpoint_means": pd.concat(means, ignore_index=True) if means else
         pd.DataFrame(columns=["checkpoint", "mean_r", "mean_r_group"]),
     }
 
 
-def _frame(rows, name: str) -> pd.DataFrame:
+def schema_frame(rows, name: str) -> pd.DataFrame:
+    """Rows (or a frame) with exactly the columns of table `name`, in SCHEMAS' order."""
     schema = SCHEMAS[name]
     frame = pd.DataFrame(rows, columns=schema.names) if not isinstance(rows, pd.DataFrame) else rows
     return frame[schema.names]
@@ -346,6 +347,6 @@ def build_tables(analyses: list[CheckpointAnalysis],
     means = consistency.pop("checkpoint_means").set_index("checkpoint")
     fits = tables["fits"].set_index("checkpoint")
     fits.update(means)
-    tables["fits"] = _frame(fits.reset_index(), "fits")
+    tables["fits"] = schema_frame(fits.reset_index(), "fits")
     tables.update(consistency)
     return tables

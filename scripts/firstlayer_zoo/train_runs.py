@@ -10,24 +10,15 @@ from dataclasses import asdict, dataclass, field
 
 from .preprocessing import Preprocessing
 
-TASKS = ("photo_crops", "labelled")
 # `permuted` is the paper's "random labels": one fixed shuffle of the true labels over the
 # examples, so every class keeps its count; `random` draws each label uniformly.
 LABEL_REGIMES = ("true", "permuted", "random")
-UNITS = ("step", "epoch")
-PRECISIONS = ("auto", "float32", "bfloat16")
 # What names a run; everything else in its config entry is a hyperparameter.
 RUN_IDENTITY = ("zoo", "arch", "model_kwargs", "seed", "labels", "dataset", "preprocessing", "steps")
 
 
 def hyperparameters(run: dict) -> dict:
     return {key: value for key, value in run.items() if key not in RUN_IDENTITY}
-
-
-def run_name(arch: str, width: float | None, seed: int, labels: str) -> str:
-    """`<arch>[-w<width>]-s<seed>-<labels>`: the width only where the config gives one."""
-    widened = "" if width is None else f"-w{width:g}"
-    return f"{arch}{widened}-s{seed}-{labels}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +53,18 @@ class TrainRun:
         values["steps"] = tuple(values["steps"])
         return cls(**values)
 
+    @property
+    def name(self) -> str:
+        """`<arch>[-w<width>]-s<seed>-<labels>`: the width only where the config gives one."""
+        width = self.model_kwargs.get("width")
+        widened = "" if width is None else f"-w{width:g}"
+        return f"{self.arch}{widened}-s{self.seed}-{self.labels}"
+
+    @property
+    def hyperparameters_json(self) -> str:
+        """Everything but what names the run, as kept in its checkpoints' headers and in the analyses."""
+        return json.dumps(hyperparameters(asdict(self)), sort_keys=True)
+
     def to_dict(self) -> dict:
         """Plain values (a rule's params), read back by from_dict."""
         return {**asdict(self), "preprocessing": self.preprocessing.to_dict(), "steps": list(self.steps)}
@@ -79,6 +82,6 @@ class TrainRun:
             "preprocessing": json.dumps(self.preprocessing.to_dict(), sort_keys=True),
             "first_conv": first_conv,
             "stem_stride": str(stride),
-            "hyperparameters": json.dumps(hyperparameters(asdict(self)), sort_keys=True),
+            "hyperparameters": self.hyperparameters_json,
             "evaluation": json.dumps(evaluation, sort_keys=True),
         }

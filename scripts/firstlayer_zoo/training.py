@@ -90,7 +90,8 @@ def sample_crops(images: Sequence[np.ndarray], run: TrainRun) -> tuple[torch.Ten
     return torch.from_numpy(crops), torch.from_numpy(labels.astype(np.int64))
 
 
-def photo_crop_data(images: Sequence[np.ndarray], run: TrainRun) -> TrainingData:
+def photo_crop_data(run: TrainRun, images: Sequence[np.ndarray]) -> TrainingData:
+    """The photo-crop task: a fixed sample of crops of `images` (uint8 (c, H, W)), labelled by the run's regime."""
     crops, labels = sample_crops(images, run)
     return TrainingData(images=crops, labels=labels, n_classes=len(images))
 

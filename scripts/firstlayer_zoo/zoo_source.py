@@ -54,7 +54,11 @@ class ZooSource:
     remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
     # Its checkpoints are known only once a job has downloaded them (a Snakemake checkpoint lists them):
     # such a source lists nothing in `checkpoints` and implements index_path, planned_spec and indexed_checkpoints.
+    # The Snakemake checkpoint that writes the index is `unpack_archive` (archives.smk), made for the `archive`
+    # source; another source listed after a download brings its own checkpoint rule beside it.
     listed_after_download: ClassVar[bool] = False
+    # Its config keys that name a dataset of the config (the planner checks each one it is given).
+    dataset_options: ClassVar[tuple[str, ...]] = ("dataset",)
 
     def __init__(self, name: str, options: dict, outdir: str, cache: GeometryCache):
         self.name = name

@@ -59,8 +59,8 @@ def train_run_dataset_manifests(wildcards):
 
 
 def train_run_datasets(wildcards):
-    """Options and root of each dataset the run reads, in the order of its inputs (their manifests)."""
-    return {name: {"options": STUDY.datasets[name], "root": PATHS.dataset_root(name)}
+    """Options, root and manifest of each dataset the run reads (the manifests are also the rule's inputs)."""
+    return {name: {"options": STUDY.datasets[name], "root": PATHS.dataset_root(name), "manifest": PATHS.manifest(name)}
             for name in train_run_dataset_names(wildcards)}
 
 

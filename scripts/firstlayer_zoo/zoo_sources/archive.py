@@ -19,15 +19,14 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
 from ..atomic import write_text
 from ..downloads import download
 from ..limits import Limits, current as current_limits, refuse_over
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
-from ..checkpoint_io import read_tensor
-from ..stems import Stem, StemError, validate_conv_weight
+from ..checkpoint_io import read_conv_weight
+from ..paths import checkpoint_stem
+from ..stems import Stem, StemError
 from ..zoo_source import ZooSource, register
 
 
@@ -137,9 +136,10 @@ class ArchiveSource(ZooSource):
 
     @staticmethod
     def spec_fields(entry: dict) -> dict:
-        """An index entry's CheckpointSpec fields: the index names files by `uri` and `init_uri`."""
-        fields = {key: value for key, value in entry.items() if key not in ("uri", "init_uri")}
-        return {**fields, "locator": entry["uri"], "init_locator": entry.get("init_uri")}
+        """An index entry's CheckpointSpec fields; indexes written before `locator` name the files `uri`, `init_uri`
+        (read as they are: unpacking an archive again costs its download)."""
+        renamed = {"uri": "locator", "init_uri": "init_locator"}
+        return {renamed.get(key, key): value for key, value in entry.items()}
 
     def fetch_and_index(self, log=print) -> list[dict]:
         """Download (verified), unpack into the archive folder, and return the index entries."""
@@ -174,9 +174,10 @@ class ArchiveSource(ZooSource):
             step = int(match.group(1)) if match else None
             seed = params.get(options["seed_key"]) if options.get("seed_key") else None
             labels = params.get(options["labels_key"]) if options.get("labels_key") else None
-            name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run) + (f"-step{step:06d}" if step is not None else "")
+            name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run) + (f"-{checkpoint_stem('step', step)}" if step is not None
+                                                               else "")
             runs.setdefault(run, []).append({
-                "name": name, "uri": str(path), "step": step, "run": run,
+                "name": name, "locator": str(path), "step": step, "run": run,
                 "seed": int(seed) if seed is not None else None,
                 "labels": str(labels) if labels is not None else None,
                 "extra": {"hyperparameters": json.dumps(params, sort_keys=True, default=str)},
@@ -187,7 +188,7 @@ class ArchiveSource(ZooSource):
             for entry in members:
                 if entry is initial:
                     continue  # the initialisation is every later checkpoint's W0, not a checkpoint of its own
-                entries.append({**entry, "init_uri": initial["uri"] if initial else None})
+                entries.append({**entry, "init_locator": initial["locator"] if initial else None})
         names = [entry["name"] for entry in entries]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -199,12 +200,8 @@ class ArchiveSource(ZooSource):
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
-        weight = _read_stem(spec.locator, spec.first_conv)
-        init = _read_stem(spec.init_locator, spec.first_conv) if spec.init_locator else None
+        key = f"{spec.first_conv}.weight"
+        weight = read_conv_weight(spec.locator, key)
+        init = read_conv_weight(spec.init_locator, key) if spec.init_locator else None
         return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv,
                     meta={"uri": spec.uri})
-
-
-def _read_stem(path: str, first_conv: str) -> np.ndarray:
-    _, weight = read_tensor(path, f"{first_conv}.weight")
-    return validate_conv_weight(weight, path)

@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..checkpoint_io import as_conv_weight, conv_shape, onnx_stem, read_onnx_stem, read_tensor, tensor_shape
-from ..meta_models import timm_stem_geometry
+from ..meta_models import cached_stem_geometry
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, validate_conv_weight
+from ..paths import NAME_LIMIT
 from ..zoo_source import ZooSource, register
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
 SIDECAR_LIMIT = 1 << 20
-# Output files are <name>.npz and hidden temporaries beside them; file systems allow 255 bytes a name.
-NAME_LIMIT = 200
 
 
 def expand_path(value: str) -> Path:
@@ -90,8 +89,7 @@ class LocalFiles(ZooSource):
                              "which Snakemake cannot record; rename it (or move it out of the root)") from None
         if len(encoded) > NAME_LIMIT:
             raise ValueError(f"zoos.{self.name}.root: {path}: its path relative to the root is {len(encoded)} "
-                             f"bytes, over the {NAME_LIMIT} an output file name may take; rename it or narrow "
-                             "the root")
+                             f"bytes, over the {NAME_LIMIT} a name may take; rename it or narrow the root")
 
     def metadata(self, path: Path) -> dict:
         """Config `metadata`, then named groups of `path_pattern` on the relative path, then `<file>.json`."""
@@ -234,10 +232,8 @@ class FolderSource(LocalFiles):
         arch = self.options.get("arch")
         if not arch or self.options.get("stem_key"):
             return None
-        in_chans = self.preprocessing.in_chans
-        key = json.dumps(["timm", arch, {}, in_chans], sort_keys=True)
         try:
-            return self.cache.get(key, lambda: timm_stem_geometry(arch, {}, in_chans))
+            return cached_stem_geometry(self.cache, arch, {}, self.preprocessing.in_chans)
         except (RuntimeError, ValueError) as error:
             raise ValueError(f"zoos.{self.name}.arch: {arch!r} is not a timm model with a first_conv ({error}); "
                              "give a timm model name or set stem_key instead") from None
@@ -265,10 +261,10 @@ class FolderSource(LocalFiles):
                 "stride": arch["stride"] if arch else None}
 
     @classmethod
-    def read_weight(cls, uri: str, options: dict) -> tuple[str, object]:
-        key, array = read_tensor(uri, options["key"])
-        return key, validate_conv_weight(as_conv_weight(array, options["patch_size"], options["patch_layout"], uri),
-                                         uri)
+    def read_weight(cls, locator: str, options: dict) -> tuple[str, object]:
+        key, array = read_tensor(locator, options["key"])
+        return key, validate_conv_weight(
+            as_conv_weight(array, options["patch_size"], options["patch_layout"], locator), locator)
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:

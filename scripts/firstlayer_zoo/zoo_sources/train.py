@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
-from ..checkpoint_io import read_tensor, safetensors_metadata
-from ..meta_models import timm_stem_geometry
-from ..paths import checkpoint_file
+from ..checkpoint_io import read_conv_weight, safetensors_metadata
+from ..meta_models import cached_stem_geometry
+from ..paths import checkpoint_file, checkpoint_stem
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
-from ..stems import Stem, validate_conv_weight
-from ..train_runs import TrainRun, hyperparameters, run_name
+from ..stems import Stem
+from ..train_runs import TrainRun
 from ..zoo_source import ZooSource, register
 
 
@@ -19,6 +19,7 @@ class TrainSource(ZooSource):
     """CNNs trained by the workflow (timm models or the paper's CIFAR nets), every (arch, seed, labels), init kept."""
 
     source = "train"
+    dataset_options = ("dataset", "test_dataset")
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -29,13 +30,13 @@ class TrainSource(ZooSource):
         """Checkpoints are kept at training steps, or at epochs where the config lists `epochs`."""
         return "epoch" if "epochs" in self.options else "step"
 
-    def _runs(self) -> list[dict]:
-        runs = []
+    def runs(self) -> dict[str, TrainRun]:
+        runs = {}
         for arch in self.options["archs"]:
             width = {"width": arch["width"]} if "width" in arch else {}
             for seed in self.options["seeds"]:
                 for labels in self.options["labels"]:
-                    runs.append({
+                    run = TrainRun.from_dict({
                         "zoo": self.name,
                         "arch": arch["arch"],
                         "model_kwargs": {**arch.get("model_kwargs", {}), **width},
@@ -49,20 +50,10 @@ class TrainSource(ZooSource):
                         "steps": sorted({0, *self.options[self.unit + "s"]}),
                         **self.options["training"],
                     })
-        return runs
-
-    @staticmethod
-    def run_name(run: dict) -> str:
-        return run_name(run["arch"], run["model_kwargs"].get("width"), run["seed"], run["labels"])
-
-    def runs(self) -> dict[str, TrainRun]:
-        runs = {}
-        for run in self._runs():
-            name = self.run_name(run)
-            if name in runs:
-                raise ValueError(f"zoos.{self.name}.archs: two entries train the same run {name}; give "
-                                 f"{run['arch']} once per width (different model_kwargs need another zoo)")
-            runs[name] = TrainRun.from_dict(run)
+                    if run.name in runs:
+                        raise ValueError(f"zoos.{self.name}.archs: two entries train the same run {run.name}; give "
+                                         f"{run.arch} once per width (different model_kwargs need another zoo)")
+                    runs[run.name] = run
         return runs
 
     def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
@@ -73,15 +64,14 @@ class TrainSource(ZooSource):
         prep = self.preprocessing
         specs = []
         for name, run in self.runs().items():
-            key = json.dumps(["timm", run.arch, run.model_kwargs, prep.in_chans], sort_keys=True)
-            geometry = self.cache.get(key, lambda: timm_stem_geometry(run.arch, run.model_kwargs, prep.in_chans))
+            geometry = cached_stem_geometry(self.cache, run.arch, run.model_kwargs, prep.in_chans)
             run_dir = self.paths.run_dir(self.name, name)
             for step in run.steps:
                 if step == 0:
                     continue
                 specs.append(CheckpointSpec(
                     zoo=self.name,
-                    name=f"{name}-{run.unit}{step:06d}",
+                    name=f"{name}-{checkpoint_stem(run.unit, step)}",
                     source=self.source,
                     arch=run.arch,
                     locator=checkpoint_file(run_dir, run.unit, step),
@@ -97,15 +87,14 @@ class TrainSource(ZooSource):
                     labels=run.labels,
                     run=name,
                     extra={"width": run.model_kwargs.get("width"),
-                           "hyperparameters": json.dumps(hyperparameters(run.to_dict()), sort_keys=True)},
+                           "hyperparameters": run.hyperparameters_json},
                 ))
         return specs
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         key = f"{spec.first_conv}.weight"
-        weight = validate_conv_weight(read_tensor(spec.locator, key)[1], spec.uri)
-        init = validate_conv_weight(read_tensor(spec.init_locator, key)[1], spec.init_locator)
+        weight, init = read_conv_weight(spec.locator, key), read_conv_weight(spec.init_locator, key)
         # Losses and accuracies measured when the checkpoint was kept (none in checkpoints trained before them).
         evaluation = json.loads(safetensors_metadata(spec.locator).get("evaluation", "{}"))
         return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv, meta=evaluation)
