@@ -136,7 +136,8 @@ def output_autocorrelation(filters: np.ndarray, covariance: np.ndarray, cross_co
     if not np.any(live):
         return np.full(len(cross_covariances), np.nan)
     live_filters = filters[live]
-    at_offsets = np.einsum("kp,npq,kq->nk", live_filters, cross_covariances, live_filters)
+    # (w C(d)) . w through a matrix product: an einsum over k, p, q at once is 20x slower at p = 768.
+    at_offsets = np.einsum("nkq,kq->nk", live_filters @ cross_covariances, live_filters)
     return np.mean(at_offsets / variance[live], axis=1)
 
 
