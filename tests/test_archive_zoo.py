@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from pathlib import Path
 import shutil
 
 import numpy as np
@@ -65,6 +66,19 @@ def test_archive_is_indexed_with_seeds_epochs_and_hyperparameters(tmp_path, serv
     stem = extract_stem(spec)
     np.testing.assert_allclose(stem.weight, stems[(2, 20)], rtol=1e-6)
     np.testing.assert_allclose(stem.init, stems[(2, 0)], rtol=1e-6)
+
+
+def test_an_index_written_before_locators_reads_the_same_checkpoints(tmp_path, served_archive):
+    """Indexes of finished studies name files `uri`/`init_uri`; they are read as they are, not unpacked again."""
+    _, url, sha256, _ = served_archive
+    source = ArchiveSource("mz", archive_options(url, sha256), str(tmp_path / "results"), cache=None)
+    entries = source.fetch_and_index(log=lambda _: None)
+    source.write_index(entries)
+    current = source.indexed_checkpoints()
+    renamed = {"locator": "uri", "init_locator": "init_uri"}
+    source.write_index([{renamed.get(key, key): value for key, value in entry.items()} for entry in entries])
+    assert all("locator" not in entry for entry in json.loads(Path(source.index_path).read_text()))
+    assert source.indexed_checkpoints() == current
 
 
 def test_archive_with_a_wrong_checksum_is_never_unpacked(tmp_path, served_archive):
