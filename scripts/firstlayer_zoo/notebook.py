@@ -7,10 +7,8 @@ k, c) and kept under $XDG_CACHE_HOME/firstlayer-zoo (written atomically, so a se
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 from contextlib import redirect_stdout
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Mapping, NamedTuple
 import pandas as pd
 
 from .basis import PatchBasis
+from .paths import StudyPaths, notebook_cache
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .stems import Stem, StemError, validate_conv_weight
@@ -41,11 +40,6 @@ class Result(NamedTuple):
     fit: pd.DataFrame
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "firstlayer-zoo"
-
-
 def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | dict | None = None, *,
             stem_key: str | None = None, name: str | None = None, moments: str = "centred",
             offsets: tuple[int, ...] = DEFAULT_OFFSETS, cache_dir: str | Path | None = None,
@@ -62,7 +56,7 @@ def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | 
       by default a timm model's pretrained_cfg, else ImageNet's mean and std on images as they are.
     Raises StemError, naming the model or file, when its stem cannot be analysed.
     """
-    cache = Path(cache_dir) if cache_dir else cache_root()
+    cache = Path(cache_dir) if cache_dir else notebook_cache()
     stem, spec = _stem_and_spec(obj, dataset, preprocessing, stem_key, name, cache)
     if stem.status != "ok":
         raise StemError(stem.status.removeprefix("skipped: "))
@@ -170,7 +164,8 @@ def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, na
             stem_key = _first_conv_key(shapes, str(path))
         options["stem_key"] = stem_key
     # A local file's geometry is read from its header in milliseconds: the geometry cache is never saved.
-    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache), GeometryCache(cache / "geometry.json"))
+    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache),
+                              GeometryCache(StudyPaths(str(cache)).geometry_cache))
     (spec,) = zoo.checkpoints()
     spec = replace(spec, name=name or path.name)
     with redirect_stdout(io.StringIO()):  # its line naming the file is for a job's log
@@ -188,7 +183,7 @@ def dataset_basis(dataset: str | Path, preprocessing: Preprocessing, kernel_size
     manifest = source.prepare(None)
     key = json.dumps({"manifest": manifest, "preprocessing": preprocessing.to_dict(), "kernel_size": kernel_size,
                       "moments": moments, "offsets": sorted(offsets), "version": BASIS_CACHE_VERSION}, sort_keys=True)
-    path = cache / "bases" / f"{hashlib.sha1(key.encode()).hexdigest()}.npz"
+    path = Path(StudyPaths(str(cache)).cached_basis(key))
     if path.is_file():
         return PatchBasis.load(path)
     basis = source_basis(source, None, preprocessing, kernel_size, device=device, progress=False,
