@@ -7,7 +7,10 @@ import pytest
 import yaml
 
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES
+from firstlayer_zoo.preprocessing import Preprocessing
+from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.registry import Registry
+from firstlayer_zoo.zoo_source import GeometryCache
 from firstlayer_zoo.zoo_sources import ZOO_SOURCES
 from import_graph import import_graph, module_name
 
@@ -42,6 +45,19 @@ def test_a_source_name_registered_twice_is_refused_naming_both_classes():
     with pytest.raises(ValueError, match=r"zoo source 'same' is registered twice, by .*First and .*Second"):
         registry.register(Second)
     assert registry["same"] is First
+
+
+@pytest.mark.parametrize("source, locator", [("timm", "timm/resnet18.a1_in1k"),
+                                             ("torchhub", "owner/repo:resnet20"),
+                                             ("torchvision", "https://download.example/resnet18.pth")])
+def test_a_remote_locator_that_is_also_a_relative_path_is_no_input_file(tmp_path, monkeypatch, source, locator):
+    monkeypatch.chdir(tmp_path)
+    Path(locator).parent.mkdir(parents=True)
+    Path(locator).write_bytes(b"a file that happens to share the Hub id's name")
+    spec = CheckpointSpec(zoo="z", name="m", source=source, arch=None, locator=locator, first_conv="conv1",
+                          kernel_size=3, in_chans=3, dataset="photos", preprocessing=Preprocessing())
+    zoo = ZOO_SOURCES[source]("z", {"source": source}, str(tmp_path), GeometryCache(tmp_path / "g.json"))
+    assert zoo.input_files([spec]) == []
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
