@@ -123,12 +123,12 @@ def test_no_rule_or_planner_branches_on_a_source_name():
 
 
 def test_planning_imports_no_torch():
-    """Snakemake plans at every start: the planner, every source's planning and TrainRun stay free of torch."""
+    """Snakemake plans at every start: the planner, every source's planning and TrainRun stay free of torch and PIL."""
     import subprocess
     import sys
 
     probe = ("import sys, firstlayer_zoo.plan, firstlayer_zoo.zoo_sources, firstlayer_zoo.dataset_sources; "
-             "print(sorted(name for name in ('torch', 'torchvision', 'timm') if name in sys.modules))")
+             "print(sorted(name for name in ('torch', 'torchvision', 'timm', 'PIL') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
