@@ -120,22 +120,13 @@ def _first_conv_key(shapes: Mapping[str, tuple[int, ...]], where: str) -> str:
 
 
 def _module_stem(model) -> tuple[Stem, Preprocessing]:
-    """A torch model's stem (timm's first_conv, else the first Conv2d) and the preprocessing it declares."""
-    from .stems import declared_first_conv
-    from .zoo_sources.torch_hub import first_conv_module
+    """A torch model's stem (stems.torch_stem) and the preprocessing its pretrained_cfg declares."""
+    from .stems import torch_conv_stem, torch_stem
 
+    first_conv, conv = torch_stem(model)
+    stem = torch_conv_stem(conv, first_conv, f"{type(model).__name__}.{first_conv}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    first_conv = declared_first_conv(cfg) or first_conv_module(model)
-    conv = model.get_submodule(first_conv)
-    where = f"{type(model).__name__}.{first_conv}"
-    if getattr(conv, "groups", 1) != 1:
-        raise StemError(f"{where}: grouped stem (groups={conv.groups}): each filter sees a part of the input "
-                        "channels; no c*k*k patch basis fits")
-    strides = set(getattr(conv, "stride", ()))
-    stem = Stem(weight=validate_conv_weight(_float64(conv.weight), where), init=None,
-                stride=strides.pop() if len(strides) == 1 else None, first_conv=first_conv)
-    default = Preprocessing.from_timm_cfg(cfg) if cfg.get("mean") else Preprocessing()
-    return stem, default
+    return stem, Preprocessing.from_timm_cfg(cfg) if cfg.get("mean") else Preprocessing()
 
 
 def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, name: str | None,
