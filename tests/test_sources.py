@@ -90,6 +90,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
     assert "firstlayer_zoo.zoo_source" in graph["firstlayer_zoo.zoo_sources.train"]
+    # Each source package imports all its modules (registry.import_modules), which the graph follows.
+    assert {f"firstlayer_zoo.zoo_sources.{module}" for module in ("keras", "train", "local")} <= \
+        graph["firstlayer_zoo.zoo_sources"]
+    assert "firstlayer_zoo.dataset_sources.torchvision_sets" in graph["firstlayer_zoo.dataset_sources"]
     assert find_cycle(graph) is None
 
 
@@ -99,6 +103,18 @@ def test_the_cycle_finder_finds_a_cycle_through_a_package_and_a_function_level_i
     (package / "__init__.py").write_text("")
     (package / "base.py").write_text("def f():\n    from .sources import REGISTRY\n")
     (package / "sources" / "__init__.py").write_text("from . import one\n")
+    (package / "sources" / "one.py").write_text("from ..base import f\n")
+    assert find_cycle(import_graph(package)) == ["pkg.base", "pkg.sources", "pkg.sources.one", "pkg.base"]
+
+
+def test_the_cycle_finder_follows_a_package_that_imports_every_module_of_its_path(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sources").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("def f():\n    from .sources import REGISTRY\n")
+    (package / "sources" / "__init__.py").write_text(
+        "import importlib, pkgutil\n\nfor module in pkgutil.iter_modules(__path__):\n"
+        "    importlib.import_module(f'{__name__}.{module.name}')\n")
     (package / "sources" / "one.py").write_text("from ..base import f\n")
     assert find_cycle(import_graph(package)) == ["pkg.base", "pkg.sources", "pkg.sources.one", "pkg.base"]
 

@@ -3,8 +3,8 @@
 Stem is a checkpoint's first-conv filter bank as read (with its init, stride and
 skip reason); validate_conv_weight is what a weight must be to be profiled;
 declared_first_conv and torch_stem say which layer of a model is its stem, and
-torch_conv_stem reads a torch conv module into a Stem. torch is imported only
-by the functions that take a torch model.
+torch_conv_stem reads a torch conv module into a Stem. It imports no torch: the
+analysis env, which has none, imports it too.
 """
 
 from __future__ import annotations
@@ -96,26 +96,27 @@ def torch_stem(model, declared_only: bool = False) -> tuple[str, object]:
     stem as the first Conv2d in registration order. declared_only: refuse a model that declares none
     (ValueError) rather than search it.
     """
-    import torch
-
     name = declared_first_conv(getattr(model, "pretrained_cfg", None) or {})
     if name is None:
         if declared_only:
             raise ValueError(f"{type(model).__name__} declares no first_conv in its pretrained_cfg")
-        name = next((name for name, module in model.named_modules() if isinstance(module, torch.nn.Conv2d)), None)
+        name = next((name for name, module in model.named_modules() if _is_conv2d(module)), None)
         if name is None:
             raise StemError(f"{type(model).__name__} has no Conv2d")
     return name, model.get_submodule(name)
 
 
+def _is_conv2d(module) -> bool:
+    """isinstance(module, torch.nn.Conv2d), asked without importing torch: this module is imported where torch is
+    not installed (the analysis env), and whoever holds a torch model has torch already."""
+    return any((cls.__module__, cls.__qualname__) == ("torch.nn.modules.conv", "Conv2d") for cls in type(module).__mro__)
+
+
 def torch_conv_stem(conv, first_conv: str, where: str, meta: dict | None = None) -> Stem:
     """A torch conv module's filter bank as a Stem; a grouped conv is refused, as every format's reader does."""
-    import torch
-
     if getattr(conv, "groups", 1) != 1:
         raise StemError(f"{where}: grouped stem (groups={conv.groups}): each filter sees a part of the input "
                         "channels; no c*k*k patch basis fits")
-    weight = conv.weight.detach().to("cpu", torch.float64).numpy()
     strides = set(getattr(conv, "stride", ()))
-    return Stem(weight=validate_conv_weight(weight, where), init=None,
+    return Stem(weight=validate_conv_weight(conv.weight.detach().cpu().double().numpy(), where), init=None,
                 stride=strides.pop() if len(strides) == 1 else None, first_conv=first_conv, meta=meta or {})
