@@ -60,6 +60,14 @@ def test_a_remote_locator_that_is_also_a_relative_path_is_no_input_file(tmp_path
     assert zoo.input_files([spec]) == []
 
 
+def test_each_format_sniff_names_is_read_by_exactly_one_local_source():
+    """The notebook API reads a file with the source that claims its sniffed format."""
+    from firstlayer_zoo.zoo_sources.local import LocalFiles
+
+    claims = {name: cls.formats for name, cls in ZOO_SOURCES.items() if issubclass(cls, LocalFiles)}
+    assert claims == {"folder": ("safetensors", "torch"), "onnx": ("onnx",), "keras": ("keras",)}
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a list of modules (the first repeated at the end), or None."""
     state: dict[str, str] = {}

@@ -131,25 +131,22 @@ def _module_stem(model) -> tuple[Stem, Preprocessing]:
 
 def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, name: str | None,
                cache: Path) -> tuple[Stem, CheckpointSpec]:
-    """The stem of one file, read by the zoo source of its format, as a job of the workflow reads it."""
-    from .checkpoint_io import safetensors_header, load_torch_state_dict, sniff
-    from .keras_io import is_keras_file
+    """The stem of one file, read by the zoo source that claims its format, as a job of the workflow reads it."""
+    from .checkpoint_io import load_torch_state_dict, safetensors_header, sniff
     from .zoo_source import GeometryCache, ZOO_SOURCES
     from .zoo_sources import extract_stem
+    from .zoo_sources.local import FolderSource, LocalFiles
 
     if not path.is_file():
         raise StemError(f"{path}: no such file")
+    kind = sniff(path)
+    (source,) = [name for name, cls in ZOO_SOURCES.items() if issubclass(cls, LocalFiles) and kind in cls.formats]
     options = {"dataset": dataset, "root": str(path.resolve().parent), "patterns": [path.name], "sidecar": False,
                "preprocessing": _preprocessing(preprocessing, Preprocessing()).to_dict()}
-    if is_keras_file(path):
-        source = "keras"
-    elif sniff(path) == "onnx":
-        source = "onnx"
-    else:
-        source = "folder"
+    if kind in FolderSource.formats:  # a state dict: its stem is the tensor a key names
         if stem_key is None:
             shapes = ({key: tuple(entry["shape"]) for key, entry in safetensors_header(path).items()}
-                      if sniff(path) == "safetensors" else
+                      if kind == "safetensors" else
                       {key: tuple(value.shape) for key, value in load_torch_state_dict(path).items()
                        if hasattr(value, "shape")})
             stem_key = _first_conv_key(shapes, str(path))
