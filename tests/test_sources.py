@@ -156,3 +156,12 @@ def test_planning_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_layout_names_every_module_of_the_package():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):].split("\n## ", 1)[0]
+    missing = [path.relative_to(PACKAGE).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+               if (path.name if path.parent == PACKAGE else path.stem) not in layout
+               or (path.parent != PACKAGE and f"{path.parent.name}/" not in layout)]
+    assert missing == []

@@ -5,8 +5,11 @@ for are read; PyTorch pickles (.pt, .pth, .bin, Lightning .ckpt) go through
 `torch.load(weights_only=True, mmap=True)`, whose unpickler refuses every
 global outside plain tensors and containers. A file that is not a checkpoint
 at all (empty, a Git LFS pointer, an HTML or JSON error page, truncated) is
-named for what it is before any parser sees it. No error message quotes a
-file's bytes: a zoo may link or point to files that are not its own.
+named for what it is before any parser sees it (sniff, which also names ONNX
+and Keras files, for their own sources). An ONNX model's stem is the first
+Conv reached from the graph input, read from its protobuf without running it.
+No error message quotes a file's bytes: a zoo may link or point to files that
+are not its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """One model at a time, for notebooks: `firstlayer_zoo.analyse(model)` runs the workflow's own code on one stem.
 
-The stem is found as the workflow finds it (a file goes through the zoo source of its format); the basis
-is the dataset's exact patch basis at the stem's kernel size, computed once per (dataset, preprocessing,
-k, c) and kept under $XDG_CACHE_HOME/firstlayer-zoo (written atomically, so a second call only loads it).
+The stem is found as the workflow finds it (a file is read by the zoo source that claims its sniffed format,
+a model's stem is stems.torch_stem); the basis is the dataset's exact patch basis at the stem's kernel size,
+computed once per (dataset, preprocessing, k, c) and kept under $XDG_CACHE_HOME/firstlayer-zoo (laid out by
+paths.StudyPaths; written atomically, so a second call only loads it).
 """
 
 from __future__ import annotations

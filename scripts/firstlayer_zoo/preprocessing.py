@@ -1,4 +1,8 @@
-"""The preprocessing a checkpoint was trained with, as a record with a stable key."""
+"""The preprocessing a checkpoint was trained with, as a record with a stable key, and its geometric part.
+
+`apply` resizes and centre-crops a uint8 image as timm's eval transform does (PIL, imported there only:
+planning reads these records without it); the normalisation is applied to the patch statistics analytically.
+"""
 
 from __future__ import annotations
 
