@@ -171,7 +171,8 @@ def main() -> None:
         print(f"tables and plots of {len(specs)} checkpoints: {wall:.1f} s wall, {cpu:.1f} s CPU "
               f"(snakemake --cores 2), peak memory of the largest job {after.ru_maxrss / 2**20:.2f} GiB")
         sizes = {name: Path(paths.table(name)).stat().st_size for name in TABLES}
-        print("  table sizes: " + ", ".join(f"{name}.parquet {size / 2**20:.1f} MiB" for name, size in sorted(sizes.items())))
+        print("  table sizes: " + ", ".join(f"{name}.parquet {size / 2**20:.1f} MiB"
+                                             for name, size in sorted(sizes.items())))
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ def imports(path: Path, files: dict[str, Path], name: str = "") -> tuple[set[str
 
 def imports_every_module(tree: ast.Module) -> bool:
     """Whether a package's `__init__` passes its `__path__` to a call: what imports every module it holds."""
-    return any(isinstance(node, ast.Call) and any(isinstance(arg, ast.Name) and arg.id == "__path__"
-                                                  for arg in [*node.args, *(keyword.value for keyword in node.keywords)])
-               for node in ast.walk(tree))
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    return any(isinstance(arg, ast.Name) and arg.id == "__path__"
+               for call in calls for arg in [*call.args, *(keyword.value for keyword in call.keywords)])
 
 
 def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:

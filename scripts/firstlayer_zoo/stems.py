@@ -88,7 +88,6 @@ def declared_first_conv(pretrained_cfg: dict) -> str | None:
     return name or None
 
 
-
 def torch_stem(model, declared_only: bool = False) -> tuple[str, object]:
     """(name, module) of a torch model's stem: the conv its pretrained_cfg names, else its first Conv2d.
 
@@ -107,9 +106,12 @@ def torch_stem(model, declared_only: bool = False) -> tuple[str, object]:
 
 
 def _is_conv2d(module) -> bool:
-    """isinstance(module, torch.nn.Conv2d), asked without importing torch: this module is imported where torch is
-    not installed (the analysis env), and whoever holds a torch model has torch already."""
-    return any((cls.__module__, cls.__qualname__) == ("torch.nn.modules.conv", "Conv2d") for cls in type(module).__mro__)
+    """isinstance(module, torch.nn.Conv2d), asked without importing torch.
+
+    This module is imported where torch is not installed (the analysis env); whoever holds a torch model has it.
+    """
+    return any((cls.__module__, cls.__qualname__) == ("torch.nn.modules.conv", "Conv2d")
+               for cls in type(module).__mro__)
 
 
 def torch_conv_stem(conv, first_conv: str, where: str, meta: dict | None = None) -> Stem:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from ..downloads import DownloadError
 from ..limits import Limits, applied
 from ..records import CheckpointSpec
-from ..stems import Stem, StemError
 from ..registry import import_modules
+from ..stems import Stem, StemError
 from ..zoo_source import ZOO_SOURCES
 
 import_modules(__name__, __path__)
