@@ -141,7 +141,8 @@ def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, na
     if not path.is_file():
         raise StemError(f"{path}: no such file")
     kind = sniff(path)
-    (source,) = [name for name, cls in ZOO_SOURCES.items() if issubclass(cls, LocalFiles) and kind in cls.formats]
+    (source,) = [registered for registered, cls in ZOO_SOURCES.items()
+                 if issubclass(cls, LocalFiles) and kind in cls.formats]
     options = {"dataset": dataset, "root": str(path.resolve().parent), "patterns": [path.name], "sidecar": False,
                "preprocessing": _preprocessing(preprocessing, Preprocessing()).to_dict()}
     if kind in FolderSource.formats:  # a state dict: its stem is the tensor a key names
