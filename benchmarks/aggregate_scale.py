@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from firstlayer_zoo.analysis import CheckpointAnalysis  # noqa: E402
 from firstlayer_zoo.basis import PatchBasis  # noqa: E402
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
-from firstlayer_zoo.paths import StudyPaths  # noqa: E402
+from firstlayer_zoo.paths import TABLES, StudyPaths, checkpoint_file  # noqa: E402
 from firstlayer_zoo.profiles import fit_analytic_profile, normalise, whitening_spreads  # noqa: E402
 from firstlayer_zoo.records import CheckpointSpec  # noqa: E402
 from firstlayer_zoo.shards import assign_shards, save_analyses  # noqa: E402
@@ -52,9 +52,9 @@ def population(count: int) -> list[CheckpointSpec]:
                 for step in steps:
                     specs.append(CheckpointSpec(
                         zoo="zoo", name=f"{run}-step{step:06d}", source="train", arch=arch,
-                        locator=f"runs/{run}/step{step:06d}.safetensors", first_conv="stem", kernel_size=kernel,
-                        in_chans=3, dataset="photos", preprocessing=prep, step=step, seed=seed, labels=labels,
-                        run=run))
+                        locator=checkpoint_file(StudyPaths("results").run_dir("zoo", run), "step", step),
+                        first_conv="stem", kernel_size=kernel, in_chans=3, dataset="photos", preprocessing=prep,
+                        step=step, seed=seed, labels=labels, run=run))
     return specs[:count]
 
 
@@ -140,8 +140,9 @@ def main() -> None:
         shards = write_shards(specs, outdir, args.shard_size)
         print(f"setup (not timed): {len(specs)} synthetic analyses in {len(shards)} shard files, "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-        config = {"outdir": str(outdir), "consistency": {"max_pairs": 2_000_000, "sample_pairs": 20_000,
-                                                         "neighbours": 0, "max_groups": 200, "seed": 0},
+        config = {"outdir": str(outdir), "datasets": {"photos": {"source": "skimage"}},
+                  "consistency": {"max_pairs": 2_000_000, "sample_pairs": 20_000, "neighbours": 0, "max_groups": 200,
+                                  "seed": 0},
                   "plots": {"fit_examples": 6, "heatmap_checkpoints": 300, "filter_checkpoints": 4}}
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         bases = sorted({spec.basis for spec in specs}, key=lambda key: key.slug)
@@ -161,14 +162,17 @@ def main() -> None:
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if result.returncode != 0:
             raise SystemExit(f"aggregate run failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-        for log in sorted((outdir / "logs").rglob("*.log")):
+        paths = StudyPaths(str(outdir))
+        logs = Path(paths.logs)
+        for log in sorted(logs.rglob("*.log")):
             text = log.read_text()
-            print(f"  {log.relative_to(outdir / 'logs')}: {text.strip().splitlines()[-1] if text.strip() else ''}")
+            print(f"  {log.relative_to(logs)}: {text.strip().splitlines()[-1] if text.strip() else ''}")
         cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         print(f"tables and plots of {len(specs)} checkpoints: {wall:.1f} s wall, {cpu:.1f} s CPU "
               f"(snakemake --cores 2), peak memory of the largest job {after.ru_maxrss / 2**20:.2f} GiB")
-        sizes = {path.name: path.stat().st_size for path in (outdir / "tables").glob("*.parquet")}
-        print("  table sizes: " + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in sorted(sizes.items())))
+        sizes = {name: Path(paths.table(name)).stat().st_size for name in TABLES}
+        print("  table sizes: " + ", ".join(f"{name}.parquet {size / 2**20:.1f} MiB"
+                                             for name, size in sorted(sizes.items())))
 
 
 if __name__ == "__main__":

@@ -158,7 +158,7 @@ def write_corpus(folder: Path, marker: Path) -> dict[str, str]:
         "zero_channels.safetensors": "{path}: stem weight has shape (0, 3, 5, 5): no filters to profile",
         "all_zero.safetensors": "{path}: the stem's weights are all zero (an untrained or pruned layer?)",
         "brackets.bin": "{path}: not a checkpoint format this workflow reads "
-                        "(safetensors; PyTorch .pt/.pth/.bin/.ckpt saved by torch.save; ONNX)",
+                        "(safetensors; PyTorch .pt/.pth/.bin/.ckpt saved by torch.save; ONNX; Keras .h5/.keras)",
         "huge_header.safetensors": f"{{path}}: safetensors header is {huge:,} bytes, over the limit of "
                                    f"{16 << 20:,} (limits.safetensors_header_mb); raise "
                                    "limits.safetensors_header_mb in the config if you trust it",

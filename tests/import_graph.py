@@ -1,6 +1,9 @@
 """What the firstlayer_zoo package's files import, read with ast: every import statement, at module level or inside
 a function (a lazy import only defers the need to the first call), relative and absolute.
 
+A package `__init__.py` that hands its `__path__` to a call (registry.import_modules, pkgutil.iter_modules)
+imports every module of the package: the source subpackages import their sources that way.
+
 One exception: a module-level `__getattr__` (PEP 562) runs only when its own attribute is asked for
 (`firstlayer_zoo.analyse`), not when a submodule is imported, so its imports are not what importing the
 module needs."""
@@ -35,6 +38,8 @@ def imports(path: Path, files: dict[str, Path], name: str = "") -> tuple[set[str
     tree = ast.parse(path.read_text())
     lazy_attributes = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"]
     tree.body = [node for node in tree.body if node not in lazy_attributes]
+    if path.name == "__init__.py" and imports_every_module(tree):
+        internal.update(module for module in files if module.rpartition(".")[0] == name)
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported = [alias.name for alias in node.names]
@@ -56,6 +61,13 @@ def imports(path: Path, files: dict[str, Path], name: str = "") -> tuple[set[str
             else:
                 external.add(parts[0])
     return internal, external
+
+
+def imports_every_module(tree: ast.Module) -> bool:
+    """Whether a package's `__init__` passes its `__path__` to a call: what imports every module it holds."""
+    calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)]
+    return any(isinstance(arg, ast.Name) and arg.id == "__path__"
+               for call in calls for arg in [*call.args, *(keyword.value for keyword in call.keywords)])
 
 
 def import_graph(root: Path = PACKAGE_ROOT) -> dict[str, set[str]]:

@@ -152,6 +152,18 @@ def test_unknown_bytes_are_named(tmp_path):
         sniff(tmp_path / "weights.npy")
 
 
+def test_keras_models_are_sniffed_as_keras_and_a_state_dict_reader_names_their_source(tmp_path):
+    from keras_files import functional_keras, kernel, sequential_h5
+
+    sequential_h5(tmp_path / "model.h5", kernel())
+    functional_keras(tmp_path / "model.keras", kernel())
+    torch.save({STEM_KEY: stem_weights(0)}, tmp_path / "zipped.pt")  # torch.save's zip, no Keras config in it
+    assert [sniff(tmp_path / name) for name in ("model.h5", "model.keras", "zipped.pt")] == ["keras", "keras", "torch"]
+    for name in ("model.h5", "model.keras"):
+        with pytest.raises(CheckpointError, match=f"{name}: a Keras model; list it under a zoo with `source: keras`"):
+            tensor_shape(tmp_path / name, STEM_KEY)
+
+
 def test_linear_patch_embedding_reads_as_a_conv(tmp_path):
     conv = stem_weights(7, (6, 3, 4, 4))
     folder = tmp_path / "zoo"

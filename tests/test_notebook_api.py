@@ -18,7 +18,7 @@ from conftest import direct_patches
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo.tables import SCHEMAS
 from hostile_corpus import onnx_conv_model
-from keras_files import sequential_h5
+from keras_files import functional_keras, sequential_h5
 from workflow_helpers import ROOT
 
 SCRIPTS = ROOT / "scripts"
@@ -61,8 +61,9 @@ def test_a_model_its_state_dict_and_its_files_give_the_same_tables(tmp_path, ima
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
     onnx.save(onnx_conv_model(weight), str(tmp_path / "tiny.onnx"))
     sequential_h5(tmp_path / "tiny.h5", weight.transpose(2, 3, 1, 0))  # Keras keeps (kh, kw, in, out)
+    functional_keras(tmp_path / "tiny.keras", weight.transpose(2, 3, 1, 0))
     forms = {"model": model, "state dict": model.state_dict(),
-             **{suffix: tmp_path / f"tiny.{suffix}" for suffix in ("safetensors", "pt", "onnx", "h5")}}
+             **{suffix: tmp_path / f"tiny.{suffix}" for suffix in ("safetensors", "pt", "onnx", "h5", "keras")}}
     results = {form: firstlayer_zoo.analyse(value, dataset=folder, name="tiny") for form, value in forms.items()}
     reference = results["model"]
     assert list(reference.profile.columns) == SCHEMAS["profiles"].names
@@ -73,7 +74,7 @@ def test_a_model_its_state_dict_and_its_files_give_the_same_tables(tmp_path, ima
     for form, result in results.items():
         pd.testing.assert_frame_equal(result.profile, reference.profile, obj=form)
         pd.testing.assert_frame_equal(result.fit, reference.fit, obj=form)
-    assert len(list((cache / "bases").glob("*.npz"))) == 1  # one basis for all six
+    assert len(list((cache / "bases").glob("*.npz"))) == 1  # one basis for all seven
 
 
 def test_profile_matches_a_direct_computation_from_the_patches(images, cache):

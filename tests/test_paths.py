@@ -7,13 +7,16 @@ from firstlayer_zoo.paths import TABLES, StudyPaths, checkpoint_file
 from firstlayer_zoo.tables import SCHEMAS
 
 ROOT = Path(__file__).resolve().parents[1]
-# Pieces of the outdir's layout: any of them outside paths.py is a path spelled a second time.
-LAYOUT = re.compile(r"/(bases|datasets|runs|analyses|fetched|tables|plots|logs|zoos)/|archive_index\.json|manifest\.json|"
-                    r"\.plan/|:06d\}\.safetensors|\{OUT\}|\.parquet\"")
+FOLDERS = "bases|datasets|runs|analyses|fetched|tables|plots|logs|zoos"
+# Pieces of the outdir's layout, in a string or joined onto a Path (`outdir / "tables"`): any of them outside
+# paths.py is a path spelled a second time.
+LAYOUT = re.compile(rf"/({FOLDERS})/|/\s*\"({FOLDERS}|resources)\"|archive_index\.json|manifest\.json|"
+                    r"geometry\.json|\.plan/|:06d\}\.safetensors|\{OUT\}|\.parquet\"|\.\./resources/")
 
 
 def test_no_rule_or_module_but_paths_spells_an_output_path():
-    files = [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk"), *(ROOT / "scripts").rglob("*.py")]
+    files = [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk"),
+             *(ROOT / "scripts").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
     spelled = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
                for path in files if path.name != "paths.py"
                for number, line in enumerate(path.read_text().splitlines(), 1) if LAYOUT.search(line)]

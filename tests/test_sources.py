@@ -7,7 +7,10 @@ import pytest
 import yaml
 
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES
+from firstlayer_zoo.preprocessing import Preprocessing
+from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.registry import Registry
+from firstlayer_zoo.zoo_source import GeometryCache
 from firstlayer_zoo.zoo_sources import ZOO_SOURCES
 from import_graph import import_graph, module_name
 
@@ -44,6 +47,27 @@ def test_a_source_name_registered_twice_is_refused_naming_both_classes():
     assert registry["same"] is First
 
 
+@pytest.mark.parametrize("source, locator", [("timm", "timm/resnet18.a1_in1k"),
+                                             ("torchhub", "owner/repo:resnet20"),
+                                             ("torchvision", "https://download.example/resnet18.pth")])
+def test_a_remote_locator_that_is_also_a_relative_path_is_no_input_file(tmp_path, monkeypatch, source, locator):
+    monkeypatch.chdir(tmp_path)
+    Path(locator).parent.mkdir(parents=True)
+    Path(locator).write_bytes(b"a file that happens to share the Hub id's name")
+    spec = CheckpointSpec(zoo="z", name="m", source=source, arch=None, locator=locator, first_conv="conv1",
+                          kernel_size=3, in_chans=3, dataset="photos", preprocessing=Preprocessing())
+    zoo = ZOO_SOURCES[source]("z", {"source": source}, str(tmp_path), GeometryCache(tmp_path / "g.json"))
+    assert zoo.input_files([spec]) == []
+
+
+def test_each_format_sniff_names_is_read_by_exactly_one_local_source():
+    """The notebook API reads a file with the source that claims its sniffed format."""
+    from firstlayer_zoo.zoo_sources.local import LocalFiles
+
+    claims = {name: cls.formats for name, cls in ZOO_SOURCES.items() if issubclass(cls, LocalFiles)}
+    assert claims == {"folder": ("safetensors", "torch"), "onnx": ("onnx",), "keras": ("keras",)}
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a list of modules (the first repeated at the end), or None."""
     state: dict[str, str] = {}
@@ -74,6 +98,10 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
     assert "firstlayer_zoo.zoo_source" in graph["firstlayer_zoo.zoo_sources.train"]
+    # Each source package imports all its modules (registry.import_modules), which the graph follows.
+    assert {f"firstlayer_zoo.zoo_sources.{module}" for module in ("keras", "train", "local")} <= \
+        graph["firstlayer_zoo.zoo_sources"]
+    assert "firstlayer_zoo.dataset_sources.torchvision_sets" in graph["firstlayer_zoo.dataset_sources"]
     assert find_cycle(graph) is None
 
 
@@ -83,6 +111,18 @@ def test_the_cycle_finder_finds_a_cycle_through_a_package_and_a_function_level_i
     (package / "__init__.py").write_text("")
     (package / "base.py").write_text("def f():\n    from .sources import REGISTRY\n")
     (package / "sources" / "__init__.py").write_text("from . import one\n")
+    (package / "sources" / "one.py").write_text("from ..base import f\n")
+    assert find_cycle(import_graph(package)) == ["pkg.base", "pkg.sources", "pkg.sources.one", "pkg.base"]
+
+
+def test_the_cycle_finder_follows_a_package_that_imports_every_module_of_its_path(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sources").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text("def f():\n    from .sources import REGISTRY\n")
+    (package / "sources" / "__init__.py").write_text(
+        "import importlib, pkgutil\n\nfor module in pkgutil.iter_modules(__path__):\n"
+        "    importlib.import_module(f'{__name__}.{module.name}')\n")
     (package / "sources" / "one.py").write_text("from ..base import f\n")
     assert find_cycle(import_graph(package)) == ["pkg.base", "pkg.sources", "pkg.sources.one", "pkg.base"]
 
@@ -107,12 +147,21 @@ def test_no_rule_or_planner_branches_on_a_source_name():
 
 
 def test_planning_imports_no_torch():
-    """Snakemake plans at every start: the planner, every source's planning and TrainRun stay free of torch."""
+    """Snakemake plans at every start: the planner, every source's planning and TrainRun stay free of torch and PIL."""
     import subprocess
     import sys
 
     probe = ("import sys, firstlayer_zoo.plan, firstlayer_zoo.zoo_sources, firstlayer_zoo.dataset_sources; "
-             "print(sorted(name for name in ('torch', 'torchvision', 'timm') if name in sys.modules))")
+             "print(sorted(name for name in ('torch', 'torchvision', 'timm', 'PIL') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=PACKAGE.parent, capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_readme_layout_names_every_module_of_the_package():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):].split("\n## ", 1)[0]
+    missing = [path.relative_to(PACKAGE).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+               if (path.name if path.parent == PACKAGE else path.stem) not in layout
+               or (path.parent != PACKAGE and f"{path.parent.name}/" not in layout)]
+    assert missing == []

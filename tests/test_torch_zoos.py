@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from firstlayer_zoo.downloads import DownloadError
+from firstlayer_zoo.stems import StemError, torch_stem
 from firstlayer_zoo.zoo_sources.torch_hub import TorchHubSource, TorchvisionWeightsSource
 from firstlayer_zoo.zoo_source import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
@@ -138,3 +139,14 @@ def test_torchhub_entry_without_a_repo_names_the_key(tmp_path):
                "preprocessing": {}, "entries": ["cifar10_resnet20"]}
     with pytest.raises(ValueError, match="zoos.hub.entries"):
         TorchHubSource("hub", options, str(tmp_path), GeometryCache(tmp_path / "g.json")).checkpoints()
+
+
+def test_a_torch_models_stem_is_the_conv_its_cfg_declares_else_its_first_conv2d():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(4, 8, 3))
+    assert torch_stem(model) == ("0", model[0])
+    with pytest.raises(ValueError, match="declares no first_conv"):
+        torch_stem(model, declared_only=True)
+    model.pretrained_cfg = {"first_conv": ["1", "0"]}  # a rep-param pair: the first is the stem
+    assert torch_stem(model) == torch_stem(model, declared_only=True) == ("1", model[1])
+    with pytest.raises(StemError, match="Sequential has no Conv2d"):
+        torch_stem(torch.nn.Sequential(torch.nn.Linear(3, 4)))

@@ -1,4 +1,8 @@
-"""Outputs appear under their final name only once complete."""
+"""Outputs appear under their final name only once complete.
+
+Also the one .npz layout (arrays and a JSON header, read without pickle) that
+bases (basis.py) and shard analyses (shards.py) are written in.
+"""
 
 from __future__ import annotations
 

@@ -5,8 +5,11 @@ for are read; PyTorch pickles (.pt, .pth, .bin, Lightning .ckpt) go through
 `torch.load(weights_only=True, mmap=True)`, whose unpickler refuses every
 global outside plain tensors and containers. A file that is not a checkpoint
 at all (empty, a Git LFS pointer, an HTML or JSON error page, truncated) is
-named for what it is before any parser sees it. No error message quotes a
-file's bytes: a zoo may link or point to files that are not its own.
+named for what it is before any parser sees it (sniff, which also names ONNX
+and Keras files, for their own sources). An ONNX model's stem is the first
+Conv reached from the graph input, read from its protobuf without running it.
+No error message quotes a file's bytes: a zoo may link or point to files that
+are not its own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -29,6 +33,9 @@ WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.", "net.", "network.")
 # Keys under which trainers nest the state dict inside a checkpoint dict.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
 SNIFF_BYTES = 1024
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+KERAS_CONFIG = "config.json"  # the model config at the top of a Keras 3 .keras zip
 JSON_PAGE_LIMIT = 1 << 20
 # Stems are analysed in float64; other dtypes (quantized ints, masks, float8, complex) are not weights to profile.
 FLOAT_SAFETENSORS_DTYPES = {"F16", "BF16", "F32", "F64"}
@@ -52,7 +59,11 @@ def convert_hint(path: str | Path) -> str:
 
 
 def sniff(path: str | Path) -> str:
-    """The file's format ('safetensors', 'torch', 'onnx'), or a CheckpointError saying what it really is."""
+    """The file's format ('safetensors', 'torch', 'onnx', 'keras'), or a CheckpointError saying what it really is.
+
+    'keras' is any HDF5 file (Keras 2's .h5; keras_io refuses one that holds no model config) and a zip with a
+    Keras model config (Keras 3's .keras); other zips are torch.save's.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file; check the path or the glob in the config")
@@ -79,7 +90,9 @@ def sniff(path: str | Path) -> str:
             raise CheckpointError(
                 f"{path}: a JSON document saved as a checkpoint (an error response?); open it to see what the "
                 "server said, then download it again")
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+    if head.startswith(HDF5_SIGNATURE) or (head.startswith(ZIP_SIGNATURE) and _zip_holds(path, KERAS_CONFIG)):
+        return "keras"
+    if head.startswith(ZIP_SIGNATURE) or head.startswith(b"\x80"):
         return "torch"
     if path.suffix == ".onnx":
         return "onnx"
@@ -87,7 +100,16 @@ def sniff(path: str | Path) -> str:
         return "safetensors"
     raise CheckpointError(
         f"{path}: not a checkpoint format this workflow reads "
-        "(safetensors; PyTorch .pt/.pth/.bin/.ckpt saved by torch.save; ONNX)")
+        "(safetensors; PyTorch .pt/.pth/.bin/.ckpt saved by torch.save; ONNX; Keras .h5/.keras)")
+
+
+def _zip_holds(path: Path, name: str) -> bool:
+    """Whether a zip lists `name`; an unreadable one does not (its reader says what is wrong with it)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return name in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
@@ -282,7 +304,13 @@ def tensor_shape(path: str | Path, wanted: str) -> tuple[str, tuple[int, ...]]:
         state = load_torch_state_dict(path)
         key = resolve_key(state, wanted, path)
         return key, tuple(int(n) for n in _checked_torch_tensor(state[key], key, Path(path)).shape)
-    raise CheckpointError(f"{path}: an ONNX model; list it under a zoo with `source: onnx`")
+    raise _listed_under_its_source(path, kind)
+
+
+def _listed_under_its_source(path: str | Path, kind: str) -> CheckpointError:
+    """An ONNX or Keras model given where a state dict was expected: its own zoo source reads it."""
+    return CheckpointError(f"{path}: {'an ONNX' if kind == 'onnx' else 'a Keras'} model; list it under a zoo with "
+                           f"`source: {kind}`")
 
 
 def read_tensor(path: str | Path, wanted: str) -> tuple[str, np.ndarray]:
@@ -306,7 +334,7 @@ def read_tensor(path: str | Path, wanted: str) -> tuple[str, np.ndarray]:
         key = resolve_key(state, wanted, path)
         tensor = _checked_torch_tensor(state[key], key, Path(path))
     else:
-        raise CheckpointError(f"{path}: an ONNX model; list it under a zoo with `source: onnx`")
+        raise _listed_under_its_source(path, kind)
     return key, tensor.detach().to(dtype=torch.float64).numpy()
 
 

@@ -1,4 +1,8 @@
-"""One robust HTTP(S) download for every remote source, and ranged reads of remote files.
+"""Robust HTTP(S) transfers: whole files (the archive source's) and ranged reads (remote_tensors.py).
+
+It also names the network failures of every remote source (DownloadError,
+unreachable_as): sources that download through torch.hub or torchvision
+raise them too, with the way to fetch first.
 
 Transient failures (connection drops, 5xx and 429 answers, stalls caught by a
 read timeout, a body shorter than announced) are retried with exponential

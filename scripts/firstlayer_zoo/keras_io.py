@@ -29,13 +29,11 @@ from typing import Iterator
 
 import numpy as np
 
-from .checkpoint_io import CheckpointError, refuse_non_float_dtype, sniff
+from .checkpoint_io import (HDF5_SIGNATURE, KERAS_CONFIG, ZIP_SIGNATURE, CheckpointError, refuse_non_float_dtype,
+                            sniff)
 from .limits import MB
 from .stems import StemError
 
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-ZIP_SIGNATURE = b"PK\x03\x04"
-KERAS_CONFIG = "config.json"
 KERAS_WEIGHTS = "model.weights.h5"
 # A model config is a few MB even for large models; more is a corrupt or hostile file.
 CONFIG_LIMIT = 64 * MB
@@ -62,21 +60,6 @@ class KerasStem:
     weights: tuple[str, ...]  # HDF5 paths: the kernel, or the depthwise and pointwise kernels
     shape: tuple[int, ...]  # (out, in, kh, kw) of the filter bank it computes
     stride: int | None
-
-
-def is_keras_file(path: str | Path) -> bool:
-    """Whether the file is HDF5 or a zip with a Keras model config (what this reader takes)."""
-    with open(path, "rb") as handle:
-        head = handle.read(len(HDF5_SIGNATURE))
-    if head == HDF5_SIGNATURE:
-        return True
-    if head.startswith(ZIP_SIGNATURE):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return KERAS_CONFIG in archive.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError):
-            return False
-    return False
 
 
 @contextmanager

@@ -1,16 +1,15 @@
 """One model at a time, for notebooks: `firstlayer_zoo.analyse(model)` runs the workflow's own code on one stem.
 
-The stem is found as the workflow finds it (a file goes through the zoo source of its format); the basis
-is the dataset's exact patch basis at the stem's kernel size, computed once per (dataset, preprocessing,
-k, c) and kept under $XDG_CACHE_HOME/firstlayer-zoo (written atomically, so a second call only loads it).
+The stem is found as the workflow finds it (a file is read by the zoo source that claims its sniffed format,
+a model's stem is stems.torch_stem); the basis is the dataset's exact patch basis at the stem's kernel size,
+computed once per (dataset, preprocessing, k, c) and kept under $XDG_CACHE_HOME/firstlayer-zoo (laid out by
+paths.StudyPaths; written atomically, so a second call only loads it).
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import os
 from contextlib import redirect_stdout
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Mapping, NamedTuple
 import pandas as pd
 
 from .basis import PatchBasis
+from .paths import StudyPaths, notebook_cache
 from .preprocessing import Preprocessing
 from .records import CheckpointSpec
 from .stems import Stem, StemError, validate_conv_weight
@@ -41,11 +41,6 @@ class Result(NamedTuple):
     fit: pd.DataFrame
 
 
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "firstlayer-zoo"
-
-
 def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | dict | None = None, *,
             stem_key: str | None = None, name: str | None = None, moments: str = "centred",
             offsets: tuple[int, ...] = DEFAULT_OFFSETS, cache_dir: str | Path | None = None,
@@ -62,7 +57,7 @@ def analyse(obj, dataset: str | Path = "photos", preprocessing: Preprocessing | 
       by default a timm model's pretrained_cfg, else ImageNet's mean and std on images as they are.
     Raises StemError, naming the model or file, when its stem cannot be analysed.
     """
-    cache = Path(cache_dir) if cache_dir else cache_root()
+    cache = Path(cache_dir) if cache_dir else notebook_cache()
     stem, spec = _stem_and_spec(obj, dataset, preprocessing, stem_key, name, cache)
     if stem.status != "ok":
         raise StemError(stem.status.removeprefix("skipped: "))
@@ -126,51 +121,41 @@ def _first_conv_key(shapes: Mapping[str, tuple[int, ...]], where: str) -> str:
 
 
 def _module_stem(model) -> tuple[Stem, Preprocessing]:
-    """A torch model's stem (timm's first_conv, else the first Conv2d) and the preprocessing it declares."""
-    from .stems import declared_first_conv
-    from .zoo_sources.torch_hub import first_conv_module
+    """A torch model's stem (stems.torch_stem) and the preprocessing its pretrained_cfg declares."""
+    from .stems import torch_conv_stem, torch_stem
 
+    first_conv, conv = torch_stem(model)
+    stem = torch_conv_stem(conv, first_conv, f"{type(model).__name__}.{first_conv}")
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    first_conv = declared_first_conv(cfg) or first_conv_module(model)
-    conv = model.get_submodule(first_conv)
-    where = f"{type(model).__name__}.{first_conv}"
-    if getattr(conv, "groups", 1) != 1:
-        raise StemError(f"{where}: grouped stem (groups={conv.groups}): each filter sees a part of the input "
-                        "channels; no c*k*k patch basis fits")
-    strides = set(getattr(conv, "stride", ()))
-    stem = Stem(weight=validate_conv_weight(_float64(conv.weight), where), init=None,
-                stride=strides.pop() if len(strides) == 1 else None, first_conv=first_conv)
-    default = Preprocessing.from_timm_cfg(cfg) if cfg.get("mean") else Preprocessing()
-    return stem, default
+    return stem, Preprocessing.from_timm_cfg(cfg) if cfg.get("mean") else Preprocessing()
 
 
 def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, name: str | None,
                cache: Path) -> tuple[Stem, CheckpointSpec]:
-    """The stem of one file, read by the zoo source of its format, as a job of the workflow reads it."""
-    from .checkpoint_io import safetensors_header, load_torch_state_dict, sniff
-    from .keras_io import is_keras_file
+    """The stem of one file, read by the zoo source that claims its format, as a job of the workflow reads it."""
+    from .checkpoint_io import load_torch_state_dict, safetensors_header, sniff
     from .zoo_source import GeometryCache, ZOO_SOURCES
     from .zoo_sources import extract_stem
+    from .zoo_sources.local import FolderSource, LocalFiles
 
     if not path.is_file():
         raise StemError(f"{path}: no such file")
+    kind = sniff(path)
+    (source,) = [registered for registered, cls in ZOO_SOURCES.items()
+                 if issubclass(cls, LocalFiles) and kind in cls.formats]
     options = {"dataset": dataset, "root": str(path.resolve().parent), "patterns": [path.name], "sidecar": False,
                "preprocessing": _preprocessing(preprocessing, Preprocessing()).to_dict()}
-    if is_keras_file(path):
-        source = "keras"
-    elif sniff(path) == "onnx":
-        source = "onnx"
-    else:
-        source = "folder"
+    if kind in FolderSource.formats:  # a state dict: its stem is the tensor a key names
         if stem_key is None:
             shapes = ({key: tuple(entry["shape"]) for key, entry in safetensors_header(path).items()}
-                      if sniff(path) == "safetensors" else
+                      if kind == "safetensors" else
                       {key: tuple(value.shape) for key, value in load_torch_state_dict(path).items()
                        if hasattr(value, "shape")})
             stem_key = _first_conv_key(shapes, str(path))
         options["stem_key"] = stem_key
     # A local file's geometry is read from its header in milliseconds: the geometry cache is never saved.
-    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache), GeometryCache(cache / "geometry.json"))
+    zoo = ZOO_SOURCES[source](ZOO, {"source": source, **options}, str(cache),
+                              GeometryCache(StudyPaths(str(cache)).geometry_cache))
     (spec,) = zoo.checkpoints()
     spec = replace(spec, name=name or path.name)
     with redirect_stdout(io.StringIO()):  # its line naming the file is for a job's log
@@ -188,7 +173,7 @@ def dataset_basis(dataset: str | Path, preprocessing: Preprocessing, kernel_size
     manifest = source.prepare(None)
     key = json.dumps({"manifest": manifest, "preprocessing": preprocessing.to_dict(), "kernel_size": kernel_size,
                       "moments": moments, "offsets": sorted(offsets), "version": BASIS_CACHE_VERSION}, sort_keys=True)
-    path = cache / "bases" / f"{hashlib.sha1(key.encode()).hexdigest()}.npz"
+    path = Path(StudyPaths(str(cache)).cached_basis(key))
     if path.is_file():
         return PatchBasis.load(path)
     basis = source_basis(source, None, preprocessing, kernel_size, device=device, progress=False,

@@ -16,10 +16,10 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .paths import PAPER_VALUES
 from .plots import draw_nothing_to_show, last_checkpoint_of_each_run, plt, save
 from .tables import schema_frame
 
-PAPER_VALUES = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "paper_values.csv"
 # The paper's CIFAR nets, by their names in cifar_nets.CIFAR_NETS, and torchvision's ResNet-18.
 VGG11, RESNET18_CIFAR, RESNET18_IMAGENET = "vgg11_bn_cifar", "resnet18_cifar", "resnet18"
 # The paper's "random labels" are a permutation of the true ones; uniform draws are compared too, said so.

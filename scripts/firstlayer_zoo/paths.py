@@ -1,12 +1,16 @@
-"""Every file the workflow writes under the outdir, spelled once, for the rules and for the Python alike.
+"""Every file the workflow writes under the outdir, and the committed resources it reads, spelled once.
 
-Called without arguments, a method returns the rule's pattern with Snakemake
-wildcards (`{dataset}`, `{zoo}`, ...); called with values, the path of one
-file. Imports nothing heavy: Snakemake start-up reads it.
+For the rules and for the Python alike. Called without arguments, a
+StudyPaths method returns the rule's pattern with Snakemake wildcards
+(`{dataset}`, `{zoo}`, ...); called with values, the path of one file. The
+notebook API's cache (firstlayer_zoo.analyse) is laid out as an outdir too.
+Imports nothing heavy: Snakemake start-up reads it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 # The study's tables (each `tables/<name>.parquet`, columns in tables.SCHEMAS) and study-wide figures.
@@ -17,8 +21,11 @@ PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autoc
 # Zoo, dataset and run names each become one folder name under the outdir, beside hidden temporaries with a
 # prefix and a suffix; file systems allow 255 bytes a name. Checkpoint names (paths under a root) are held to it too.
 NAME_LIMIT = 200
+RESOURCES = Path(__file__).resolve().parents[2] / "workflow" / "resources"
 # The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
-TIMM_STEM_TABLE = Path(__file__).resolve().parents[2] / "workflow" / "resources" / "timm_stems.csv"
+TIMM_STEM_TABLE = RESOURCES / "timm_stems.csv"
+# The numbers the paper reports, each with the table or passage it comes from (paper_comparison reads it).
+PAPER_VALUES = RESOURCES / "paper_values.csv"
 
 
 def checkpoint_stem(unit: str, position: int) -> str:
@@ -29,6 +36,12 @@ def checkpoint_stem(unit: str, position: int) -> str:
 def checkpoint_file(run_dir: str | Path, unit: str, position: int) -> str:
     """A training run's checkpoint after `position` optimiser steps or epochs (its `unit`); 0 is the initialisation."""
     return f"{run_dir}/{checkpoint_stem(unit, position)}.safetensors"
+
+
+def notebook_cache() -> Path:
+    """Where firstlayer_zoo.analyse keeps what it computed, unless given a cache_dir: an outdir of StudyPaths."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "firstlayer-zoo"
 
 
 class StudyPaths:
@@ -47,6 +60,10 @@ class StudyPaths:
     def basis(self, dataset: str = "{dataset}", preprocessing: str = "{prep}", kernel_size="{k}",
               in_chans="{c}") -> str:
         return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_size}_c{in_chans}.npz"
+
+    def cached_basis(self, key: str) -> str:
+        """A basis the notebook API computed, by the SHA-1 of `key` (all the basis depends on)."""
+        return f"{self.outdir}/bases/{hashlib.sha1(key.encode()).hexdigest()}.npz"
 
     def run_dir(self, zoo: str = "{zoo}", run: str = "{run}") -> str:
         """A `train` zoo's run: its checkpoint files (checkpoint_file)."""

@@ -1,6 +1,6 @@
 """The images inside scikit-image's wheel that the `skimage` dataset source reads, without a download.
 
-Apart from dataset_sources/local.py so that start-up can check a config's names without PIL images or data.
+Names only: start-up checks a config's image names against them without importing skimage.data.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""The preprocessing a checkpoint was trained with, as a record with a stable key."""
+"""The preprocessing a checkpoint was trained with, as a record with a stable key, and its geometric part.
+
+`apply` resizes and centre-crops a uint8 image as timm's eval transform does (PIL, imported there only:
+planning reads these records without it); the normalisation is applied to the patch statistics analytically.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,13 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 
 import numpy as np
-from PIL import Image
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # timm's eval crop fraction when a pretrained_cfg names none.
 TIMM_DEFAULT_CROP_PCT = 0.875
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+# PIL's resampling filters, by their names in lower case (PIL is imported only where images are resized).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -112,6 +111,8 @@ class Preprocessing:
 
     def _resized(self, image: np.ndarray) -> np.ndarray:
         """Channel conversion and torchvision's Resize(int) of the shorter side, with PIL."""
+        from PIL import Image
+
         pil = Image.fromarray(image).convert("L" if self.in_chans == 1 else "RGB")
         if self.resize:
             width, height = pil.size
@@ -120,5 +121,5 @@ class Preprocessing:
             size = (new_short, new_long) if width <= height else (new_long, new_short)
             if self.resize_mode == "squash":
                 size = (self.resize, self.resize)
-            pil = pil.resize(size, INTERPOLATIONS[self.interpolation])
+            pil = pil.resize(size, Image.Resampling[self.interpolation.upper()])
         return np.asarray(pil)

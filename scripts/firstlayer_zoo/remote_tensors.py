@@ -1,9 +1,10 @@
-"""Tensors read out of checkpoint files without taking the whole file, or without executing it.
+"""Named tensors of a safetensors file on an HTTP server, read with Range requests: never the whole file.
 
 A safetensors file is an 8-byte header length, a JSON header (name -> dtype,
 shape, byte offsets) and the raw tensor bytes: a stem is a few kilobytes at a
 known offset, so three or four HTTP Range requests fetch it from a file of
-hundreds of megabytes.
+hundreds of megabytes. The header is parsed by checkpoint_io, as for a local
+file; the timm source reads the Hub's model.safetensors this way (hf_hub.py).
 """
 
 from __future__ import annotations

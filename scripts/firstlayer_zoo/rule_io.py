@@ -1,4 +1,4 @@
-"""What every rule script shares: its log file."""
+"""What every rule script shares: its log file, and ClearError, a failure the console shows as its message alone."""
 
 from __future__ import annotations
 

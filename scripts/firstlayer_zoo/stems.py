@@ -1,4 +1,11 @@
-"""The stem: the first conv layer's filter bank, read without executing checkpoint code."""
+"""The stem record (Stem) and the rules every reader applies to one, whatever the format.
+
+Stem is a checkpoint's first-conv filter bank as read (with its init, stride and
+skip reason); validate_conv_weight is what a weight must be to be profiled;
+declared_first_conv and torch_stem say which layer of a model is its stem, and
+torch_conv_stem reads a torch conv module into a Stem. It imports no torch: the
+analysis env, which has none, imports it too.
+"""
 
 from __future__ import annotations
 
@@ -80,3 +87,38 @@ def declared_first_conv(pretrained_cfg: dict) -> str | None:
         name = name[0] if name else None
     return name or None
 
+
+def torch_stem(model, declared_only: bool = False) -> tuple[str, object]:
+    """(name, module) of a torch model's stem: the conv its pretrained_cfg names, else its first Conv2d.
+
+    timm's models and the paper's CIFAR nets declare theirs; every classic torchvision and hub CNN has its
+    stem as the first Conv2d in registration order. declared_only: refuse a model that declares none
+    (ValueError) rather than search it.
+    """
+    name = declared_first_conv(getattr(model, "pretrained_cfg", None) or {})
+    if name is None:
+        if declared_only:
+            raise ValueError(f"{type(model).__name__} declares no first_conv in its pretrained_cfg")
+        name = next((name for name, module in model.named_modules() if _is_conv2d(module)), None)
+        if name is None:
+            raise StemError(f"{type(model).__name__} has no Conv2d")
+    return name, model.get_submodule(name)
+
+
+def _is_conv2d(module) -> bool:
+    """isinstance(module, torch.nn.Conv2d), asked without importing torch.
+
+    This module is imported where torch is not installed (the analysis env); whoever holds a torch model has it.
+    """
+    return any((cls.__module__, cls.__qualname__) == ("torch.nn.modules.conv", "Conv2d")
+               for cls in type(module).__mro__)
+
+
+def torch_conv_stem(conv, first_conv: str, where: str, meta: dict | None = None) -> Stem:
+    """A torch conv module's filter bank as a Stem; a grouped conv is refused, as every format's reader does."""
+    if getattr(conv, "groups", 1) != 1:
+        raise StemError(f"{where}: grouped stem (groups={conv.groups}): each filter sees a part of the input "
+                        "channels; no c*k*k patch basis fits")
+    strides = set(getattr(conv, "stride", ()))
+    return Stem(weight=validate_conv_weight(conv.weight.detach().cpu().double().numpy(), where), init=None,
+                stride=strides.pop() if len(strides) == 1 else None, first_conv=first_conv, meta=meta or {})

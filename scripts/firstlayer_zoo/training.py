@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .cifar_nets import CIFAR_NETS
 from .preprocessing import Preprocessing
-from .stems import declared_first_conv
+from .stems import torch_stem
 from .train_runs import LABEL_REGIMES, TrainRun
 
 EVALUATION_BATCH = 1024
@@ -46,10 +46,7 @@ class TrainingData:
 
 def first_conv_name(model: torch.nn.Module) -> str:
     """The stem a timm model's (or a CIFAR net's) pretrained_cfg names."""
-    name = declared_first_conv(model.pretrained_cfg)
-    if not name:
-        raise ValueError(f"{type(model).__name__} declares no first_conv in its pretrained_cfg")
-    return name
+    return torch_stem(model, declared_only=True)[0]
 
 
 def build_model(arch: str, num_classes: int, in_chans: int, model_kwargs: dict) -> torch.nn.Module:

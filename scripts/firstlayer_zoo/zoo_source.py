@@ -78,7 +78,10 @@ class ZooSource:
         """The files the job reading `specs` depends on: replacing one reruns it, a rule that makes one runs first.
 
         By default the checkpoint files (and inits) that exist on disk; a missing init is the job's to report.
+        A remote source's locators (Hub ids, URLs, hub entries) name no local file, whatever lies on disk.
         """
+        if self.remote:
+            return []
         return sorted({path for spec in specs for path in (spec.locator, spec.init_locator)
                        if path and Path(path).is_file()})
 

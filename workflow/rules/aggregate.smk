@@ -1,3 +1,6 @@
+from firstlayer_zoo.paths import PAPER_VALUES
+
+
 # Every successful run ends by printing the study's summary: per zoo, ok and skipped by reason.
 onsuccess:
     summary = Path(PATHS.summary)
@@ -109,7 +112,7 @@ rule plot_bases:
 rule paper_comparison:
     input:
         **{table: PATHS.table(table) for table in ("checkpoints", "profiles", "fits")},
-        paper_values=workflow.source_path("../resources/paper_values.csv"),
+        paper_values=str(PAPER_VALUES),
     output:
         table=report(
             PATHS.table("paper_comparison"),

@@ -1,8 +1,9 @@
 """Every dataset source, registered in DATASET_SOURCES on import, and the dataset's preparation.
 
 A new source is one module here that subclasses dataset_source.DatasetSource
-and decorates it with `@register`, one import line below, and its block in
-workflow/schemas/config.schema.yaml (tests/test_sources.py checks the names match).
+and decorates it with `@register` (every module of this package is imported
+below), and its block in workflow/schemas/config.schema.yaml
+(tests/test_sources.py checks the names match).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 from ..atomic import write_text
 from ..dataset_source import DATASET_SOURCES, DatasetSource
-from . import local, torchvision_sets  # noqa: F401 - they register their sources
+from ..registry import import_modules
+
+import_modules(__name__, __path__)
 
 
 def dataset_source(name: str, options: dict) -> DatasetSource:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from PIL import Image
 
 from ..dataset_source import DatasetSource, register
 from ..photos import COLOUR_PHOTOS, check_image_names
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -111,6 +113,8 @@ class ImageFolder(DatasetSource):
         return self._classes[parts[0]]
 
     def load(self, root: Path, index: int) -> np.ndarray:
+        from PIL import Image  # here, not at start-up: planning reads no image
+
         path = self.path_of(root, index)
         try:
             with Image.open(path) as image:

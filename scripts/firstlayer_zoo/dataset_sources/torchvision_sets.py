@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from PIL import Image
 
 from ..dataset_source import DatasetSource, register
 from ..downloads import FETCH_FIRST, DownloadError, endpoint_of, unreachable_as
@@ -251,5 +250,7 @@ class Imagenette(TorchvisionDataset):
         return int(self.dataset(root)._samples[index][1])
 
     def load(self, root: Path, index: int) -> np.ndarray:
+        from PIL import Image  # here, not at start-up: planning reads no image
+
         with Image.open(self.path_of(root, index)) as image:
             return np.asarray(image.convert("RGB"))

@@ -1,9 +1,10 @@
 """Every zoo source, registered in ZOO_SOURCES on import, and the dispatch from a spec to its source's reader.
 
 A new source is one module here that subclasses zoo_source.ZooSource and
-decorates it with `@register`, one import line below, and its block in
-workflow/schemas/config.schema.yaml (tests/test_sources.py checks that the schema's
-`source` names equal the registry's).
+decorates it with `@register` (every module of this package is imported
+below), and its block in workflow/schemas/config.schema.yaml
+(tests/test_sources.py checks that the schema's `source` names equal the
+registry's).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from ..downloads import DownloadError
 from ..limits import Limits, applied
 from ..records import CheckpointSpec
+from ..registry import import_modules
 from ..stems import Stem, StemError
 from ..zoo_source import ZOO_SOURCES
-from . import archive, keras, local, timm_hub, torch_hub, train  # noqa: F401 - they register their sources
+
+import_modules(__name__, __path__)
 
 
 def extract_stem(spec: CheckpointSpec) -> Stem:

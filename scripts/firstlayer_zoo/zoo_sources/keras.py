@@ -21,6 +21,7 @@ class KerasSource(LocalFiles):
 
     source = "keras"
     default_patterns = ["**/*.h5", "**/*.keras"]
+    formats = ("keras",)
 
     def read_geometry(self, path: Path) -> dict:
         stem = keras_stem(path)

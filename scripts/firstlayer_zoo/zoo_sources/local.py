@@ -1,5 +1,9 @@
 """Zoo sources for checkpoints already on disk: `folder` (state dicts) and `onnx` (exported models).
 
+Their base LocalFiles (files, metadata, sidecars, the root's boundary) is also
+the base of keras.py's `keras` source; each subclass declares the formats
+(checkpoint_io.sniff's names) it reads, by which the notebook API picks one.
+
 Files are found by glob at start-up in sorted order, so the checkpoint list is
 deterministic; each file's stem geometry is read from its header (or a
 weights-only, memory-mapped load) once and cached by (path, size, mtime), so
@@ -52,6 +56,7 @@ class LocalFiles(ZooSource):
     """Files under `root` matching `patterns`, each with metadata from the config, its path and a sidecar."""
 
     default_patterns: ClassVar[list[str]]
+    formats: ClassVar[tuple[str, ...]]  # what checkpoint_io.sniff calls the files it reads
 
     @property
     def root(self) -> Path:
@@ -226,6 +231,7 @@ class FolderSource(LocalFiles):
 
     source = "folder"
     default_patterns = ["**/*.safetensors", "**/*.pt", "**/*.pth", "**/*.bin", "**/*.ckpt"]
+    formats = ("safetensors", "torch")
 
     def arch_geometry(self) -> dict | None:
         """The timm model's stem geometry, when the arch (not a stem_key) locates the stem."""
@@ -290,6 +296,7 @@ class OnnxSource(LocalFiles):
 
     source = "onnx"
     default_patterns = ["**/*.onnx"]
+    formats = ("onnx",)
 
     def read_geometry(self, path: Path) -> dict:
         stem = onnx_stem(path)

@@ -12,20 +12,10 @@ from ..downloads import FETCH_FIRST, DownloadError, endpoint_of, unreachable_as
 from ..meta_models import conv_geometry, on_meta_device
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
-from ..stems import Stem, StemError, validate_conv_weight
+from ..stems import Stem, StemError, torch_conv_stem, torch_stem, validate_conv_weight
 from ..zoo_source import ZooSource, register
 
 TORCHVISION_DOWNLOADS = "https://download.pytorch.org/models/"
-
-
-def first_conv_module(model) -> str:
-    """The first Conv2d in registration order: the stem of every classic torchvision and hub CNN."""
-    import torch
-
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Conv2d):
-            return name
-    raise StemError(f"{type(model).__name__} has no Conv2d")
 
 
 def torchvision_entry(weights_name: str) -> dict:
@@ -40,13 +30,13 @@ def torchvision_entry(weights_name: str) -> dict:
     arch = next(name for name in models.list_models()
                 if models.get_model_weights(name) is type(weights))
     model = on_meta_device(lambda: models.get_model(arch, weights=None))
-    first_conv = first_conv_module(model)
+    first_conv, conv = torch_stem(model)
     transform = weights.transforms()
     return {
         "arch": arch,
         "url": weights.url,
         "first_conv": first_conv,
-        **conv_geometry(model.get_submodule(first_conv)),
+        **conv_geometry(conv),
         "preprocessing": {
             "resize": int(transform.resize_size[0]),
             "crop": int(transform.crop_size[0]),
@@ -200,12 +190,11 @@ class TorchHubSource(ZooSource):
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         extra = spec.extra
         model = cls._model(spec)
-        first_conv = spec.first_conv or first_conv_module(model)
-        conv = model.get_submodule(first_conv)
-        weight = validate_conv_weight(conv.weight.detach().float().numpy(), spec.uri)
-        if (weight.shape[1], weight.shape[2]) != (spec.in_chans, spec.kernel_size):
-            raise StemError(f"{spec.uri}: stem {first_conv} is {weight.shape[1]} channels x {weight.shape[2]}x"
-                            f"{weight.shape[3]}, the config plans {spec.in_chans} x {spec.kernel_size}x"
+        first_conv, conv = ((spec.first_conv, model.get_submodule(spec.first_conv)) if spec.first_conv
+                            else torch_stem(model))
+        stem = torch_conv_stem(conv, first_conv, spec.uri, meta={"uri": spec.uri})
+        if (stem.in_chans, stem.kernel_size) != (spec.in_chans, spec.kernel_size):
+            raise StemError(f"{spec.uri}: stem {first_conv} is {stem.in_chans} channels x {stem.kernel_size}x"
+                            f"{stem.kernel_size}, the config plans {spec.in_chans} x {spec.kernel_size}x"
                             f"{spec.kernel_size}; set kernel_size/in_chans of this entry")
-        return Stem(weight=weight, init=None, stride=int(conv.stride[0]), first_conv=first_conv,
-                    meta={"uri": spec.uri})
+        return stem
