@@ -231,6 +231,17 @@ def test_a_bgr_trained_stem_gives_the_profile_of_its_rgb_twin(tmp_path, photo_ba
                            profiles["rgb/model0.safetensors"])
 
 
+def test_bgr_on_a_stem_without_three_colour_channels_is_a_skipped_row_naming_the_file(tmp_path):
+    root = tmp_path / "grey"
+    root.mkdir()
+    save_file({"conv1.weight": torch.ones(4, 1, 5, 5)}, str(root / "grey.safetensors"))
+    study = Study(study_config(tmp_path, {"grey": folder_options(root, channel_order="bgr")}))
+    (spec,) = study.checkpoints.values()
+    assert extract_stem(spec).status == (f"skipped: {root / 'grey.safetensors'}: channel_order bgr needs a stem "
+                                         "over 3 colour channels, this one takes 1; set channel_order: rgb for "
+                                         "this zoo")
+
+
 # --- the study is the user's config ---------------------------------------------------------------
 
 def planned_rules(output: str) -> dict[str, int]:

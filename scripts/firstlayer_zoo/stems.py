@@ -39,7 +39,7 @@ class Stem:
     def kernel_size(self) -> int:
         return int(self.weight.shape[2])
 
-    def in_rgb_order(self) -> "Stem":
+    def in_rgb_order(self, where: str) -> "Stem":
         """The stem of a model fed BGR images as the equal stem for RGB images: input channels reversed.
 
         conv(W, bgr) = conv(W[:, ::-1], rgb), so the reversed stem is profiled in the dataset's own
@@ -48,7 +48,7 @@ class Stem:
         if self.status != "ok":
             return self
         if self.in_chans != 3:
-            raise StemError(f"{self.meta.get('uri', self.first_conv)}: channel_order bgr needs a stem over 3 colour "
+            raise StemError(f"{where}: channel_order bgr needs a stem over 3 colour "
                             f"channels, this one takes {self.in_chans}; set channel_order: rgb for this zoo")
         init = None if self.init is None else np.ascontiguousarray(self.init[:, ::-1])
         return replace(self, weight=np.ascontiguousarray(self.weight[:, ::-1]), init=init)
@@ -59,9 +59,9 @@ class Stem:
         return weight.reshape(weight.shape[0], -1)
 
     @classmethod
-    def skipped(cls, reason: str, first_conv: str, meta: dict) -> "Stem":
+    def skipped(cls, reason: str, first_conv: str) -> "Stem":
         return cls(weight=np.zeros((0, 0, 0, 0)), init=None, stride=None,
-                   first_conv=first_conv, status=f"skipped: {reason}", meta=meta)
+                   first_conv=first_conv, status=f"skipped: {reason}")
 
 
 def validate_conv_weight(weight: np.ndarray, source: str) -> np.ndarray:

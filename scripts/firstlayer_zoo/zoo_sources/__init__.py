@@ -31,14 +31,14 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
     try:
         with applied(Limits.from_dict(spec.extra.get("limits"))):
             stem = ZOO_SOURCES[spec.source].load_stem(spec)
-        return stem.in_rgb_order() if spec.channel_order == "bgr" else stem
+        return stem.in_rgb_order(spec.uri) if spec.channel_order == "bgr" else stem
     except StemError as error:
         reason = str(error)
     except DownloadError:
         raise
     except Exception as error:  # noqa: BLE001 - one checkpoint's bytes must never stop the study
         reason = unreadable_reason(spec.uri, error)
-    return Stem.skipped(reason, spec.first_conv, meta={"uri": spec.uri})
+    return Stem.skipped(reason, spec.first_conv)
 
 
 def unreadable_reason(uri: str, error: Exception) -> str:

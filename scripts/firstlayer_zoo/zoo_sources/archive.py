@@ -203,5 +203,4 @@ class ArchiveSource(ZooSource):
         key = f"{spec.first_conv}.weight"
         weight = read_conv_weight(spec.locator, key)
         init = read_conv_weight(spec.init_locator, key) if spec.init_locator else None
-        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv,
-                    meta={"uri": spec.uri})
+        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv)

@@ -33,4 +33,4 @@ class KerasSource(LocalFiles):
         cls.refuse_outside_root(spec)
         stem, weight = read_keras_stem(spec.locator)
         return Stem(weight=validate_conv_weight(weight, spec.uri), init=None, stride=stem.stride,
-                    first_conv=stem.layer, meta={"uri": spec.uri, "layer_class": stem.kind})
+                    first_conv=stem.layer, meta={"layer_class": stem.kind})

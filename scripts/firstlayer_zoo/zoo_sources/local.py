@@ -287,7 +287,7 @@ class FolderSource(LocalFiles):
                 raise StemError(f"{spec.uri}: init {spec.init_locator} has a stem of shape {init.shape}, "
                                 f"the checkpoint {weight.shape}; they are not the same model")
         return Stem(weight=weight, init=init, stride=spec.stride, first_conv=key.removesuffix(".weight"),
-                    meta={"uri": spec.uri, "key": key})
+                    meta={"key": key})
 
 
 @register
@@ -312,5 +312,5 @@ class OnnxSource(LocalFiles):
                             f"{stem.shape[1]} of the input channels; no c*k*k patch basis fits")
         weight = validate_conv_weight(array, spec.uri)
         return Stem(weight=weight, init=None, stride=stem.stride, first_conv=stem.node,
-                    meta={"uri": spec.uri, "weight": stem.weight_name})
+                    meta={"weight": stem.weight_name})
 

@@ -123,5 +123,5 @@ class TimmSource(ZooSource):
         fetched = fetch_hub_tensors(spec.locator, extra["revision"], keys, extra["hf_hub_filename"])
         weight = validate_conv_weight(effective_filters(fetched.tensors, extra, spec.first_conv), spec.uri)
         return Stem(weight=weight, init=None, stride=spec.stride, first_conv=spec.first_conv,
-                    meta={"uri": spec.uri, "file_size": fetched.file_size, "bytes_fetched": fetched.bytes_fetched,
+                    meta={"file_size": fetched.file_size, "bytes_fetched": fetched.bytes_fetched,
                           **fetched.metadata})

@@ -125,7 +125,7 @@ class TorchvisionWeightsSource(ZooSource):
         size = cached.stat().st_size
         return Stem(weight=_stem_from_state(state, spec.first_conv, spec.uri), init=None,
                     stride=spec.stride, first_conv=spec.first_conv,
-                    meta={"uri": spec.uri, "file_size": size, "bytes_fetched": 0 if fetched_before else size})
+                    meta={"file_size": size, "bytes_fetched": 0 if fetched_before else size})
 
 
 @register
@@ -192,7 +192,7 @@ class TorchHubSource(ZooSource):
         model = cls._model(spec)
         first_conv, conv = ((spec.first_conv, model.get_submodule(spec.first_conv)) if spec.first_conv
                             else torch_stem(model))
-        stem = torch_conv_stem(conv, first_conv, spec.uri, meta={"uri": spec.uri})
+        stem = torch_conv_stem(conv, first_conv, spec.uri)
         if (stem.in_chans, stem.kernel_size) != (spec.in_chans, spec.kernel_size):
             raise StemError(f"{spec.uri}: stem {first_conv} is {stem.in_chans} channels x {stem.kernel_size}x"
                             f"{stem.kernel_size}, the config plans {spec.in_chans} x {spec.kernel_size}x"
