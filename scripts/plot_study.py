@@ -1,5 +1,6 @@
 """Rule plot_study: the study-wide figures, drawn from its tables."""
 
+from firstlayer_zoo.paper_comparison import plot_paper_comparison
 from firstlayer_zoo.plots import (
     plot_autocorrelation,
     plot_colour,
@@ -22,3 +23,4 @@ with logged(snakemake):
     plot_whitening(checkpoints, fits, out.whitening)
     plot_autocorrelation(checkpoints, tables["autocorrelation"], out.autocorrelation)
     plot_colour(checkpoints, fits, out.colour)
+    plot_paper_comparison(tables["paper_comparison"], out.paper_comparison)

@@ -54,7 +54,7 @@ def planned_shards(output: str) -> list[str]:
     return sorted(re.search(r"shard=([^,\s]+)", block).group(1) for block in blocks)
 
 
-AGGREGATES = {"build_tables": 1, "plot_study": 1, "plot_bases": 1, "paper_comparison": 1, "all": 1}
+AGGREGATES = {"build_tables": 1, "plot_study": 1, "plot_bases": 1, "all": 1}
 
 
 SHARD_SIZE = 4

@@ -10,10 +10,14 @@ onsuccess:
 
 rule build_tables:
     input:
-        all_analyses,
+        analyses=all_analyses,
+        paper_values=str(PAPER_VALUES),
     output:
         **{table: PATHS.table(table) for table in TABLES
            if table not in ("checkpoints", "consistency_summary", "paper_comparison")},
+        paper_comparison=report(
+            PATHS.table("paper_comparison"), caption="../report/paper_comparison.rst", category="Tables"
+        ),
         checkpoints=report(PATHS.table("checkpoints"), caption="../report/checkpoints.rst", category="Tables"),
         consistency_summary=report(
             PATHS.table("consistency_summary"), caption="../report/consistency_summary.rst", category="Tables"
@@ -24,6 +28,7 @@ rule build_tables:
     params:
         logs=PATHS.logs,
         limits=config["consistency"],
+        datasets=config["datasets"],
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -38,7 +43,8 @@ rule build_tables:
 # milliseconds of drawing, and every figure is redrawn whenever the tables change anyway.
 rule plot_study:
     input:
-        **{table: PATHS.table(table) for table in ("checkpoints", "profiles", "fits", "autocorrelation")},
+        **{table: PATHS.table(table)
+           for table in ("checkpoints", "profiles", "fits", "autocorrelation", "paper_comparison")},
     output:
         profiles=report(PATHS.plot("profiles"), caption="../report/profiles.rst", category="Profiles"),
         fits=report(PATHS.plot("fits"), caption="../report/fits.rst", category="Analytic fit"),
@@ -53,6 +59,9 @@ rule plot_study:
             PATHS.plot("autocorrelation"), caption="../report/autocorrelation.rst", category="Whitening"
         ),
         colour=report(PATHS.plot("colour"), caption="../report/colour.rst", category="Colour"),
+        paper_comparison=report(
+            PATHS.plot("paper_comparison"), caption="../report/paper_comparison.rst", category="The paper's numbers"
+        ),
     log:
         PATHS.log("plot_study"),
     params:
@@ -108,31 +117,3 @@ rule plot_bases:
     script:
         "../../scripts/plot_bases.py"
 
-
-rule paper_comparison:
-    input:
-        **{table: PATHS.table(table) for table in ("checkpoints", "profiles", "fits")},
-        paper_values=str(PAPER_VALUES),
-    output:
-        table=report(
-            PATHS.table("paper_comparison"),
-            caption="../report/paper_comparison.rst",
-            category="Tables",
-        ),
-        plot=report(
-            PATHS.plot("paper_comparison"),
-            caption="../report/paper_comparison.rst",
-            category="The paper's numbers",
-        ),
-    log:
-        PATHS.log("paper_comparison"),
-    params:
-        datasets=config["datasets"],
-    conda:
-        "../../envs/analysis.yaml"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=30,
-    script:
-        "../../scripts/paper_comparison.py"
