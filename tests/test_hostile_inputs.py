@@ -216,10 +216,12 @@ def test_header_limit_is_configurable(tmp_path):
 
 def test_study_limits_reach_every_checkpoint_and_its_job(tmp_path):
     config = {**study_config(tmp_path), "limits": {"safetensors_header_mb": 1e-5}}
-    (spec,) = Study(config).checkpoints.values()
+    study = Study(config)
+    (spec,) = study.checkpoints.values()
     assert spec.extra["planning_error"].startswith("CheckpointError: ")
     assert "limits.safetensors_header_mb" in spec.extra["planning_error"]
-    assert "limits.safetensors_header_mb" in extract_stem(spec).status
+    with applied(study.limits):  # as the shard's job applies its rule's `limits` param
+        assert "limits.safetensors_header_mb" in extract_stem(spec).status
 
 
 def remote_safetensors(header: bytes, data: bytes = b"") -> bytes:

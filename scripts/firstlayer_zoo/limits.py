@@ -5,9 +5,9 @@ thousandfold, a server can stream without end. Every reader checks the claim
 against these bounds before acting on it and refuses past them, naming the
 config key that raises the bound.
 
-The limits travel inside each CheckpointSpec (`extra["limits"]`), so a job
-that reads one checkpoint applies the study's limits without the config;
-`applied` makes them the current ones for the readers below it.
+A job that reads checkpoints gets the study's limits as a rule param and
+wraps its work in `applied`, which makes them the current ones for the
+readers below it (planning does the same with the config's).
 """
 
 from __future__ import annotations

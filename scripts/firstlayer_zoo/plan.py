@@ -6,7 +6,6 @@ from each zoo source's cheap metadata and is cached across invocations.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -96,10 +95,6 @@ class Study:
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
 
-    def _with_limits(self, spec: CheckpointSpec) -> CheckpointSpec:
-        """The spec carrying the study's limits, which its job applies when it reads the checkpoint."""
-        return dataclasses.replace(spec, extra={**spec.extra, "limits": self.limits.to_dict()})
-
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
             check_name("zoos", zoo_name)
@@ -114,7 +109,7 @@ class Study:
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
-                self.checkpoints[spec.id] = self._with_limits(spec)
+                self.checkpoints[spec.id] = spec
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
 
@@ -128,7 +123,7 @@ class Study:
         # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
         stamp = Path(self.sources[zoo].index_path).stat().st_mtime_ns
         if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
-            specs = [self._with_limits(spec) for spec in self.sources[zoo].indexed_checkpoints()]
+            specs = self.sources[zoo].indexed_checkpoints()
             self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
         return self._indexed[zoo][1]
 

@@ -11,6 +11,7 @@ rule analyse_checkpoints:
         bases=shard_bases,
         subtract_init=config["analysis"]["subtract_init"],
         strict=config["analysis"]["strict"],
+        limits=STUDY.limits.to_dict(),
     conda:
         "../../envs/torch.yaml"
     threads: 1

@@ -10,6 +10,7 @@ rule fetch_checkpoints:
     log:
         PATHS.log("fetch_checkpoints", "{zoo}", "{shard}"),
     params:
+        limits=STUDY.limits.to_dict(),
         specs=shard_specs,
     conda:
         "../../envs/torch.yaml"

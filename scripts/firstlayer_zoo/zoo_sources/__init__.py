@@ -10,7 +10,6 @@ registry's).
 from __future__ import annotations
 
 from ..downloads import DownloadError
-from ..limits import Limits, applied
 from ..records import CheckpointSpec
 from ..registry import import_modules
 from ..stems import Stem, StemError
@@ -29,8 +28,7 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
     # (with faulthandler's trace, see rule_io.logged) is what names the file in its log.
     print(f"{spec.id}: reading {spec.uri}", flush=True)
     try:
-        with applied(Limits.from_dict(spec.extra.get("limits"))):
-            stem = ZOO_SOURCES[spec.source].load_stem(spec)
+        stem = ZOO_SOURCES[spec.source].load_stem(spec)
         return stem.in_rgb_order(spec.uri) if spec.channel_order == "bgr" else stem
     except StemError as error:
         reason = str(error)
