@@ -2,8 +2,10 @@
 
 Each path can be given a queue of faults consumed one per request, to imitate
 the failures a download meets: a connection dropped mid-body, a 5xx answer, a
-stall, a Content-Length that lies, a server that ignores Range. Bytes sent are
-counted per path, so tests can show how much a reader fetched.
+stall, a trickle (a byte every `trickle_s`, of the body or of the headers, which
+no read timeout catches), a Content-Length that lies, a server that ignores
+Range. Bytes sent are counted per path, so tests can show how much a reader
+fetched.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +31,7 @@ class LoopbackServer:
         # A stalled body is held until the server stops (or at most stall_s): the client's read timeout,
         # not a race between two clocks, is what ends it.
         self.stall_s = stall_s
+        self.trickle_s = 0.05  # between the bytes of a trickle, which also ends at stall_s
         self.released = threading.Event()
         self.handle_hook = None  # optional callable(handler) -> bool (True when it answered)
         server = self
@@ -84,8 +88,28 @@ class LoopbackServer:
             return
         self.send_file(handler, path, self.files[path], head, fault, self.headers[path])
 
+    def trickle(self, handler, data: bytes) -> int:
+        """Send `data` a byte every trickle_s, until it is sent, stall_s has passed or the server stops."""
+        ends = time.monotonic() + self.stall_s
+        sent = 0
+        try:
+            for byte in data:
+                if self.released.wait(self.trickle_s) or time.monotonic() > ends:
+                    break
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                sent += 1
+        except OSError:  # the client hung up
+            pass
+        handler.close_connection = True
+        return sent
+
     def send_file(self, handler, path: str, data: bytes, head: bool, fault: str | None = None,
                   extra_headers: dict[str, str] | None = None) -> None:
+        if fault == "trickle_headers":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self.trickle(handler, b"X-Slow: " + b"a" * 10_000 + b"\r\n")
+            return
         start, end = 0, len(data)
         match = RANGE.match(handler.headers.get("Range") or "")
         partial = bool(match) and path not in self.ignore_range
@@ -107,13 +131,16 @@ class LoopbackServer:
             handler.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
         declared = len(body) + {"long_length": 1000, "short_length": -10}.get(fault, 0)
         handler.send_header("Content-Length", str(declared))
-        if fault in ("drop", "long_length", "short_length", "stall"):
+        if fault in ("drop", "long_length", "short_length", "stall", "trickle"):
             handler.send_header("Connection", "close")
         handler.end_headers()
         if head:
             return
         if fault == "drop":
             body = body[: len(body) // 2]
+        elif fault == "trickle":
+            self.sent[path] += self.trickle(handler, body)
+            return
         elif fault == "stall":
             self.sent[path] += len(body) // 3
             handler.wfile.write(body[: len(body) // 3])

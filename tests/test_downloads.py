@@ -7,12 +7,14 @@ import pytest
 
 from firstlayer_zoo.downloads import (
     ClientDownloadError,
+    DownloadDeadline,
     DownloadError,
     RangeNotSupported,
     RetryPolicy,
     download,
     read_range,
 )
+from firstlayer_zoo.limits import Limits, applied
 from loopback import LoopbackServer
 
 # Attempts are counted by their cause (a fault the server was told to make), never by the clock: the read
@@ -133,6 +135,32 @@ def test_stalled_body_times_out_and_resumes(server, tmp_path):
     result = download(url, tmp_path / "f.bin", sha256=SHA256, policy=STALL_TIMEOUT, log=lambda _: None)
     assert result.resumed and (tmp_path / "f.bin").read_bytes() == DATA
     assert server.requests[1][2] == f"bytes={len(DATA) // 3}-"
+
+
+def test_a_stall_that_outlasts_every_attempt_names_the_read_timeout(server, tmp_path):
+    url = server.add("/f.bin", DATA)
+    server.faults["/f.bin"] = ["stall"] * STALL_TIMEOUT.attempts
+    with pytest.raises(DownloadError, match=r"last: no data for 0.5 s \(the read timeout\)"):
+        download(url, tmp_path / "f.bin", sha256=SHA256, policy=STALL_TIMEOUT, log=lambda _: None)
+
+
+# A byte every 50 ms never trips the 60 s read timeout: only the overall deadline (here 0.3 s) ends the transfer.
+# The server gives up trickling after 20 s, so without a deadline the test fails instead of hanging.
+TRICKLE_DEADLINE = Limits(download_minutes=0.005)
+
+
+@pytest.mark.parametrize("fault", ["trickle", "trickle_headers"])
+def test_a_trickling_server_is_cut_at_the_download_deadline_naming_it(tmp_path, fault):
+    with LoopbackServer(stall_s=20) as server:
+        url = server.add("/f.bin", DATA[:5000])
+        server.faults["/f.bin"] = [fault] * FAST.attempts
+        with applied(TRICKLE_DEADLINE), pytest.raises(DownloadDeadline) as failed:
+            download(url, tmp_path / "f.bin", policy=FAST, log=lambda _: None)
+        assert str(failed.value).startswith(f"{url}: not finished within 0.005 min (limits.download_minutes)")
+        assert len(server.requests) == 1  # no retry once the deadline has passed
+        assert not (tmp_path / "f.bin").exists()
+        with applied(TRICKLE_DEADLINE), pytest.raises(DownloadDeadline, match=r"limits\.download_minutes"):
+            read_range(url, 0, 4000, policy=FAST)
 
 
 def test_partial_file_from_a_killed_job_is_resumed(server, tmp_path):

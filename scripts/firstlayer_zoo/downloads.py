@@ -10,7 +10,11 @@ backoff, resuming with an HTTP Range request where the server honours it and
 restarting where it does not. Client errors (4xx) are not retried: the error
 names the URL and what to do. The file appears under its final name only
 once its size and checksum are verified. No download grows past
-`limits.download_gb`, whether or not the server announces its size.
+`limits.download_gb`, whether or not the server announces its size, and none
+lasts past `limits.download_minutes`, retries included: a server that sends a
+byte now and then never trips the read timeout, so a watchdog cuts the
+connection at the deadline whatever it is waiting for (the answer's headers
+or its body).
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import http.client
 import os
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .limits import current as current_limits
 from .rule_io import ClearError
@@ -110,6 +115,15 @@ class RangeNotSupported(DownloadError):
     """The server answered a Range request with the whole file."""
 
 
+class DownloadDeadline(DownloadError):
+    """A transfer still unfinished at limits.download_minutes (a server that trickles, or one far too slow)."""
+
+    def __init__(self, url: str, minutes: float, received: int):
+        super().__init__(f"{url}: not finished within {minutes:g} min (limits.download_minutes), {received:,} bytes "
+                         "received; the server is too slow or sends a trickle: use another mirror, or raise "
+                         "limits.download_minutes if it is slow but sound (a rerun resumes the partial download)")
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6
@@ -119,8 +133,15 @@ class RetryPolicy:
     connect_timeout_s: float = 20.0
     read_timeout_s: float = 60.0
 
+    def delay(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.backoff_s * 2**attempt)
+
     def wait(self, attempt: int) -> None:
-        time.sleep(min(self.max_backoff_s, self.backoff_s * 2**attempt))
+        time.sleep(self.delay(attempt))
+
+    def timed_out(self) -> str:
+        """What a read timeout means, said in the error that gives up after one."""
+        return f"no data for {self.read_timeout_s:g} s (the read timeout)"
 
 
 @dataclass(frozen=True)
@@ -140,10 +161,82 @@ class _Unreachable(_Transient):
     """No connection at all: worth `connect_attempts` attempts, not a full backoff."""
 
 
-def _open(url: str, headers: dict[str, str], policy: RetryPolicy):
+class _Watchdog:
+    """Cuts the connections of one transfer at its deadline, whatever they wait for (TLS, headers, body).
+
+    A read timeout bounds each wait for bytes; a server that sends one now and
+    then resets it for ever. The watchdog's timer shuts the socket down, which
+    wakes the blocked read; the transfer then sees `expired` and says which
+    limit ended it.
+    """
+
+    def __init__(self, minutes: float):
+        self.minutes = minutes
+        self.end = time.monotonic() + minutes * 60
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: list[Callable[[], socket.socket | None]] = []
+        self._timer = threading.Timer(minutes * 60, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "_Watchdog":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def watch(self, sock: Callable[[], socket.socket | None]) -> None:
+        """Cut the socket `sock()` returns at the deadline (now, if it has passed)."""
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                self._cut(sock())
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._cut(sock())
+
+    @staticmethod
+    def _cut(sock: socket.socket | None) -> None:
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                # The plain socket's shutdown, also under TLS: it wakes a read blocked in another thread.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """urllib's opener, whose HTTP and HTTPS connections (redirects included) this watchdog watches."""
+        watchdog = self
+
+        def watched(connection_class):
+            class Watched(connection_class):
+                def connect(self):
+                    watchdog.watch(lambda: self.sock)  # the plain socket while TLS shakes hands
+                    super().connect()
+                    sock = self.sock  # urllib drops the connection's reference once the headers are read
+                    watchdog.watch(lambda: sock)
+            return Watched
+
+        class HTTPHandler(urllib.request.HTTPHandler):
+            def do_open(self, http_class, request, **kwargs):
+                return super().do_open(watched(http_class), request, **kwargs)
+
+        class HTTPSHandler(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, request, **kwargs):
+                return super().do_open(watched(http_class), request, **kwargs)
+
+        return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _open(url: str, headers: dict[str, str], policy: RetryPolicy, watchdog: _Watchdog):
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity", **headers})
     try:
-        return urllib.request.urlopen(request, timeout=policy.read_timeout_s)
+        return watchdog.opener().open(request, timeout=policy.read_timeout_s)
     except urllib.error.HTTPError as error:
         if error.code == 429 or error.code >= 500:
             raise _Transient(f"HTTP {error.code} {error.reason}") from error
@@ -152,7 +245,15 @@ def _open(url: str, headers: dict[str, str], policy: RetryPolicy):
         unreachable = connection_failure(error)
         if unreachable:
             raise _Unreachable(unreachable) from error
-        raise _Transient(f"{type(error).__name__}: {error}") from error
+        raise _Transient(_reason(error, policy)) from error
+
+
+def _reason(error: BaseException, policy: RetryPolicy) -> str:
+    """A transient failure in words; a read timeout says which limit it was."""
+    cause = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
+    if isinstance(cause, TimeoutError):
+        return policy.timed_out()
+    return f"{type(error).__name__}: {error}"
 
 
 def _announced_total(response, offset: int) -> int | None:
@@ -183,25 +284,32 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.parent / f".{dest.name}.partial"
-    headers = dict(headers or {})
-    limit = current_limits().download_bytes
+    limits = current_limits()
+    with _Watchdog(limits.download_minutes) as watchdog:
+        return _download(url, dest, partial, sha256, md5, size, dict(headers or {}), policy, log, watchdog,
+                         limits.download_bytes)
+
+
+def _download(url: str, dest: Path, partial: Path, sha256: str | None, md5: str | None, size: int | None,
+              headers: dict[str, str], policy: RetryPolicy, log, watchdog: _Watchdog, limit: int) -> Download:
     fetched, resumed, last_error = 0, False, None
     for attempt in range(policy.attempts):
         if attempt:
             log(f"{url}: attempt {attempt + 1}/{policy.attempts} after {last_error}")
-            policy.wait(attempt - 1)
+            _wait_within(watchdog, policy, attempt - 1, url, fetched)
         offset = partial.stat().st_size if partial.exists() else 0
         if size is not None and offset > size:
             partial.unlink()
             offset = 0
         request_headers = {**headers, **({"Range": f"bytes={offset}-"} if offset else {})}
         try:
-            response = _open(url, request_headers, policy)
+            response = _open(url, request_headers, policy, watchdog)
         except _Unreachable as error:
             _give_up_if_unreachable(url, error, attempt, policy)
             last_error = error
             continue
         except _Transient as error:
+            _check_deadline(watchdog, url, fetched)
             last_error = error
             continue
         except ClientDownloadError as error:
@@ -211,6 +319,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
                 continue
             raise
         with response:
+            _check_deadline(watchdog, url, fetched)  # headers cut short by the watchdog still parse as an answer
             if offset and response.status == 206:
                 resumed = True
                 mode = "ab"
@@ -232,8 +341,11 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
                         handle.write(block)
                         fetched += len(block)
             except TRANSIENT_ERRORS as error:
-                last_error = _Transient(f"{type(error).__name__}: {error}")
+                _check_deadline(watchdog, url, fetched)
+                last_error = _Transient(_reason(error, policy))
                 continue
+        # A body cut short by the watchdog ends like a complete one when the server announced no size.
+        _check_deadline(watchdog, url, fetched)
         have = partial.stat().st_size
         expected = size if size is not None else total
         if expected is not None and have != expected:
@@ -255,6 +367,19 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, md5: str 
     )
 
 
+def _check_deadline(watchdog: _Watchdog, url: str, received: int) -> None:
+    if watchdog.expired:
+        raise DownloadDeadline(url, watchdog.minutes, received)
+
+
+def _wait_within(watchdog: _Watchdog, policy: RetryPolicy, attempt: int, url: str, received: int) -> None:
+    """Back off before another attempt, unless the wait itself would pass the deadline."""
+    if watchdog.left() <= policy.delay(attempt):
+        raise DownloadDeadline(url, watchdog.minutes, received)
+    policy.wait(attempt)
+    _check_deadline(watchdog, url, received)
+
+
 def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None = None,
                policy: RetryPolicy = RetryPolicy()) -> tuple[bytes, int | None]:
     """Bytes [start, end) of a remote file and the file's total size; retried like `download`.
@@ -264,21 +389,29 @@ def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None
     """
     if end <= start:
         return b"", None
-    request_headers = {**(headers or {}), "Range": f"bytes={start}-{end - 1}"}
+    with _Watchdog(current_limits().download_minutes) as watchdog:
+        return _read_range(url, start, end, {**(headers or {}), "Range": f"bytes={start}-{end - 1}"}, policy,
+                           watchdog)
+
+
+def _read_range(url: str, start: int, end: int, request_headers: dict[str, str], policy: RetryPolicy,
+                watchdog: _Watchdog) -> tuple[bytes, int | None]:
     last_error = None
     for attempt in range(policy.attempts):
         if attempt:
-            policy.wait(attempt - 1)
+            _wait_within(watchdog, policy, attempt - 1, url, 0)
         try:
-            response = _open(url, request_headers, policy)
+            response = _open(url, request_headers, policy, watchdog)
         except _Unreachable as error:
             _give_up_if_unreachable(url, error, attempt, policy)
             last_error = error
             continue
         except _Transient as error:
+            _check_deadline(watchdog, url, 0)
             last_error = error
             continue
         with response:
+            _check_deadline(watchdog, url, 0)  # headers cut short by the watchdog still parse as an answer
             if response.status != 206:
                 raise RangeNotSupported(f"{url}: the server ignored a Range request (HTTP {response.status})")
             match = CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
@@ -286,8 +419,10 @@ def read_range(url: str, start: int, end: int, *, headers: dict[str, str] | None
             try:
                 body = response.read()
             except TRANSIENT_ERRORS as error:
-                last_error = f"{type(error).__name__}: {error}"
+                _check_deadline(watchdog, url, 0)
+                last_error = _reason(error, policy)
                 continue
+        _check_deadline(watchdog, url, len(body))
         wanted = (min(end, total) if total is not None else end) - start
         if len(body) == wanted:
             return body, total

@@ -27,6 +27,7 @@ class Limits:
 
     safetensors_header_mb: float = 16
     download_gb: float = 50
+    download_minutes: float = 120
     archive_unpacked_gb: float = 100
     archive_expansion_ratio: float = 200
 
