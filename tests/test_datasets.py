@@ -16,7 +16,10 @@ from PIL import Image
 
 from firstlayer_zoo.dataset_source import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source, prepare_dataset
+from firstlayer_zoo.dataset_sources.torchvision_sets import DatasetFileError
 from firstlayer_zoo.downloads import DownloadError
+from firstlayer_zoo.limits import Limits, applied
+from loopback import LoopbackServer
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +223,164 @@ def test_jobs_read_the_images_the_manifest_lists_not_a_fresh_selection(tmp_path)
     unsampled = prepare_dataset("q", {"source": "skimage", "images": names}, tmp_path, tmp_path / "all.json")
     assert unsampled["indices"] is None
     np.testing.assert_array_equal(prepared_indices(tmp_path / "all.json"), np.arange(4))
+
+
+# Mirrors serving hostile files: nothing lands outside the dataset's folder and nothing from a file runs.
+
+
+def _tar_with(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
+    with tarfile.open(path, "w:gz") as archive:
+        for member in members:
+            if isinstance(member, tarfile.TarInfo):
+                archive.addfile(member)
+            else:
+                info = tarfile.TarInfo(member[0])
+                info.size = len(member[1])
+                archive.addfile(info, io.BytesIO(member[1]))
+    return path.read_bytes()
+
+
+def _link(name: str, target: str, kind=tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def _files_under(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*")}
+
+
+def _serve_cifar(server: LoopbackServer, tmp_path: Path, members: list) -> dict:
+    data = _tar_with(tmp_path / "cifar-10-python.tar.gz", members)
+    url = server.add("/mirror/cifar-10-python.tar.gz", data)
+    return {"source": "cifar10", "split": "train", "url": url, "md5": hashlib.md5(data).hexdigest()}
+
+
+@pytest.mark.parametrize("hostile", ["climbing", "absolute", "symlink out", "hardlink out"])
+def test_a_mirrored_archive_whose_members_leave_the_folder_is_refused_and_nothing_lands_outside(tmp_path, hostile):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}))
+    root = tmp_path / "results" / "datasets" / "cifar"
+    batch = ("cifar-10-batches-py/data_batch_1", pickle.dumps({"data": np.zeros((2, 3072), np.uint8),
+                                                               "labels": [0, 1]}))
+    escape = {
+        "climbing": ("../../../outside/escaped", b"written outside"),
+        "absolute": (str(outside / "escaped"), b"written outside"),
+        "symlink out": _link("cifar-10-batches-py/data_batch_2", str(outside / "secret")),
+        "hardlink out": _link("cifar-10-batches-py/data_batch_2", "../../../outside/secret", tarfile.LNKTYPE),
+    }[hostile]
+    (tmp_path / "served").mkdir()
+    with LoopbackServer() as server:
+        config = _serve_cifar(server, tmp_path / "served", [batch, escape])
+        with pytest.raises(DatasetFileError) as refused:
+            prepare_dataset("cifar", config, root, tmp_path / "manifest.json")
+    message = str(refused.value)
+    assert message.startswith(f"dataset 'cifar': {config['url']}: ") and "hostile" in message
+    assert "\n" not in message and "set datasets.cifar.url and md5" in message
+    assert _files_under(outside) == {"secret"}
+    assert _files_under(root) == {"cifar-10-python.tar.gz"}  # nothing unpacked, no staging folder left
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def _cifar_batches(batch: bytes) -> list:
+    clean = pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})
+    members = [(f"cifar-10-batches-py/data_batch_{i}", batch if i == 3 else clean) for i in range(1, 6)]
+    return members + [("cifar-10-batches-py/test_batch", clean)]
+
+
+@pytest.mark.parametrize("payload", ["reduce", "reduce in the labels", "object array"])
+def test_a_cifar_batch_is_read_without_running_anything_from_it(tmp_path, payload):
+    from hostile_corpus import WritesMarker
+
+    marker = tmp_path / "marker"
+    entry = {
+        "reduce": WritesMarker(marker),
+        "reduce in the labels": {"data": np.zeros((2, 3072), np.uint8), "labels": [0, WritesMarker(marker)]},
+        "object array": {"data": np.array([[1, "x"]], dtype=object), "labels": [0]},
+    }[payload]
+    (tmp_path / "served").mkdir()
+    with LoopbackServer() as server:
+        config = _serve_cifar(server, tmp_path / "served", _cifar_batches(pickle.dumps(entry, protocol=2)))
+        with pytest.raises(DatasetFileError) as refused:
+            prepare_dataset("cifar", config, tmp_path / "root", tmp_path / "manifest.json")
+    path = tmp_path / "root" / "cifar-10-batches-py" / "data_batch_3"
+    expected = "its pickle would run code" if payload.startswith("reduce") else "not a CIFAR batch"
+    assert str(refused.value).startswith(f"dataset 'cifar': {path}: {expected}")
+    assert not marker.exists()
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def _as_published(entry: dict) -> bytes:
+    """A batch pickled as the published CIFAR files are: protocol 2, arrays rebuilt by numpy.core.multiarray."""
+    data = pickle.dumps(entry, protocol=2)
+    assert (b"numpy._core.multiarray" in data) == ("data" in entry)
+    return data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+
+
+def test_a_clean_cifar_reads_exactly_as_torchvision_reads_it(tmp_path):
+    from torchvision.datasets import CIFAR10
+
+    images = _images(11, 10, (3, 32, 32))
+    entries = {f"data_batch_{i}": {"batch_label": f"training batch {i} of 5", "data": images[2 * i - 2:2 * i]
+                                   .reshape(2, -1), "labels": [i % 10, (i + 3) % 10],
+                                   "filenames": [f"img{i}a.png", f"img{i}b.png"]} for i in range(1, 6)}
+    entries["test_batch"] = entries["data_batch_1"]
+    members = [(f"cifar-10-batches-py/{name}", _as_published(entry)) for name, entry in entries.items()]
+    members.append(("cifar-10-batches-py/batches.meta", _as_published({"label_names": [f"c{i}" for i in range(10)],
+                                                                        "num_cases_per_batch": 2, "num_vis": 3072})))
+    (tmp_path / "served").mkdir()
+    with LoopbackServer() as server:
+        config = _serve_cifar(server, tmp_path / "served", members)
+        prepare_dataset("cifar", config, tmp_path / "root", tmp_path / "manifest.json")
+    source = dataset_source("cifar", config)
+    unchecked = type("CIFAR10", (CIFAR10,), {"train_list": [[n, None] for n, _ in CIFAR10.train_list],
+                                            "test_list": [[n, None] for n, _ in CIFAR10.test_list],
+                                            "meta": {**CIFAR10.meta, "md5": None}})
+    theirs = unchecked(str(tmp_path / "root"), train=True, download=False)
+    np.testing.assert_array_equal(np.stack(list(source.images(tmp_path / "root"))), theirs.data)
+    assert [source.label(tmp_path / "root", i) for i in range(10)] == theirs.targets
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_cifar_batches_of_every_pickle_protocol_read_alike(tmp_path, protocol):
+    data = _images(13, 3, (3072,))
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": data, "labels": [4, 5, 6], "filenames": [b"a.png"] * 3}, protocol=protocol))
+    read, labels = dataset_source("cifar", {"source": "cifar10", "md5": "0" * 32}).read_batch(path, None)
+    np.testing.assert_array_equal(read, data)
+    assert labels == [4, 5, 6]
+
+
+def test_torchvisions_per_file_checksums_hold_wherever_its_own_archive_is_served_from(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    images = _images(12, 12, (3, 32, 32))
+    batches = {name: pickle.dumps({"data": images[2 * i:2 * i + 2].reshape(2, -1), "labels": [0, 1]})
+               for i, name in enumerate([*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"])}
+    (tmp_path / "served").mkdir()
+    with LoopbackServer() as server:
+        members = [(f"cifar-10-batches-py/{name}", data) for name, data in batches.items()]
+        config = _serve_cifar(server, tmp_path / "served", members)
+        # The served archive plays torchvision's own: its md5 is the one torchvision declares, the config's too.
+        monkeypatch.setattr(CIFAR10, "tgz_md5", config["md5"])
+        declared = {name: hashlib.md5(data).hexdigest() for name, data in batches.items()}
+        declared["data_batch_4"] = "0" * 32
+        monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", declared[f"data_batch_{i}"]]
+                                                    for i in range(1, 6)])
+        with pytest.raises(DatasetFileError, match=r"data_batch_4 does not have the md5 torchvision declares"):
+            prepare_dataset("cifar", config, tmp_path / "root", tmp_path / "manifest.json")
+        declared["data_batch_4"] = hashlib.md5(batches["data_batch_4"]).hexdigest()
+        monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", declared[f"data_batch_{i}"]]
+                                                    for i in range(1, 6)])
+        assert prepare_dataset("cifar", config, tmp_path / "root", tmp_path / "manifest.json")["n_images"] == 10
+
+
+def test_a_dataset_download_ends_at_the_download_deadline(tmp_path):
+    with LoopbackServer(stall_s=20) as server:
+        url = server.add("/cifar-10-python.tar.gz", b"x" * 5000)
+        server.faults["/cifar-10-python.tar.gz"] = ["trickle"]
+        with applied(Limits(download_minutes=0.005)), pytest.raises(DownloadError, match="limits.download_minutes"):
+            prepare_dataset("cifar", {"source": "cifar10", "url": url, "md5": "0" * 32}, tmp_path / "root",
+                            tmp_path / "manifest.json")
+    assert not (tmp_path / "manifest.json").exists()

@@ -265,7 +265,7 @@ def _announced_total(response, offset: int) -> int | None:
     return offset + int(length) if length is not None else None
 
 
-def _file_digest(path: Path, algorithm: str) -> str:
+def file_digest(path: Path, algorithm: str) -> str:
     digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while block := handle.read(CHUNK):
@@ -354,7 +354,7 @@ def _download(url: str, dest: Path, partial: Path, sha256: str | None, md5: str 
                 partial.unlink()
             continue
         for algorithm, wanted in (("sha256", sha256), ("md5", md5)):
-            if wanted and _file_digest(partial, algorithm) != wanted.lower():
+            if wanted and file_digest(partial, algorithm) != wanted.lower():
                 partial.unlink()
                 last_error = _Transient(f"{algorithm} of the download is not {wanted}")
                 break

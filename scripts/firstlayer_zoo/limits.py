@@ -7,7 +7,9 @@ config key that raises the bound.
 
 A job that reads checkpoints gets the study's limits as a rule param and
 wraps its work in `applied`, which makes them the current ones for the
-readers below it (planning does the same with the config's).
+readers below it (planning does the same with the config's). prepare_dataset
+applies the config's limits the same way, read from the config rather than a
+param, so that raising a limit does not redo every dataset and basis.
 """
 
 from __future__ import annotations

@@ -1,22 +1,43 @@
 """Dataset sources that torchvision knows: CIFAR-10, CIFAR-100, SVHN, STL-10, Imagenette.
 
-The download goes through torchvision's own utilities and is checked against
-the md5 torchvision's dataset class declares. A config may name another URL
-and md5 (a mirror, or a loopback server in tests); the per-file checksums
-torchvision applies after extraction belong to the official archive, so with
-an overridden md5 they only check that the files exist. The data is then read
-by the torchvision class itself.
+The file is downloaded by this workflow's downloads (retried, resumed, within
+limits.download_gb and limits.download_minutes) and checked against the md5
+torchvision's dataset class declares, or the `md5` a config gives with its
+`url` (a mirror, or a loopback server in tests). Nothing from a downloaded
+file runs, whoever serves it: archives are unpacked by the archive zoo
+source's checked extraction (no member outside the folder, no link out, no
+name twice, limits.archive_*), into a hidden folder first, so a refused
+archive leaves nothing behind; CIFAR's pickled batches are read by an
+unpickler that admits only what a batch holds (dicts, lists, strings, numbers
+and numpy arrays of numbers), not by torchvision's `pickle.load`. Where the
+file is torchvision's own (its md5 is the one torchvision declares),
+torchvision's per-file checksums are checked too; another archive's files
+only have to exist. SVHN (a .mat read by scipy), STL-10 (raw bytes) and
+Imagenette (a folder of JPEGs) are then read by the torchvision class itself.
 """
 
 from __future__ import annotations
 
+import pickle
+import shutil
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
 from ..dataset_source import DatasetSource, register
-from ..downloads import FETCH_FIRST, DownloadError, endpoint_of, unreachable_as
+from ..downloads import FETCH_FIRST, DownloadError, NetworkError, download, file_digest
+from ..limits import current as current_limits
+from ..rule_io import ClearError
+from ..zoo_sources.archive import ArchiveError, unpack
+
+
+class DatasetFileError(ClearError):
+    """A downloaded dataset file this workflow refuses to read; the message names the file and what to do."""
 
 
 def torchvision_datasets():
@@ -27,7 +48,7 @@ def torchvision_datasets():
 
 
 class TorchvisionDataset(DatasetSource):
-    """One torchvision dataset: download + verify an archive (or file), then read it with torchvision."""
+    """One torchvision dataset: download + verify an archive (or file), unpack it checked, read it."""
 
     remote = True
     splits: ClassVar[tuple[str, ...]]
@@ -54,45 +75,60 @@ class TorchvisionDataset(DatasetSource):
         return self.options.get("md5") or self.official_download()[1]
 
     @property
-    def checksum_overridden(self) -> bool:
-        return "md5" in self.options
+    def official_files(self) -> bool:
+        """Whether the file is torchvision's own (wherever it is served from): its per-file checksums then hold."""
+        return self.md5().lower() == self.official_download()[1]
 
     def fetch(self, root: Path) -> Path:
         """Download the file once and check its md5; a corrupted file is deleted and refused."""
-        from torchvision.datasets.utils import calculate_md5, download_url
-
         path = root / self.filename()
+        if path.is_file() and file_digest(path, "md5") == self.md5().lower():
+            return path
         ways_out = f"set datasets.{self.name}.url (and md5) to a copy this machine reaches, " + FETCH_FIRST
-        with unreachable_as(endpoint_of(self.download_url()), ways_out):
-            try:
-                download_url(self.download_url(), str(root), self.filename(), self.md5())
-            except RuntimeError:
-                actual = calculate_md5(str(path)) if path.exists() else "no file"
-                path.unlink(missing_ok=True)
-                raise DownloadError(
-                    f"dataset {self.name!r}: {path} downloaded from {self.download_url()} has md5 {actual}, "
-                    f"expected {self.md5()}; the corrupted file was deleted. Rerun to download it again; if the "
-                    f"URL is a mirror with a different archive, set datasets.{self.name}.md5 to its checksum"
-                ) from None
+        try:
+            download(self.download_url(), path)
+        except NetworkError as error:
+            raise NetworkError(error.endpoint, error.reason, ways_out) from None
+        actual = file_digest(path, "md5")
+        if actual != self.md5().lower():
+            path.unlink()
+            raise DownloadError(
+                f"dataset {self.name!r}: {path} downloaded from {self.download_url()} has md5 {actual}, "
+                f"expected {self.md5()}; the corrupted file was deleted. Rerun to download it again; if the "
+                f"URL is a mirror with a different archive, set datasets.{self.name}.md5 to its checksum"
+            )
         return path
 
     def unpack(self, archive: Path, root: Path) -> None:
+        """Unpack with the archive source's checks into a hidden folder, then move what it holds into root."""
         marker = root / f".{archive.name}.{self.md5()}.extracted"
-        if not marker.exists():
-            from torchvision.datasets.utils import extract_archive
-
-            extract_archive(str(archive), str(root))
-            marker.touch()
+        if marker.exists():
+            return
+        staging = root / ".unpacking"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            unpack(archive, staging, self.download_url(), current_limits())
+        except (ArchiveError, tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            reason = str(error) if isinstance(error, ArchiveError) else (
+                f"{archive}: a truncated or corrupt archive ({type(error).__name__})")
+            raise DatasetFileError(f"dataset {self.name!r}: {reason}; set datasets.{self.name}.url and md5 to a "
+                                   "sound copy of the dataset") from None
+        for entry in staging.iterdir():
+            target = root / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            entry.rename(target)
+        staging.rmdir()
+        marker.touch()
 
     def prepare_files(self, root: Path) -> dict:
         root.mkdir(parents=True, exist_ok=True)
         self.unpack(self.fetch(root), root)
         self.dataset(root)
         return {"split": self.split, "url": self.download_url(), "md5": self.md5()}
-
-    def torchvision_class(self) -> type:
-        """The torchvision class, with the member checksums relaxed when the archive is not the official one."""
-        raise NotImplementedError
 
     def dataset(self, root: Path):
         if getattr(self, "_dataset_root", None) != root:
@@ -132,6 +168,62 @@ def _without_checksums(files: list) -> list:
     return [[name, None] for name, _ in files]
 
 
+class _NeedsCode(pickle.UnpicklingError):
+    """The pickle asked for a global a CIFAR batch never needs."""
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """How Python 3 writes bytes in a protocol-2 pickle (`_codecs.encode(text, "latin1")`), and nothing else."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _NeedsCode()
+    return text.encode("latin1")
+
+
+# What a CIFAR batch's pickle may call: numpy's array reconstruction (named numpy.core.multiarray in the
+# published files, numpy._core.multiarray in pickles numpy 2 writes; from a buffer under protocol 5), the
+# array class, dtypes, and bytes as protocol 2 spells them.
+_RECONSTRUCT = np.empty(0).__reduce__()[0]
+_FROM_BUFFER = np.empty(0).__reduce_ex__(5)[0]
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy.core.numeric", "_frombuffer"): _FROM_BUFFER,
+    ("numpy._core.numeric", "_frombuffer"): _FROM_BUFFER,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Dicts, lists, strings, bytes, numbers and numpy arrays: what a CIFAR batch holds, and nothing that runs."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise _NeedsCode() from None
+
+
+def _numbers(value) -> bool:
+    """Only plain containers, strings and numbers, and arrays of numbers, anywhere inside `value`."""
+    if isinstance(value, dict):
+        return all(isinstance(key, (str, bytes)) and _numbers(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_numbers(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "biuf" and not value.dtype.hasobject and type(value) is np.ndarray
+    return isinstance(value, (str, bytes, int, float, bool, type(None)))
+
+
+@dataclass(frozen=True)
+class CifarArrays:
+    """One split of CIFAR as torchvision holds it: (N, 32, 32, 3) uint8 images and their classes."""
+
+    data: np.ndarray
+    targets: list[int]
+
+
 @register
 class Cifar10(ArrayTorchvisionDataset):
     source = "cifar10"
@@ -147,17 +239,41 @@ class Cifar10(ArrayTorchvisionDataset):
     def official_download(self) -> tuple[str, str]:
         return self.base.url, self.base.tgz_md5
 
-    def torchvision_class(self) -> type:
-        if not self.checksum_overridden:
-            return self.base
-        return type(self.base.__name__, (self.base,), {
-            "train_list": _without_checksums(self.base.train_list),
-            "test_list": _without_checksums(self.base.test_list),
-            "meta": {**self.base.meta, "md5": None},
-        })
+    def open(self, root: Path) -> CifarArrays:
+        """The split's batches, as torchvision's CIFAR10 reads them, but through the restricted unpickler."""
+        files = self.base.train_list if self.split == "train" else self.base.test_list
+        batches = [self.read_batch(root / self.base.base_folder / name, md5) for name, md5 in files]
+        images = np.vstack([data for data, _ in batches]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        return CifarArrays(images, [label for _, labels in batches for label in labels])
 
-    def open(self, root: Path):
-        return self.torchvision_class()(str(root), train=self.split == "train", download=False)
+    def read_batch(self, path: Path, md5: str) -> tuple[np.ndarray, list[int]]:
+        """(data, labels) of one batch file; a file that is not a CIFAR batch is refused, nothing in it run."""
+        fix = f"set datasets.{self.name}.url and md5 to a sound copy of {self.source}"
+        if not path.is_file():
+            raise DatasetFileError(f"dataset {self.name!r}: the archive holds no {path.name} (expected at {path}); "
+                                   f"{fix}")
+        if self.official_files and file_digest(path, "md5") != md5:
+            raise DatasetFileError(f"dataset {self.name!r}: {path} does not have the md5 torchvision declares for "
+                                   f"it (a corrupt unpacking?); delete {path.parent} and rerun")
+        try:
+            with open(path, "rb") as handle:
+                entry = _CifarUnpickler(handle, encoding="latin1").load()
+        except _NeedsCode:
+            raise DatasetFileError(f"dataset {self.name!r}: {path}: its pickle would run code, which a CIFAR batch "
+                                   f"never does; it is not read (a hostile or foreign file): {fix}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                MemoryError, OverflowError, RecursionError, UnicodeDecodeError) as error:
+            raise DatasetFileError(f"dataset {self.name!r}: {path}: not a readable CIFAR batch "
+                                   f"({type(error).__name__}); {fix}") from None
+        labels_key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
+        data = entry.get("data") if isinstance(entry, dict) else None
+        labels = entry.get(labels_key) if isinstance(entry, dict) else None
+        if (not _numbers(entry) or not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+                or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, (list, np.ndarray))
+                or len(labels) != len(data) or not all(isinstance(label, (int, np.integer)) for label in labels)):
+            raise DatasetFileError(f"dataset {self.name!r}: {path}: not a CIFAR batch (a dict of uint8 `data` of "
+                                   f"N x 3072 and N integer `labels` or `fine_labels`); {fix}")
+        return data, [int(label) for label in labels]
 
 
 @register
@@ -201,7 +317,7 @@ class Stl10(ArrayTorchvisionDataset):
 
     def torchvision_class(self) -> type:
         tv = torchvision_datasets()
-        if not self.checksum_overridden:
+        if self.official_files:
             return tv.STL10
         return type("STL10", (tv.STL10,), {
             "train_list": _without_checksums(tv.STL10.train_list),
