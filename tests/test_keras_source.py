@@ -5,6 +5,7 @@ import zipfile
 
 import h5py
 import numpy as np
+import pytest
 
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.zoo_source import GeometryCache
@@ -139,18 +140,97 @@ def test_models_without_a_usable_conv_stem_are_skipped_with_their_reason(tmp_pat
     }
 
 
-def test_a_kernel_linked_to_another_file_is_never_read(tmp_path):
-    """An HDF5 external link could point the stem at any file on the machine: refused, its target unopened."""
+LINKED_OUT = "the stem's weights link to another file, which this workflow does not read; save the model again " \
+    "with its weights inside"
+
+
+def _external(handle, kernel_path, secret):
+    handle[kernel_path] = h5py.ExternalLink(str(secret), "kernel")
+
+
+def _soft_to_external(handle, kernel_path, secret):
+    handle["outside"] = h5py.ExternalLink(str(secret), "/")
+    handle[kernel_path] = h5py.SoftLink("/outside/kernel")
+
+
+def _soft_chain_to_external(handle, kernel_path, secret):
+    handle["outside"] = h5py.ExternalLink(str(secret), "/")
+    handle["hop"] = h5py.SoftLink("/outside")
+    handle["hop2"] = h5py.SoftLink("/hop")
+    handle[kernel_path] = h5py.SoftLink("/hop2/kernel")
+
+
+def _relative_soft_to_external(handle, kernel_path, secret):
+    handle[kernel_path.rsplit("/", 1)[0] + "/ext"] = h5py.ExternalLink(str(secret), "/")
+    handle[kernel_path] = h5py.SoftLink("ext/kernel")
+
+
+def _external_to_soft(handle, kernel_path, secret):
+    with h5py.File(secret, "a") as other:
+        other["soft"] = h5py.SoftLink("/kernel")
+    handle[kernel_path] = h5py.ExternalLink(str(secret), "soft")
+
+
+def _soft_loop(handle, kernel_path, secret):
+    handle["a"] = h5py.SoftLink("/b")
+    handle["b"] = h5py.SoftLink("/a")
+    handle[kernel_path] = h5py.SoftLink("/a")
+
+
+def _soft_inside(handle, kernel_path, secret):
+    handle["elsewhere/kernel"] = handle[kernel_path][()]
+    del handle[kernel_path]
+    handle[kernel_path] = h5py.SoftLink("/elsewhere/kernel")
+
+
+LINKS = {"external": _external, "soft to external": _soft_to_external,
+         "soft chain to external": _soft_chain_to_external, "relative soft to external": _relative_soft_to_external,
+         "external to soft": _external_to_soft, "soft loop": _soft_loop, "soft inside": _soft_inside}
+
+
+def _linked_model(root, fmt, weight, edit, secret):
+    """A model of format `fmt` whose stem kernel is reached through the links `edit` makes."""
+    def edited(weights, kernel_path):
+        with h5py.File(weights, "a") as handle:
+            if edit is not _soft_inside:
+                del handle[kernel_path]
+            edit(handle, kernel_path, secret)
+
+    if fmt == "h5":
+        path = sequential_h5(root / "linked.h5", weight)
+        edited(path, "model_weights/conv2d/conv2d/kernel:0")
+        return path
+    path = functional_keras(root / "linked.keras", weight)
+    weights = root.parent / "weights.h5"
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    weights.write_bytes(members["model.weights.h5"])
+    edited(weights, "layers/conv2d/vars/0")
+    members["model.weights.h5"] = weights.read_bytes()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["h5", "keras"])
+@pytest.mark.parametrize("how", sorted(LINKS))
+def test_a_kernel_reached_through_a_link_out_of_the_file_is_never_read(tmp_path, fmt, how):
+    """HDF5 links could point the stem at any file on the machine, directly or behind soft links: every link on the
+    way to the kernel is checked, a soft link's target too, and one that leaves the file is refused unfollowed."""
     root = tmp_path / "models"
     root.mkdir()
     secret = tmp_path / "secret.h5"
     with h5py.File(secret, "w") as handle:
         handle["kernel"] = kernel(seed=8)
-    path = sequential_h5(root / "linked.h5", kernel())
-    with h5py.File(path, "a") as handle:
-        del handle["model_weights/conv2d/conv2d/kernel:0"]
-        handle["model_weights/conv2d/conv2d/kernel:0"] = h5py.ExternalLink(str(secret), "kernel")
+    weight = kernel()
+    path = _linked_model(root, fmt, weight, LINKS[how], secret)
     (spec,) = specs(root, tmp_path).values()
-    assert extract_stem(spec).status == (
-        f"skipped: {path}: the stem's weights link to another file, which this workflow does not read; save the "
-        "model again with its weights inside")
+    stem = extract_stem(spec)
+    if how == "soft inside":
+        np.testing.assert_array_equal(stem.weight, as_torch_layout(weight))
+    elif how == "soft loop":
+        assert stem.status == (f"skipped: {path}: the stem's weights sit behind a loop or a chain of over 32 soft "
+                               "links (corrupt?); save the model again with model.save()")
+    else:
+        assert stem.status == f"skipped: {path}: {LINKED_OUT}"

@@ -49,6 +49,8 @@ REFUSED_CONVS = {
 }
 MODELS = {"Sequential", "Functional", "Model"}
 SAVE_AGAIN = "save the model again with model.save()"
+# Soft links followed on the way to the stem's kernel before the file is called corrupt (a loop, say).
+SOFT_LINK_HOPS = 32
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,8 @@ def _locate(config: dict, weights, legacy: bool, path: Path) -> KerasStem:
         paths = tuple(_legacy_weight(group, _layer_name(found.entry), variable, found.nested, path)
                       for variable in variables)
     else:
-        layers = "layers" if "layers" in weights else "_layer_checkpoint_dependencies"  # Keras 2.13's name
+        # Keras 2.13's name is the second; asked of the link itself, so that none is followed to ask.
+        layers = "layers" if weights.get("layers", getlink=True) is not None else "_layer_checkpoint_dependencies"
         paths = tuple(f"{layers}/{found.keras3_path}/vars/{index}" for index in range(len(variables)))
     shapes = [_dataset(weights, weight, path).shape for weight in paths]
     if any(len(shape) != 4 for shape in shapes):
@@ -262,19 +265,33 @@ def _locate(config: dict, weights, legacy: bool, path: Path) -> KerasStem:
 
 
 def _node(weights, name: str, path: Path):
-    """An object of this file itself, found without following a link to another file."""
+    """An object of this file itself, reached without following any link out of it (see _walk)."""
+    return _walk(weights, name, path, 0)[0]
+
+
+def _walk(weights, name: str, path: Path, hops: int) -> tuple[object, list[str]]:
+    """(object, its path of hard links) at `name`, one link at a time: hard links stay in the file, a soft
+    link's target is walked the same way (through whatever links it names), and anything else (an external
+    link, or a soft link that reaches one, however deep) is refused before it is followed."""
     import h5py
 
-    node = weights["/"]
-    for part in [part for part in name.split("/") if part]:
+    node, where = weights["/"], []
+    for part in [part for part in name.split("/") if part and part != "."]:
         link = node.get(part, getlink=True) if isinstance(node, h5py.Group) else None
         if link is None:
             raise CheckpointError(f"{path}: the stem layer's weights are missing from the file; {SAVE_AGAIN}")
-        if isinstance(link, h5py.ExternalLink):
+        if isinstance(link, h5py.HardLink):
+            node, where = node[part], [*where, part]
+        elif isinstance(link, h5py.SoftLink):
+            if hops >= SOFT_LINK_HOPS:
+                raise CheckpointError(f"{path}: the stem's weights sit behind a loop or a chain of over "
+                                      f"{SOFT_LINK_HOPS} soft links (corrupt?); {SAVE_AGAIN}")
+            target = link.path if link.path.startswith("/") else "/".join([*where, link.path])
+            node, where = _walk(weights, target, path, hops + 1)
+        else:
             raise CheckpointError(f"{path}: the stem's weights link to another file, which this workflow does not "
                                   "read; save the model again with its weights inside")
-        node = node[part]
-    return node
+    return node, where
 
 
 def _dataset(weights, name: str, path: Path):
