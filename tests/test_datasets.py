@@ -191,6 +191,32 @@ def test_image_folder_reads_recursively_in_sorted_order(tmp_path):
     assert changed.prepare(tmp_path / "root")["files_sha1"] != manifest["files_sha1"]
 
 
+def test_a_folder_datasets_symlinks_out_of_the_folder_are_skipped_unread_and_recorded(tmp_path):
+    images = _images(2, 4, (20, 24, 3))
+    folder, outside = tmp_path / "data", tmp_path / "outside"
+    (folder / "sub").mkdir(parents=True)
+    (outside / "more").mkdir(parents=True)
+    Image.fromarray(images[0]).save(folder / "a.png")
+    Image.fromarray(images[1]).save(outside / "secret.png")
+    Image.fromarray(images[2]).save(outside / "more" / "other.png")
+    Image.fromarray(images[3]).save(folder / "sub" / "inside.png")
+    (folder / "b.png").symlink_to(outside / "secret.png")
+    (folder / "c.png").symlink_to(folder / "sub" / "inside.png")  # a link that stays inside is an image like any
+    (folder / "linked_dir").symlink_to(outside / "more", target_is_directory=True)
+    source = dataset_source("photos", {"source": "folder", "path": str(folder)})
+    manifest = prepare_dataset("photos", {"source": "folder", "path": str(folder)}, tmp_path / "root",
+                               tmp_path / "manifest.json")
+    assert manifest["n_images"] == 3 and manifest["skipped"] == [{"file": "b.png", "reason": (
+        f"{folder / 'b.png'}: a symlink to a file outside the dataset's folder {folder}, which this workflow does "
+        "not read; copy the image into the folder instead")}]
+    np.testing.assert_array_equal(np.stack(list(source.images(tmp_path / "root"))), images[[0, 3, 3]])
+    # A listed image made into a link out after the listing is refused when read, naming it.
+    (folder / "a.png").unlink()
+    (folder / "a.png").symlink_to(outside / "secret.png")
+    with pytest.raises(ValueError, match=r"a.png: a symlink to a file outside the dataset's folder"):
+        source.load(tmp_path / "root", 0)
+
+
 def test_subsampling_is_seeded_recorded_and_checked(tmp_path):
     names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field"]
 

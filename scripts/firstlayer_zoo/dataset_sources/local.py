@@ -11,6 +11,7 @@ import numpy as np
 
 from ..dataset_source import DatasetSource, register
 from ..photos import COLOUR_PHOTOS, check_image_names
+from ..zoo_sources.local import inside
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -69,6 +70,7 @@ class ImageFolder(DatasetSource):
         return Path(os.path.expandvars(os.path.expanduser(self.options["path"])))
 
     def files(self) -> list[Path]:
+        """The images, in sorted path order; symlinks leading out of the folder are left out (see `skipped`)."""
         if not hasattr(self, "_files"):
             if not self.folder.is_dir():
                 raise FileNotFoundError(
@@ -76,11 +78,18 @@ class ImageFolder(DatasetSource):
                     f"set datasets.{self.name}.path to a folder of images"
                 )
             extensions = tuple(e.lower() for e in self.options.get("extensions") or IMAGE_EXTENSIONS)
-            found = sorted(path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*")
-                           if path.suffix.lower() in extensions and path.is_file())
+            root = self.folder.resolve()
+            found, self._skipped = [], []
+            for name in sorted(path.relative_to(self.folder).as_posix() for path in self.folder.rglob("*")
+                               if path.suffix.lower() in extensions and path.is_file()):
+                if inside(self.folder / name, root):
+                    found.append(name)
+                else:  # as a zoo's files: nothing outside the root is opened, and the image says why it is left out
+                    self._skipped.append({"file": name, "reason": self.outside_reason(self.folder / name)})
             if not found:
+                skipped = f" ({len(self._skipped)} symlinks leading out of it skipped)" if self._skipped else ""
                 raise FileNotFoundError(
-                    f"dataset {self.name!r}: no {'/'.join(extensions)} files under {self.folder}"
+                    f"dataset {self.name!r}: no {'/'.join(extensions)} files under {self.folder}{skipped}"
                 )
             for name in found:
                 try:
@@ -91,9 +100,22 @@ class ImageFolder(DatasetSource):
             self._files = [self.folder / name for name in found]
         return self._files
 
+    def outside_reason(self, path: Path) -> str:
+        return (f"{path}: a symlink to a file outside the dataset's folder {self.folder.resolve()}, which this "
+                "workflow does not read; copy the image into the folder instead")
+
+    @property
+    def skipped(self) -> list[dict]:
+        """Images left out, each {"file": path relative to the folder, "reason": why}."""
+        self.files()
+        return self._skipped
+
     def prepare_files(self, root: Path) -> dict:
         listing = "\n".join(f"{p.relative_to(self.folder).as_posix()}\t{p.stat().st_size}" for p in self.files())
-        return {"path": str(self.folder), "files_sha1": hashlib.sha1(listing.encode()).hexdigest()}
+        for entry in self.skipped:
+            print(f"dataset {self.name!r}: skipped {entry['reason']}")
+        return {"path": str(self.folder), "files_sha1": hashlib.sha1(listing.encode()).hexdigest(),
+                "skipped": self.skipped}
 
     def count(self, root: Path) -> int:
         return len(self.files())
@@ -116,6 +138,8 @@ class ImageFolder(DatasetSource):
         from PIL import Image  # here, not at start-up: planning reads no image
 
         path = self.path_of(root, index)
+        if not inside(path, self.folder.resolve()):  # made a link out since it was listed
+            raise ValueError(self.outside_reason(path))
         try:
             with Image.open(path) as image:
                 return rgb_uint8(image)
