@@ -1,8 +1,10 @@
 """Reading checkpoint files safely: formats, wrappers, the hostile corpus, and the `folder` source's planning."""
 
+import contextlib
 import json
 import os
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -206,6 +208,56 @@ def test_metadata_from_config_path_pattern_and_sidecar(tmp_path):
     assert (first.kernel_size, first.in_chans, first.extra["planning_error"]) == (5, 3, None)
     stem = extract_stem(first)
     np.testing.assert_array_equal(stem.init, stem_weights(2).double().numpy())
+
+
+@contextlib.contextmanager
+def hang_guard(seconds: int):
+    """Fail, rather than hang, if the block runs for `seconds` (a backtracking regex engine checks signals)."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_path_pattern_with_nested_quantifiers_on_a_long_name_matches_in_linear_time(tmp_path):
+    """`(a+)+b` on forty a's and no b backtracks 2^40 times in Python's engine; RE2 answers at once."""
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    write_good(folder, "a" * 40 + "!.safetensors", seed=0)
+    write_good(folder, "aab.safetensors", seed=1)
+    with hang_guard(120):
+        specs = folder_source(folder, tmp_path / "c.json", path_pattern=r"(?P<run>(a+)+b)").checkpoints()
+    assert [spec.run for spec in specs] == [None, "aab"]
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    (r"seed(?=\d)", "invalid perl operator: (?="),
+    (r"(?P<seed>\d)x(?P=seed)", "invalid perl operator: (?P"),
+    (r"(a)\1", "invalid escape sequence: \\1"),
+    (r"a{2000}", "invalid repetition size: {2000}"),
+])
+def test_a_pattern_re2_refuses_is_refused_at_start_up_naming_the_key(tmp_path, pattern, reason):
+    from firstlayer_zoo.zoo_sources.archive import ArchiveSource
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    write_good(folder, "a.safetensors", seed=0)
+    expected = (f"zoos.local.path_pattern: not a regular expression RE2 accepts ({reason}); file-name patterns are "
+                "matched by RE2, in time linear in the name: rewrite it without lookarounds, backreferences, "
+                "possessive quantifiers or counted repetitions over 1000")
+    with pytest.raises(ValueError) as refused:
+        folder_source(folder, tmp_path / "c.json", path_pattern=pattern).checkpoints()
+    assert str(refused.value) == expected
+    archive = ArchiveSource("mz", {"source": "archive", "url": "http://x/z.zip", "step_pattern": pattern},
+                            str(tmp_path / "results"), cache=None)
+    with pytest.raises(ValueError, match=r"^zoos\.mz\.step_pattern: not a regular expression RE2 accepts"):
+        archive.checkpoints()  # at planning, before any download
 
 
 def test_bad_sidecar_and_bad_pattern_name_the_file_and_key(tmp_path):

@@ -22,6 +22,7 @@ IMPORT_TO_DISTRIBUTION = {
     "skimage": "scikit-image",
     "yaml": "pyyaml",
     "google": "protobuf",
+    "re2": "google-re2",
 }
 
 

@@ -8,6 +8,7 @@ its class, and zoo_sources/__init__.py imports every source module.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -21,6 +22,29 @@ from .train_runs import TrainRun
 
 ZOO_SOURCES = Registry("zoo")
 register = ZOO_SOURCES.register
+
+
+@functools.lru_cache(maxsize=None)
+def name_pattern(key: str, pattern: str):
+    """The config's regular expression `pattern` (at config key `key`) for file names, compiled by RE2.
+
+    File names come from anyone, patterns from the config: with Python's backtracking engine a pattern with
+    nested quantifiers takes minutes on a long name. RE2 matches in time linear in the name, and refuses what
+    it cannot match so (lookarounds, backreferences, possessive quantifiers, counted repetitions over 1000):
+    such a pattern is refused at start-up, naming the key.
+    """
+    import re2  # google-re2; here, not at import: only a config with a pattern needs it
+
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as error:
+        reason = error.args[0].decode("utf-8", "replace") if error.args and isinstance(error.args[0], bytes) \
+            else str(error)
+        raise ValueError(f"{key}: not a regular expression RE2 accepts ({reason}); file-name patterns are matched "
+                         "by RE2, in time linear in the name: rewrite it without lookarounds, backreferences, "
+                         "possessive quantifiers or counted repetitions over 1000") from None
 
 
 class GeometryCache:

@@ -27,7 +27,7 @@ from ..records import CheckpointSpec
 from ..checkpoint_io import read_conv_weight
 from ..paths import checkpoint_stem
 from ..stems import Stem, StemError
-from ..zoo_source import ZooSource, register
+from ..zoo_source import ZooSource, name_pattern, register
 
 
 class ArchiveError(StemError):
@@ -117,7 +117,13 @@ class ArchiveSource(ZooSource):
         return Preprocessing.from_dict(self.options["preprocessing"])
 
     def checkpoints(self) -> list[CheckpointSpec]:
+        _ = self.step_pattern  # a pattern RE2 refuses is refused at start-up, not in the unpacking job
         return []
+
+    @property
+    def step_pattern(self):
+        pattern = self.options.get("step_pattern")
+        return name_pattern(f"zoos.{self.name}.step_pattern", pattern) if pattern else None
 
     def planned_spec(self, name: str = "", **fields) -> CheckpointSpec:
         """A spec with the config's geometry; the index fills in name, path and metadata."""
@@ -160,7 +166,7 @@ class ArchiveSource(ZooSource):
 
     def index_entries(self, root: Path) -> list[dict]:
         options = self.options
-        step_pattern = re.compile(options["step_pattern"]) if options.get("step_pattern") else None
+        step_pattern = self.step_pattern
         files = sorted(path for path in root.glob(options["checkpoints"]) if path.is_file())
         if not files:
             raise StemError(f"zoos.{self.name}.checkpoints: {options['checkpoints']!r} matches no file in {root}")

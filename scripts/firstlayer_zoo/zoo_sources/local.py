@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,7 +29,7 @@ from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, validate_conv_weight
 from ..paths import NAME_LIMIT
-from ..zoo_source import ZooSource, register
+from ..zoo_source import ZooSource, name_pattern, register
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
@@ -101,11 +100,7 @@ class LocalFiles(ZooSource):
         relative = path.relative_to(self.root).as_posix()
         values = dict(self.options.get("metadata", {}))
         if self.options.get("path_pattern"):
-            try:
-                pattern = re.compile(self.options["path_pattern"])
-            except re.error as error:
-                raise ValueError(f"zoos.{self.name}.path_pattern: not a regular expression ({error})") from None
-            match = pattern.search(relative)
+            match = name_pattern(f"zoos.{self.name}.path_pattern", self.options["path_pattern"]).search(relative)
             if match:
                 values.update({key: value for key, value in match.groupdict().items() if value is not None})
         sidecar = path.with_suffix(".json")
