@@ -23,12 +23,17 @@ from snakemake.utils import validate
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.zoo_sources.archive import ArchiveError, unpack
 from firstlayer_zoo.checkpoint_io import CheckpointError, tensor_shape
+from firstlayer_zoo.dataset_source import DatasetSource
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.downloads import DownloadError, DownloadTooLarge, download
 from firstlayer_zoo.limits import Limits, applied
+from firstlayer_zoo.loaders import ImageError
+from firstlayer_zoo.patchstats import source_basis
+from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.zoo_sources.local import FolderSource, OnnxSource
 from firstlayer_zoo.plan import Study
 from firstlayer_zoo.remote_tensors import read_remote_safetensors
+from firstlayer_zoo.rule_io import ClearError
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo.zoo_source import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
@@ -411,6 +416,42 @@ def test_decompression_bomb_names_the_file(tmp_path, monkeypatch):
     source = dataset_source("pics", {"source": "folder", "path": str(tmp_path)})
     with pytest.raises(ValueError, match=rf"^{tmp_path / 'big.png'}: more pixels than PIL will decode"):
         source.load(None, 0)
+
+
+class _TinyImages(DatasetSource):
+    """Images without files: a message names them by index."""
+
+    source = "tiny_test_images"
+
+    def count(self, root):
+        return 2
+
+    def load(self, root, index):
+        return np.zeros((40, 40, 3) if index == 0 else (5, 30, 3), np.uint8)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_smaller_than_the_kernel_or_unreadable_is_one_line_naming_it_and_the_fix(tmp_path, workers):
+    Image.new("RGB", (20, 20)).save(tmp_path / "big.png")
+    Image.new("RGB", (6, 4)).save(tmp_path / "tiny.png")
+    source = dataset_source("pics", {"source": "folder", "path": str(tmp_path)})
+    with pytest.raises(ImageError) as refused:
+        source_basis(source, None, Preprocessing(), 7, device="cpu", workers=workers, progress=False)
+    assert str(refused.value) == (
+        f"{tmp_path / 'tiny.png'}: 4x6 pixels after preprocessing, smaller than the 7x7 kernel whose patches are "
+        "wanted; remove it from dataset 'pics', or give the zoos of 7x7 stems on it a preprocessing whose resize "
+        "(and crop) is at least 7")
+    assert isinstance(refused.value, ClearError) and isinstance(refused.value, ValueError)
+    with pytest.raises(ImageError, match=r"^image 1 of dataset 'tiny': 5x30 pixels after preprocessing, smaller "
+                                         r"than the 7x7 kernel"):
+        source_basis(_TinyImages("tiny", {}), None, Preprocessing(), 7, device="cpu", workers=workers,
+                     progress=False)
+    # An unreadable image is one line too, even from a DataLoader worker (which folds tracebacks into messages).
+    (tmp_path / "tiny.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(ImageError) as refused:
+        source_basis(source, None, Preprocessing(), 7, device="cpu", workers=workers, progress=False)
+    assert str(refused.value) == (f"{tmp_path / 'tiny.png'}: not a readable image, truncated or corrupt "
+                                  "(UnidentifiedImageError); remove or replace it")
 
 
 # The config

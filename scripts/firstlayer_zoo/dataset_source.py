@@ -53,6 +53,10 @@ class DatasetSource:
         """Image `index` as uint8 (H, W, C) or (H, W)."""
         raise NotImplementedError
 
+    def image_name(self, root: Path, index: int) -> str:
+        """Image `index` as a message names it: its file where it has one (sources that have override this)."""
+        return f"image {index} of dataset {self.name!r}"
+
     def label(self, root: Path, index: int) -> int:
         """Class of image `index`, for sources whose images have one (training on labels needs it)."""
         labelled = sorted(name for name, source in DATASET_SOURCES.items() if source.label is not DatasetSource.label)

@@ -454,7 +454,7 @@ def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel
     """
     device = device or default_device()
     indices = source.indices(root) if indices is None else indices
-    batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices)
+    batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices, kernel_size=kernel_size)
     meta = {**(meta or {}), "subsample": source.subsample}
     return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
                               progress=progress, meta=meta, threads=threads, name=f"dataset {source.name!r}",

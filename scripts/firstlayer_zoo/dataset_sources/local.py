@@ -123,6 +123,9 @@ class ImageFolder(DatasetSource):
     def path_of(self, root: Path, index: int) -> Path:
         return self.files()[index]
 
+    def image_name(self, root: Path, index: int) -> str:
+        return str(self.path_of(root, index))
+
     def label(self, root: Path, index: int) -> int:
         """ImageFolder's convention: the class is the first subfolder, classes numbered in sorted order."""
         if not hasattr(self, "_classes"):

@@ -362,6 +362,9 @@ class Imagenette(TorchvisionDataset):
     def path_of(self, root: Path, index: int) -> Path:
         return Path(self.dataset(root)._samples[index][0])
 
+    def image_name(self, root: Path, index: int) -> str:
+        return str(self.path_of(root, index))
+
     def label(self, root: Path, index: int) -> int:
         return int(self.dataset(root)._samples[index][1])
 
