@@ -315,23 +315,29 @@ def _cifar_batches(batch: bytes) -> list:
     return members + [("cifar-10-batches-py/test_batch", clean)]
 
 
-@pytest.mark.parametrize("payload", ["reduce", "reduce in the labels", "object array"])
+@pytest.mark.parametrize("payload", ["reduce", "reduce in the labels", "object array", "nested too deeply"])
 def test_a_cifar_batch_is_read_without_running_anything_from_it(tmp_path, payload):
     from hostile_corpus import WritesMarker
 
     marker = tmp_path / "marker"
-    entry = {
-        "reduce": WritesMarker(marker),
-        "reduce in the labels": {"data": np.zeros((2, 3072), np.uint8), "labels": [0, WritesMarker(marker)]},
-        "object array": {"data": np.array([[1, "x"]], dtype=object), "labels": [0]},
-    }[payload]
+    batch = {
+        "reduce": lambda: pickle.dumps(WritesMarker(marker), protocol=2),
+        "reduce in the labels": lambda: pickle.dumps(
+            {"data": np.zeros((2, 3072), np.uint8), "labels": [0, WritesMarker(marker)]}, protocol=2),
+        "object array": lambda: pickle.dumps({"data": np.array([[1, "x"]], dtype=object), "labels": [0]}),
+        # A list inside a list, 100,000 deep (EMPTY_LIST then APPEND opcodes): nothing runs, nothing overflows.
+        "nested too deeply": lambda: b"\x80\x02" + b"]" * 100_000 + b"a" * 99_999 + b".",
+    }[payload]()
     (tmp_path / "served").mkdir()
     with LoopbackServer() as server:
-        config = _serve_cifar(server, tmp_path / "served", _cifar_batches(pickle.dumps(entry, protocol=2)))
-        with pytest.raises(DatasetFileError) as refused:
+        config = _serve_cifar(server, tmp_path / "served", _cifar_batches(batch))
+        # The deep nesting compresses a thousandfold: allowed here, so that the batch itself is what is tested.
+        with applied(Limits(archive_expansion_ratio=1e6)), pytest.raises(DatasetFileError) as refused:
             prepare_dataset("cifar", config, tmp_path / "root", tmp_path / "manifest.json")
     path = tmp_path / "root" / "cifar-10-batches-py" / "data_batch_3"
-    expected = "its pickle would run code" if payload.startswith("reduce") else "not a CIFAR batch"
+    expected = {"reduce": "its pickle would run code", "reduce in the labels": "its pickle would run code",
+                "object array": "not a CIFAR batch", "nested too deeply": "not a readable CIFAR batch (RecursionError)"
+                }[payload]
     assert str(refused.value).startswith(f"dataset 'cifar': {path}: {expected}")
     assert not marker.exists()
     assert not (tmp_path / "manifest.json").exists()

@@ -85,8 +85,10 @@ class TorchvisionDataset(DatasetSource):
         if path.is_file() and file_digest(path, "md5") == self.md5().lower():
             return path
         ways_out = f"set datasets.{self.name}.url (and md5) to a copy this machine reaches, " + FETCH_FIRST
+        from torchvision.datasets.utils import USER_AGENT  # what torchvision's own downloads say they are
+
         try:
-            download(self.download_url(), path)
+            download(self.download_url(), path, headers={"User-Agent": USER_AGENT})
         except NetworkError as error:
             raise NetworkError(error.endpoint, error.reason, ways_out) from None
         actual = file_digest(path, "md5")
@@ -258,6 +260,7 @@ class Cifar10(ArrayTorchvisionDataset):
         try:
             with open(path, "rb") as handle:
                 entry = _CifarUnpickler(handle, encoding="latin1").load()
+            plain = _numbers(entry)
         except _NeedsCode:
             raise DatasetFileError(f"dataset {self.name!r}: {path}: its pickle would run code, which a CIFAR batch "
                                    f"never does; it is not read (a hostile or foreign file): {fix}") from None
@@ -268,7 +271,7 @@ class Cifar10(ArrayTorchvisionDataset):
         labels_key = "labels" if isinstance(entry, dict) and "labels" in entry else "fine_labels"
         data = entry.get("data") if isinstance(entry, dict) else None
         labels = entry.get(labels_key) if isinstance(entry, dict) else None
-        if (not _numbers(entry) or not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
+        if (not plain or not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
                 or data.shape[1] != 3 * 32 * 32 or not isinstance(labels, (list, np.ndarray))
                 or len(labels) != len(data) or not all(isinstance(label, (int, np.integer)) for label in labels)):
             raise DatasetFileError(f"dataset {self.name!r}: {path}: not a CIFAR batch (a dict of uint8 `data` of "
