@@ -150,7 +150,8 @@ def test_a_declared_stem_that_cannot_fit_the_images_is_its_own_row_and_plans_no_
         "keras_models": {"source": "keras", "dataset": "photos", "root": str(roots["keras"]), **prep},
     }))
     # Only the good stems' 5x5 basis is planned: the 3000x3000 and 64x64 claims cost no patch statistics.
-    assert [basis.slug for basis in study.bases] == [f"photos-{study.checkpoints['local/good.safetensors'].preprocessing.key}-k5c3"]
+    prep_key = study.checkpoints["local/good.safetensors"].preprocessing.key
+    assert [basis.slug for basis in study.bases] == [f"photos-{prep_key}-k5c3"]
     specs = planned(study)
     for checkpoint, (template, path) in expected.items():
         assert status_of(specs[checkpoint]) == expected_status(template, path), checkpoint

@@ -56,7 +56,7 @@ class Preprocessing:
         return len(self.mean)
 
     def smallest_side(self, native: int | None) -> int | None:
-        """The shorter side of the smallest image it gives, from images whose shorter side is `native` (None: unknown)."""
+        """The shorter side of the smallest image it gives, given images of shorter side `native` (None: unknown)."""
         return self.crop or self.resize or native
 
     def to_dict(self) -> dict:

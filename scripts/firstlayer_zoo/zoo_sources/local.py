@@ -177,7 +177,8 @@ class LocalFiles(ZooSource):
             if not isinstance(found, dict):
                 raise MetadataError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, "
                                     "step; fix or remove it")
-            values.update(typed_fields(found, lambda key, what: f"{sidecar}: its {key} is not {what}; fix or remove it"))
+            values.update(typed_fields(found, lambda key, what: f"{sidecar}: its {key} is not {what}; fix or "
+                                                                "remove it"))
         return values
 
     def file_key(self, path: Path) -> list:
