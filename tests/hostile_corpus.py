@@ -199,6 +199,8 @@ def identity_basis(kernel_size: int, in_chans: int):
 def expected_status(template: str, path: Path) -> str:
     from firstlayer_zoo.checkpoint_io import convert_hint
 
+    if template == OK:
+        return OK
     return "skipped: " + template.replace("{hint}", convert_hint(path)).replace("{path}", str(path))
 
 
@@ -267,3 +269,140 @@ def write_onnx_corpus(folder: Path) -> dict[str, str]:
         "int8.onnx": "{path}: the stem 'stem_w' is stored as int8, not as float weights (a quantized model?); "
                      "export the float model",
     }
+
+
+# Round three: single files that stopped a whole study (a basis planned from a declared shape, a sidecar, a name),
+# and files that must stay ordinary rows however odd. Each writer makes its files in a zoo's root and returns
+# {file name: exact status template} ({path}: the file's path; OK: analysed). The combined study
+# (tests/test_local_workflow.py) runs every writer of ROUND_THREE in the zoo of its source, so a new case is a
+# writer and one line in that table.
+OK = "ok"
+# Kernels a 48-pixel image (the combined study's resize) cannot hold; the files claiming them hold no weights.
+HUGE = 3000
+DELETED_DURING_RUN = "deleted_during_run.safetensors"
+
+
+def misfit(size: int, side: int = 48) -> str:
+    return (f"{{path}}: its stem's {size}x{size} kernel is larger than the images it would be profiled on ({side} "
+            "pixels on their shorter side after the zoo's preprocessing), so no patch of that size exists; check "
+            "the file, or remove it from the zoo")
+
+
+def write_declared_shapes(folder: Path) -> dict[str, str]:
+    """State dicts whose stem shape, not their bytes, would plan a basis no image can give."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({STEM_KEY: torch.zeros(0, 3, HUGE, HUGE)}, str(folder / "empty_stem.safetensors"))
+    # One float stored, a 3000x3000 stem declared through zero strides.
+    torch.save({STEM_KEY: torch.zeros(1).expand(8, 3, HUGE, HUGE)}, folder / "zero_stride.pt")
+    save_file({STEM_KEY: stem_weights(40, (4, 3, 64, 64))}, str(folder / "kernel_larger_than_images.safetensors"))
+    return {"empty_stem.safetensors": misfit(HUGE), "zero_stride.pt": misfit(HUGE),
+            "kernel_larger_than_images.safetensors": misfit(64)}
+
+
+def write_odd_metadata(folder: Path) -> dict[str, str]:
+    """Sidecars and names that refused the whole study, and metadata only some files have."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, sidecar in (("huge_seed", json.dumps({"seed": 10**30})), ("bad_sidecar", '{"seed": '),
+                          ("list_sidecar", "[1, 2]"), ("with_arch", json.dumps({"arch": "resnet_like"}))):
+        write_good(folder, f"{name}.safetensors", seed=41)
+        (folder / f"{name}.json").write_text(sidecar)
+    long_step = "step" + "9" * 30
+    write_good(folder, f"{long_step}.safetensors", seed=42)
+    return {
+        "huge_seed.safetensors": f"{folder / 'huge_seed.json'}: its seed is not an integer within 64 bits; "
+                                 "fix or remove it",
+        "bad_sidecar.safetensors": f"{folder / 'bad_sidecar.json'}: sidecar metadata is not valid JSON "
+                                   "(JSONDecodeError); fix or remove it",
+        "list_sidecar.safetensors": f"{folder / 'list_sidecar.json'}: sidecar metadata must be a JSON object of "
+                                    "fields such as seed, step; fix or remove it",
+        f"{long_step}.safetensors": "{path}: the step that path_pattern finds in its path is not an integer within "
+                                    "64 bits; fix path_pattern or rename the file",
+        "with_arch.safetensors": OK,
+    }
+
+
+def write_odd_names_and_scales(folder: Path) -> dict[str, str]:
+    """Braces in names (Snakemake's wildcards), finite stems far from 1, and a file deleted while the study runs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "{wild}").mkdir(exist_ok=True)
+    write_good(folder / "{wild}", "in_braces.safetensors", seed=43)
+    write_good(folder, "{zoo}.safetensors", seed=44)
+    for name, exponent in (("tiny", -700), ("huge", 700)):
+        save_file({STEM_KEY: torch.ldexp(stem_weights(45).double(), torch.tensor(exponent))},
+                  str(folder / f"{name}.safetensors"))
+    write_good(folder, DELETED_DURING_RUN, seed=46)
+    return {"{wild}--in_braces.safetensors": OK, "{zoo}.safetensors": OK, "tiny.safetensors": OK,
+            "huge.safetensors": OK,
+            DELETED_DURING_RUN: "{path}: no such file (deleted or moved since the study was planned?); check the "
+                                "path or the glob in the config, and run snakemake again"}
+
+
+def onnx_declaring(shape: tuple[int, ...]) -> onnx.ModelProto:
+    """A model whose stem initializer declares `shape` and holds no bytes."""
+    model = onnx_conv_model(stem_weights(47).numpy(), decoy=False)
+    tensor = next(tensor for tensor in model.graph.initializer if tensor.name == "stem_w")
+    tensor.ClearField("raw_data")
+    del tensor.dims[:]
+    tensor.dims.extend(shape)
+    return model
+
+
+def write_onnx_declared_shapes(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(onnx_declaring((0, 3, HUGE, HUGE)), str(folder / "zero_filters.onnx"))
+    onnx.save(onnx_declaring((8, 3, HUGE, HUGE)), str(folder / "declared_huge.onnx"))
+    return {"zero_filters.onnx": misfit(HUGE), "declared_huge.onnx": misfit(HUGE)}
+
+
+def write_keras_declared_shapes(folder: Path) -> dict[str, str]:
+    """A Keras model whose chunked kernel was created at 3000x3000 and never written (a few KB on disk)."""
+    import h5py
+    from keras_files import conv, kernel, model, sequential_h5, write_h5
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sequential_h5(folder / "good.h5", kernel((5, 5, 3, 8), seed=48))
+    config = model("Sequential", "sequential", [conv("conv2d", filters=8, size=HUGE)])
+    path = write_h5(folder / "unwritten_kernel.h5", config, {"conv2d": [("conv2d/kernel:0", np.zeros(1))]})
+    with h5py.File(path, "a") as handle:
+        group = handle["model_weights/conv2d"]
+        del group["conv2d/kernel:0"]
+        group.create_dataset("conv2d/kernel:0", shape=(HUGE, HUGE, 3, 8), dtype="float32", chunks=(64, 64, 3, 8))
+    return {"good.h5": OK, "unwritten_kernel.h5": misfit(HUGE)}
+
+
+def write_archive_runs(folder: Path) -> dict[str, str]:
+    """A zoo archive's runs (`<run>/params.json`, `<run>/checkpoint_<step>/checkpoints`): one good, the others with
+    a params file that is not JSON, a seed and a step beyond 64 bits. Templates name the file by its path in the
+    archive ({root}: where the archive is unpacked)."""
+    steps = {"00_good": (0, 10), "01_bad_params": (0, 10), "02_huge_seed": (0, 10), "03_huge_step": (0, 10**30)}
+    params = {"00_good": json.dumps({"seed": 1}), "01_bad_params": '{"seed": 2', "02_huge_seed":
+              json.dumps({"seed": 10**30}), "03_huge_step": json.dumps({"seed": 4})}
+    for index, (run, run_steps) in enumerate(steps.items()):
+        (folder / run).mkdir(parents=True)
+        (folder / run / "params.json").write_text(params[run])
+        for step in run_steps:
+            (folder / run / f"checkpoint_{step:06d}").mkdir()
+            torch.save({STEM_KEY: stem_weights(50 + index + step % 7)},
+                       folder / run / f"checkpoint_{step:06d}" / "checkpoints")
+    huge = f"checkpoint_{10**30:06d}"
+    return {
+        "00_good-step000010": OK,
+        "01_bad_params-step000010": "{root}/01_bad_params/params.json: not valid JSON (JSONDecodeError); fix it in "
+                                   "the archive",
+        "02_huge_seed-step000010": "{root}/02_huge_seed/params.json: its seed is not an integer within 64 bits; fix "
+                                  "it in the archive, or the zoo's keys",
+        f"03_huge_step-{huge}": f"{{root}}/03_huge_step/{huge}/checkpoints: the step that step_pattern finds in its "
+                                "path is not an integer within 64 bits; fix it in the archive, or the zoo's keys",
+    }
+
+
+# The writers of each zoo source, as the combined study runs them (see above).
+ROUND_THREE = {
+    "folder": [write_declared_shapes, write_odd_metadata, write_odd_names_and_scales],
+    "onnx": [write_onnx_declared_shapes],
+    "keras": [write_keras_declared_shapes],
+    "archive": [write_archive_runs],
+}
+# Files a folder dataset may hold besides its images: each writer writes into the dataset's folder and returns
+# nothing; whatever they are, the study must still run and nothing outside the folder may reach an output.
+DATASET_CASES: list = []

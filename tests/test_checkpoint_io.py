@@ -260,18 +260,21 @@ def test_a_pattern_re2_refuses_is_refused_at_start_up_naming_the_key(tmp_path, p
         archive.checkpoints()  # at planning, before any download
 
 
-def test_bad_sidecar_and_bad_pattern_name_the_file_and_key(tmp_path):
+def test_bad_sidecar_is_the_files_row_and_a_bad_pattern_names_the_key(tmp_path):
     folder = tmp_path / "zoo"
     folder.mkdir()
     write_good(folder, "a.safetensors", seed=0)
     with pytest.raises(ValueError, match=r"zoos.local.path_pattern: not a regular expression"):
         folder_source(folder, tmp_path / "c.json", path_pattern="(?P<seed").checkpoints()
     (folder / "a.json").write_text("{seed: 1")
-    with pytest.raises(ValueError, match=r"a.json: sidecar metadata is not valid JSON"):
-        folder_source(folder, tmp_path / "c.json").checkpoints()
+    (spec,) = folder_source(folder, tmp_path / "c.json").checkpoints()
+    assert extract_stem(spec).status == (f"skipped: {folder / 'a.json'}: sidecar metadata is not valid JSON "
+                                         "(JSONDecodeError); fix or remove it")
     (folder / "a.json").write_text('{"seed": "one"}')
-    with pytest.raises(ValueError, match=r"a.safetensors: metadata seed='one' is not int"):
-        folder_source(folder, tmp_path / "c.json").checkpoints()
+    (spec,) = folder_source(folder, tmp_path / "c.json").checkpoints()
+    assert extract_stem(spec).status == (f"skipped: {folder / 'a.json'}: its seed is not an integer within 64 "
+                                         "bits; fix or remove it")
+    assert spec.basis is None and spec.seed is None
     with pytest.raises(ValueError, match=r"zoos.local.root: .*missing is not a folder"):
         folder_source(tmp_path / "missing", tmp_path / "c.json").checkpoints()
 

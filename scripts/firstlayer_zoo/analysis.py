@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from .stems import Stem, StemError
 FILTERS_KEPT = 16
 # Where they are kept: what the tables never read.
 FILTER_ARRAYS = ("filters_kept", "init_filters_kept")
+# Stems whose largest weight lies outside this range are rescaled before their squares are summed: beyond it a sum
+# of squares over thousands of weights under- or overflows float64.
+ORDINARY_MAGNITUDE = (2.0**-100, 2.0**100)
 
 
 @dataclass
@@ -161,11 +164,29 @@ def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
                   "check the file's weights", stem)
 
 
+def scale_free(stem: Stem) -> Stem:
+    """The stem (and its init, by the same factor) times a power of two that brings its largest weight near 1, where
+    that weight lies outside ORDINARY_MAGNITUDE; an ordinary stem is returned as it is.
+
+    Everything measured of a stem is scale-free (a normalised profile, correlations, fractions), and multiplying by
+    a power of two is exact, so finite weights of 1e-200 or 1e200 are profiled as the filters they are rather than
+    squared into zeros or infinities.
+    """
+    arrays = [stem.weight] + ([stem.init] if stem.init is not None else [])
+    peak = max(float(np.max(np.abs(array), initial=0.0)) for array in arrays)
+    if peak == 0 or ORDINARY_MAGNITUDE[0] <= peak <= ORDINARY_MAGNITUDE[1]:
+        return stem
+    exponent = int(np.frexp(peak)[1])
+    return replace(stem, weight=np.ldexp(stem.weight, -exponent),
+                   init=None if stem.init is None else np.ldexp(stem.init, -exponent))
+
+
 def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtract_init: bool) -> CheckpointAnalysis:
     if stem.status != "ok":
         return skipped_analysis(spec, stem.status, stem)
     if basis is None:
         return skipped_analysis(spec, no_basis_reason(spec, stem), stem)
+    stem = scale_free(stem)
     if (stem.in_chans, stem.kernel_size) != (basis.in_chans, basis.kernel_size):
         return skipped_analysis(
             spec,

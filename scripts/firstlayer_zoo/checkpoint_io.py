@@ -66,7 +66,8 @@ def sniff(path: str | Path) -> str:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; check the path or the glob in the config")
+        raise CheckpointError(f"{path}: no such file (deleted or moved since the study was planned?); check the "
+                              "path or the glob in the config, and run snakemake again")
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path}: zero-byte file (an interrupted copy or download?); fetch it again")

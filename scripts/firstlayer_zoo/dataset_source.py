@@ -32,6 +32,8 @@ class DatasetSource:
 
     source: ClassVar[str]
     remote: ClassVar[bool] = False  # its files are downloaded (see rule fetch_remote)
+    # The side of every image, where the source fixes it (CIFAR's 32); None where images vary.
+    image_side: ClassVar[int | None] = None
 
     def __init__(self, name: str, options: dict):
         self.name = name
@@ -40,6 +42,15 @@ class DatasetSource:
     @classmethod
     def check_options(cls, name: str, options: dict) -> None:
         """Refuse at start-up, cheaply and without the data, options the schema cannot judge."""
+
+    def read_roots(self) -> list[Path]:
+        """The user's folders this dataset reads (never writes): the outdir may be none of them, nor hold one."""
+        return []
+
+    @classmethod
+    def smallest_side(cls, options: dict) -> int | None:
+        """The shorter side of the smallest image, known without reading the data; None where it is not."""
+        return cls.image_side
 
     def prepare_files(self, root: Path) -> dict:
         """Make the data available under root; return what describes it (for the manifest)."""

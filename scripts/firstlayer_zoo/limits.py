@@ -15,8 +15,9 @@ param, so that raising a limit does not redo every dataset and basis.
 from __future__ import annotations
 
 import contextlib
+import math
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
 MB = 1 << 20
@@ -32,6 +33,16 @@ class Limits:
     download_minutes: float = 120
     archive_unpacked_gb: float = 100
     archive_expansion_ratio: float = 200
+    # c*k*k of the largest patch basis a stem may plan (timm's largest stems have 3,072: 3x32x32).
+    basis_dimensions: int = 4096
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise ValueError(f"limits.{field.name}: {value!r} is not a finite positive number; give one "
+                                 f"(the default is {field.default})")
 
     @property
     def header_bytes(self) -> int:

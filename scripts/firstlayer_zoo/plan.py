@@ -7,6 +7,7 @@ from each zoo source's cheap metadata and is cached across invocations.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
@@ -65,6 +66,39 @@ def refuse_removed_options(config: dict) -> None:
             raise ValueError(f"{section}.{key} was removed: {why}")
 
 
+def refuse_outdir(outdir: str, roots: dict[str, Path]) -> None:
+    """Refuse an outdir that is `/`, the home folder (or holds it), or a folder the study reads (or holds one).
+
+    roots: the folders the study reads, by the config key that names them.
+    """
+    out = Path(outdir).resolve()
+    home = Path.home().resolve()
+    fix = "give the results a folder of their own (outdir: results)"
+    if out == Path(out.anchor) or out == home or out in home.parents:
+        what = "the file system's root" if out == Path(out.anchor) else "your home folder" if out == home else \
+            "a folder holding your home folder"
+        raise ValueError(f"outdir: {outdir} is {what}; the study would write its results among your files; {fix}")
+    for key, root in roots.items():
+        root = root.resolve()
+        if out == root or out in root.parents:
+            raise ValueError(f"outdir: {outdir} {'is' if out == root else 'holds'} the folder of {key} ({root}); the "
+                             f"study would write its results among the files it reads; {fix}")
+
+
+def stem_misfit(kernel_size: int, in_chans: int, side: int | None, limits: Limits) -> str | None:
+    """Why a stem of this declared shape has no patch basis in the data (its images' shorter side `side`, None
+    when unknown at planning) within the limits, or None when it fits."""
+    if side is not None and kernel_size > side:
+        return (f"its stem's {kernel_size}x{kernel_size} kernel is larger than the images it would be profiled on "
+                f"({side} pixels on their shorter side after the zoo's preprocessing), so no patch of that size exists")
+    dimensions = in_chans * kernel_size * kernel_size
+    if dimensions > limits.basis_dimensions:
+        return (f"its stem's patches would have {in_chans}x{kernel_size}x{kernel_size} = {dimensions:,} dimensions, "
+                f"over the limit of {limits.basis_dimensions:,} (limits.basis_dimensions); raise "
+                "limits.basis_dimensions in the config if you trust it")
+    return None
+
+
 class Study:
     """Everything the DAG needs, resolved once from the config."""
 
@@ -86,6 +120,8 @@ class Study:
         self.shard_size: int = config["analysis"]["shard_size"]
         with applied(self.limits):
             self._plan(config["zoos"], cache)
+        # Before anything is written under it (the geometry cache, even in a dry run).
+        refuse_outdir(self.outdir, self.read_roots())
         cache.save()
         self._shards = {
             zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
@@ -106,12 +142,47 @@ class Study:
                     )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
             self.sources[zoo_name] = source
+            if source.listed_after_download:
+                self._refuse_planned_misfit(zoo_name, source.planned_spec())
             for spec in source.checkpoints():
                 if spec.id in self.checkpoints:
+                    first = self.checkpoints[spec.id].uri
+                    if first != spec.uri:
+                        raise ValueError(f"zoos.{zoo_name}: {first} and {spec.uri} both become checkpoint {spec.id}; "
+                                         "rename one of them")
                     raise ValueError(f"checkpoint {spec.id} is listed twice in the config")
-                self.checkpoints[spec.id] = spec
+                self.checkpoints[spec.id] = self._fitted(spec)
             for run_name, run in source.runs().items():
                 self.runs[(zoo_name, run_name)] = run
+
+    def image_side(self, spec: CheckpointSpec) -> int | None:
+        """The shorter side of the smallest image a checkpoint's basis would be computed on, where known."""
+        options = self.datasets[spec.dataset]
+        return spec.preprocessing.smallest_side(DATASET_SOURCES[options["source"]].smallest_side(options))
+
+    def _fitted(self, spec: CheckpointSpec) -> CheckpointSpec:
+        """The spec, refused when its declared stem cannot fit a basis of its data: one file's claimed shape never
+        plans a basis that would fail (or take forever) for the checkpoints that share its shard."""
+        if spec.basis is None:
+            return spec
+        why = stem_misfit(spec.kernel_size, spec.in_chans, self.image_side(spec), self.limits)
+        if why is None:
+            return spec
+        return replace(spec, refused=f"{spec.uri}: {why}; check the file, or remove it from the zoo")
+
+    def _refuse_planned_misfit(self, zoo_name: str, spec: CheckpointSpec) -> None:
+        """A zoo whose stem geometry the config declares for every checkpoint is refused when it cannot fit."""
+        why = spec.basis and stem_misfit(spec.kernel_size, spec.in_chans, self.image_side(spec), self.limits)
+        if why:
+            raise ValueError(f"zoos.{zoo_name}: {why}; fix kernel_size and in_chans, or the zoo's preprocessing")
+
+    def read_roots(self) -> dict[str, Path]:
+        """The folders the study reads (zoo roots, image folders), by the config key that names them."""
+        roots = {f"zoos.{name}": root for name, source in self.sources.items() for root in source.read_roots()}
+        for name, options in self.datasets.items():
+            roots.update({f"datasets.{name}": root
+                          for root in DATASET_SOURCES[options["source"]](name, options).read_roots()})
+        return roots
 
     @property
     def listed_after_download(self) -> dict[str, ZooSource]:

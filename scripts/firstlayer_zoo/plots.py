@@ -353,6 +353,7 @@ def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFram
     if data.empty:
         draw_nothing_to_show(path, "no autocorrelation measured (analysis.autocorrelation_offsets is empty?)")
         return
+    data["arch"] = _known(data["arch"], "arch unknown")
     bases = sorted(data["basis"].unique())
     figure, axes = _basis_panels(len(bases))
     palette = dict(zip(sorted(data["arch"].unique()), sns.color_palette("tab10", data["arch"].nunique())))
@@ -388,6 +389,7 @@ def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path)
     if data.empty:
         draw_nothing_to_show(path, "no 3-channel stems analysed")
         return
+    data["arch"] = _known(data["arch"], "arch unknown")
     long = pd.concat([
         data.assign(kind="trained", fraction=data["colour_energy"]),
         data.dropna(subset=["colour_energy_init"]).assign(kind="initialisation",
@@ -431,7 +433,9 @@ def choose_for_pictures(analyses: list, count: int) -> list:
         if key not in last or (spec.step or 0) > (last[key].checkpoint.step or 0):
             last[key] = analysis
     first, rest, seen = [], [], set()
-    for analysis in sorted(last.values(), key=lambda a: (a.checkpoint.arch, a.checkpoint.zoo, a.checkpoint.name)):
+    by_arch = sorted(last.values(), key=lambda a: (a.checkpoint.arch is None, a.checkpoint.arch or "",
+                                                   a.checkpoint.zoo, a.checkpoint.name))
+    for analysis in by_arch:
         (rest if analysis.checkpoint.arch in seen else first).append(analysis)
         seen.add(analysis.checkpoint.arch)
     return (first + rest)[:count]

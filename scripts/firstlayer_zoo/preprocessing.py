@@ -55,6 +55,10 @@ class Preprocessing:
     def in_chans(self) -> int:
         return len(self.mean)
 
+    def smallest_side(self, native: int | None) -> int | None:
+        """The shorter side of the smallest image it gives, given images of shorter side `native` (None: unknown)."""
+        return self.crop or self.resize or native
+
     def to_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in fields(self)}
 

@@ -49,6 +49,9 @@ class CheckpointSpec:
     extra: dict = field(default_factory=dict)
     # The order the model takes colour channels in; "bgr" stems are read as the RGB stem they equal.
     channel_order: str = "rgb"
+    # Why planning found it cannot be analysed (its declared stem does not fit the data, ...): its job writes
+    # this as its `skipped:` row without reading the file, and no basis is planned for it.
+    refused: str | None = None
 
     @property
     def id(self) -> str:
@@ -61,11 +64,12 @@ class CheckpointSpec:
 
     @property
     def basis(self) -> BasisKey | None:
-        """None when no patch basis fits: geometry unreadable at planning, a 1x1 stem, or channels unlike the data's.
+        """None when no patch basis fits: geometry unreadable at planning, a 1x1 stem, channels unlike the data's,
+        or a stem refused at planning.
 
         Such a checkpoint is still planned; its profile job writes a `skipped:` row saying why.
         """
-        if self.kernel_size < 2 or self.in_chans != self.preprocessing.in_chans:
+        if self.refused or self.kernel_size < 2 or self.in_chans != self.preprocessing.in_chans:
             return None
         return BasisKey(self.dataset, self.preprocessing.key, self.kernel_size, self.in_chans)
 

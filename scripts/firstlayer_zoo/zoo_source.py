@@ -94,6 +94,10 @@ class ZooSource:
     def checkpoints(self) -> list[CheckpointSpec]:
         raise NotImplementedError
 
+    def read_roots(self) -> list[Path]:
+        """The user's folders this zoo reads (never writes): the outdir may be none of them, nor hold one."""
+        return []
+
     def runs(self) -> dict[str, TrainRun]:
         """Training runs this source performs itself, by name; most sources have none."""
         return {}

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from ..dataset_source import DatasetSource, register
-from ..photos import COLOUR_PHOTOS, check_image_names
+from ..photos import COLOUR_PHOTOS, SHORTER_SIDES, check_image_names
 from ..zoo_sources.local import inside
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ class EmbeddedPhotos(DatasetSource):
     def check_options(cls, name: str, options: dict) -> None:
         if options.get("images"):
             check_image_names(name, options["images"])
+
+    @classmethod
+    def smallest_side(cls, options: dict) -> int | None:
+        return min(SHORTER_SIDES[name] for name in options.get("images") or COLOUR_PHOTOS)
 
     @property
     def image_names(self) -> list[str]:
@@ -68,6 +72,9 @@ class ImageFolder(DatasetSource):
     @property
     def folder(self) -> Path:
         return Path(os.path.expandvars(os.path.expanduser(self.options["path"])))
+
+    def read_roots(self) -> list[Path]:
+        return [self.folder]
 
     def files(self) -> list[Path]:
         """The images, in sorted path order; symlinks leading out of the folder are left out (see `skipped`)."""

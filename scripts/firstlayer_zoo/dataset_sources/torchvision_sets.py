@@ -230,6 +230,7 @@ class CifarArrays:
 class Cifar10(ArrayTorchvisionDataset):
     source = "cifar10"
     splits = ("train", "test")
+    image_side = 32
     channels_first = False
     labels_attribute = "targets"
     torchvision_name = "CIFAR10"
@@ -289,6 +290,7 @@ class Cifar100(Cifar10):
 class Svhn(ArrayTorchvisionDataset):
     source = "svhn"
     splits = ("train", "test", "extra")
+    image_side = 32
     channels_first = True
 
     def official_download(self) -> tuple[str, str]:
@@ -312,6 +314,7 @@ class Svhn(ArrayTorchvisionDataset):
 class Stl10(ArrayTorchvisionDataset):
     source = "stl10"
     splits = ("train", "test", "unlabeled", "train+unlabeled")
+    image_side = 96
     channels_first = True
 
     def official_download(self) -> tuple[str, str]:

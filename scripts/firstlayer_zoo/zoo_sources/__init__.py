@@ -23,7 +23,10 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
 
     Whatever one checkpoint's bytes do to the readers becomes its skipped
     reason; only a failed download (a rerun may succeed) and interrupts escape.
+    A checkpoint refused at planning is not read at all.
     """
+    if spec.refused:
+        return Stem.skipped(spec.refused, spec.first_conv)
     # Said before reading: if the file is rewritten under a memory map, the job dies of SIGBUS, and this line
     # (with faulthandler's trace, see rule_io.logged) is what names the file in its log.
     print(f"{spec.id}: reading {spec.uri}", flush=True)

@@ -26,12 +26,50 @@ from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..checkpoint_io import read_conv_weight
 from ..paths import checkpoint_stem
+from ..rule_io import ClearError
 from ..stems import Stem, StemError
 from ..zoo_source import ZooSource, name_pattern, register
 
 
-class ArchiveError(StemError):
-    """An archive this workflow refuses to unpack; the message names the URL and the reason."""
+class ArchiveError(StemError, ClearError):
+    """An archive this workflow refuses to unpack or index; the message names the URL (or key) and the reason, and
+    is all the console shows of the failed job (rule_io.ClearError)."""
+
+
+# A run's params file holds a few hyper-parameters; more is a corrupt or hostile file.
+PARAMS_LIMIT = 1 << 20
+INT64 = range(-(1 << 63), 1 << 63)
+
+
+def read_params(path: Path) -> dict:
+    """A run's hyper-parameters, flattened; a file that is not a small JSON object raises StemError saying so."""
+    if path.stat().st_size > PARAMS_LIMIT:
+        raise StemError(f"{path}: over {PARAMS_LIMIT} bytes, not a params file of a few hyper-parameters; "
+                        "fix it in the archive")
+    try:
+        params = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise StemError(f"{path}: not valid JSON ({type(error).__name__}); fix it in the archive") from None
+    if not isinstance(params, dict):
+        raise StemError(f"{path}: not a JSON object of hyper-parameters; fix it in the archive")
+    return flatten(params)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text)
+
+
+def int64(value: object, what: str) -> int | None:
+    """An integer the tables can hold (None stays None); anything else raises StemError naming `what`."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or number not in INT64:
+        raise StemError(f"{what} is not an integer within 64 bits; fix it in the archive, or the zoo's keys")
+    return number
 
 
 def member_path(name: str, url: str) -> PurePosixPath:
@@ -44,14 +82,26 @@ def member_path(name: str, url: str) -> PurePosixPath:
 
 
 def check_members(members: list[tuple[str, int, bool]], packed: int, url: str, limits: Limits) -> None:
-    """Refuse the archive unless each (name, size, is_dir) member stays inside, appears once, and all fit the limits."""
+    """Refuse the archive unless each (name, size, is_dir) member stays inside, appears once, is not both a file and
+    a folder, and all fit the limits."""
     seen: set[PurePosixPath] = set()
+    files: dict[PurePosixPath, str] = {}
+    folders: set[PurePosixPath] = set()
     for name, _, is_dir in members:
         path = member_path(name, url)
         if path in seen and not is_dir:
             raise ArchiveError(f"{url}: the archive holds {name!r} twice, so which one is meant is unclear; "
                                "repack it with each file once")
         seen.add(path)
+        folders.update(path.parents)
+        if is_dir:
+            folders.add(path)
+        else:
+            files[path] = name
+    both = sorted(path for path in files if path in folders)
+    if both:
+        raise ArchiveError(f"{url}: the archive holds {files[both[0]]!r} both as a file and as a folder of other "
+                           "members, which cannot both be unpacked; repack it with each name used once")
     total = sum(size for _, size, _ in members)
     refuse_over(f"{url}: the archive unpacked", total, limits.archive_bytes, "archive_unpacked_gb", ArchiveError)
     refuse_over(f"{url}: the archive unpacked", total, int(max(packed, 1) * limits.archive_expansion_ratio),
@@ -169,25 +219,35 @@ class ArchiveSource(ZooSource):
         step_pattern = self.step_pattern
         files = sorted(path for path in root.glob(options["checkpoints"]) if path.is_file())
         if not files:
-            raise StemError(f"zoos.{self.name}.checkpoints: {options['checkpoints']!r} matches no file in {root}")
+            raise ArchiveError(f"zoos.{self.name}.checkpoints: {options['checkpoints']!r} matches no file in {root}")
         runs: dict[str, list[dict]] = {}
         for path in files:
             relative = path.relative_to(root)
             run = relative.parts[0] if len(relative.parts) > 1 else relative.stem
             params_file = root / run / options["params_file"] if options.get("params_file") else None
-            params = flatten(json.loads(params_file.read_text())) if params_file and params_file.is_file() else {}
             match = step_pattern.search(str(relative)) if step_pattern else None
-            step = int(match.group(1)) if match else None
-            seed = params.get(options["seed_key"]) if options.get("seed_key") else None
+            entry = {"locator": str(path), "run": run, "step": None, "seed": None, "labels": None, "extra": {}}
+            # One run's unreadable params, or a seed or step the tables cannot hold, is its checkpoints' `skipped:`
+            # row (the step's own, if only it is wrong), never the whole archive's failure.
+            try:
+                entry["step"] = int64(match.group(1), f"{path}: the step that step_pattern finds in its path") \
+                    if match else None
+            except StemError as error:
+                entry["refused"] = str(error)
+            try:
+                params = read_params(params_file) if params_file and params_file.is_file() else {}
+                entry["seed"] = int64(params.get(options["seed_key"]) if options.get("seed_key") else None,
+                                      f"{params_file}: its {options.get('seed_key')}")
+            except StemError as error:
+                params, entry["refused"] = {}, entry.get("refused") or str(error)
             labels = params.get(options["labels_key"]) if options.get("labels_key") else None
-            name = re.sub(r"[^A-Za-z0-9_.=-]+", "_", run) + (f"-{checkpoint_stem('step', step)}" if step is not None
-                                                               else "")
-            runs.setdefault(run, []).append({
-                "name": name, "locator": str(path), "step": step, "run": run,
-                "seed": int(seed) if seed is not None else None,
-                "labels": str(labels) if labels is not None else None,
-                "extra": {"hyperparameters": json.dumps(params, sort_keys=True, default=str)},
-            })
+            entry["labels"] = str(labels) if labels is not None else None
+            entry["extra"] = {"hyperparameters": json.dumps(params, sort_keys=True, default=str)}
+            # A step too large for the tables still tells the run's files apart, by the text it was found in.
+            suffix = checkpoint_stem("step", entry["step"]) if entry["step"] is not None else \
+                safe_name(match.group(0)) if match else None
+            entry["name"] = safe_name(run) + (f"-{suffix}" if suffix else "")
+            runs.setdefault(run, []).append(entry)
         entries = []
         for members in runs.values():
             initial = next((entry for entry in members if entry["step"] == 0), None)
@@ -198,7 +258,7 @@ class ArchiveSource(ZooSource):
         names = [entry["name"] for entry in entries]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
-            raise StemError(f"zoos.{self.name}: checkpoints {duplicates[:3]} share a name; set step_pattern")
+            raise ArchiveError(f"zoos.{self.name}: checkpoints {duplicates[:3]} share a name; set step_pattern")
         return entries
 
     def write_index(self, entries: list[dict]) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from ..checkpoint_io import as_conv_weight, conv_shape, onnx_stem, read_onnx_stem, read_tensor, tensor_shape
 from ..meta_models import cached_stem_geometry
@@ -34,6 +34,30 @@ from ..zoo_source import ZooSource, name_pattern, register
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
 SIDECAR_LIMIT = 1 << 20
+# The tables hold integers in 64 bits.
+INT64 = range(-(1 << 63), 1 << 63)
+
+
+class MetadataError(ValueError):
+    """A file's own metadata (its sidecar, or what path_pattern finds in its path) that cannot be used: the file
+    becomes a `skipped:` row saying so, and the study goes on."""
+
+
+def typed_fields(values: dict, message: Callable[[str, str], str], error: type[ValueError] = MetadataError) -> dict:
+    """The fields the workflow reads converted to their types; one that cannot be raises message(key, what it should
+    be)."""
+    values = dict(values)
+    for key, kind in FIELD_TYPES.items():
+        if values.get(key) is None:
+            continue
+        try:
+            values[key] = kind(values[key])
+            if kind is int and values[key] not in INT64:
+                raise OverflowError
+        except (TypeError, ValueError, OverflowError):
+            what = "an integer within 64 bits" if kind is int else "text"
+            raise error(message(key, what)) from None
+    return values
 
 
 def expand_path(value: str) -> Path:
@@ -44,6 +68,15 @@ def expand_path(value: str) -> Path:
 def inside(path: Path, root: Path) -> bool:
     """Whether `path`, with every symlink followed, lies under `root` (itself resolved)."""
     return path.resolve().is_relative_to(root)
+
+
+def file_stat(path: str | Path | None) -> list[int] | None:
+    """[size, mtime in ns] of a file, None where there is none: what tells a replaced file from the one planned."""
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns] if stat else None
 
 
 def outside_root_reason(path: Path, root: Path) -> str:
@@ -67,6 +100,17 @@ class LocalFiles(ZooSource):
     @property
     def preprocessing(self) -> Preprocessing:
         return Preprocessing.from_dict(self.options.get("preprocessing", {}))
+
+    def read_roots(self) -> list[Path]:
+        return [self.root]
+
+    def input_files(self, specs: list[CheckpointSpec]) -> list[str]:
+        """None: each file (and init) is tracked by the size and mtime its spec carries (extra["stat"]) in the
+        shard job's params, so replacing one reruns its shard (Snakemake's params trigger). Its path never reaches
+        Snakemake, whose patterns would read braces in it as wildcards, and a file deleted after planning becomes
+        its own `skipped:` row instead of a job Snakemake will not start.
+        """
+        return []
 
     def files(self) -> list[Path]:
         root = self.root
@@ -95,33 +139,41 @@ class LocalFiles(ZooSource):
             raise ValueError(f"zoos.{self.name}.root: {path}: its path relative to the root is {len(encoded)} "
                              f"bytes, over the {NAME_LIMIT} a name may take; rename it or narrow the root")
 
+    def shared_metadata(self) -> dict:
+        """The config's `metadata`, which every file shares: a value of the wrong type is the config's to fix."""
+        return typed_fields(self.options.get("metadata", {}), lambda key, what: (
+            f"zoos.{self.name}.metadata.{key} is not {what}; fix it in the config"), ValueError)
+
     def metadata(self, path: Path) -> dict:
-        """Config `metadata`, then named groups of `path_pattern` on the relative path, then `<file>.json`."""
+        """Config `metadata`, then named groups of `path_pattern` on the relative path, then `<file>.json`.
+
+        The file's own metadata (path or sidecar) that cannot be used raises MetadataError: the file becomes a
+        `skipped:` row. The config's raises a ValueError naming the key.
+        """
         relative = path.relative_to(self.root).as_posix()
-        values = dict(self.options.get("metadata", {}))
+        values = self.shared_metadata()
         if self.options.get("path_pattern"):
             match = name_pattern(f"zoos.{self.name}.path_pattern", self.options["path_pattern"]).search(relative)
             if match:
-                values.update({key: value for key, value in match.groupdict().items() if value is not None})
+                values.update(typed_fields(
+                    {key: value for key, value in match.groupdict().items() if value is not None},
+                    lambda key, what: f"{path}: the {key} that path_pattern finds in its path is not {what}; fix "
+                                      "path_pattern or rename the file"))
         sidecar = path.with_suffix(".json")
         if self.options.get("sidecar", True) and sidecar.is_file() and inside(sidecar, self.root.resolve()):
             if sidecar.stat().st_size > SIDECAR_LIMIT:
-                raise ValueError(f"{sidecar}: sidecar metadata is over {SIDECAR_LIMIT} bytes; it holds a few fields "
-                                 "such as seed and step: fix or remove it")
+                raise MetadataError(f"{sidecar}: sidecar metadata is over {SIDECAR_LIMIT} bytes; it holds a few "
+                                    "fields such as seed and step: fix or remove it")
             try:
                 found = json.loads(sidecar.read_bytes())
             except (ValueError, UnicodeDecodeError, RecursionError) as error:
-                raise ValueError(f"{sidecar}: sidecar metadata is not valid JSON ({type(error).__name__}); "
-                                 "fix or remove it") from None
+                raise MetadataError(f"{sidecar}: sidecar metadata is not valid JSON ({type(error).__name__}); "
+                                    "fix or remove it") from None
             if not isinstance(found, dict):
-                raise ValueError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, step")
-            values.update(found)
-        for key, kind in FIELD_TYPES.items():
-            if key in values and values[key] is not None:
-                try:
-                    values[key] = kind(values[key])
-                except (TypeError, ValueError):
-                    raise ValueError(f"{path}: metadata {key}={values[key]!r} is not {kind.__name__}") from None
+                raise MetadataError(f"{sidecar}: sidecar metadata must be a JSON object of fields such as seed, "
+                                    "step; fix or remove it")
+            values.update(typed_fields(found, lambda key, what: f"{sidecar}: its {key} is not {what}; fix or "
+                                                                "remove it"))
         return values
 
     def file_key(self, path: Path) -> list:
@@ -173,11 +225,19 @@ class LocalFiles(ZooSource):
 
     def checkpoints(self) -> list[CheckpointSpec]:
         prep = self.preprocessing
-        specs = []
+        specs, names = [], {}
         for path in self.files():
-            metadata = self.metadata(path)
+            name = path.relative_to(self.root).as_posix().replace("/", "--")
+            if name in names:
+                raise ValueError(f"zoos.{self.name}: {names[name]} and {path} both become checkpoint {name} (a / in "
+                                 "the path under the root is written --); rename one of them")
+            names[name] = path
+            try:
+                metadata, unusable = self.metadata(path), None
+            except MetadataError as error:
+                metadata, unusable = {}, str(error)
             sidecar_init = metadata.pop("init", None)
-            refused = self.refusal(path, sidecar_init)
+            refused = self.refusal(path, sidecar_init) or unusable
             geometry = self.geometry(path) if refused is None else \
                 {"first_conv": "", "kernel_size": 0, "in_chans": 0, "stride": None, "error": refused}
             # The config's init is an explicit path and may lie anywhere (an absolute one stays absolute).
@@ -190,7 +250,7 @@ class LocalFiles(ZooSource):
             stride = metadata.pop("stride", None) or self.options.get("stride") or geometry.get("stride")
             specs.append(CheckpointSpec(
                 zoo=self.name,
-                name=path.relative_to(self.root).as_posix().replace("/", "--"),
+                name=name,
                 source=self.source,
                 arch=metadata.pop("arch", None) or self.options.get("arch"),  # None: unknown, never "the same" as another
                 locator=str(path),
@@ -207,8 +267,10 @@ class LocalFiles(ZooSource):
                 run=metadata.pop("run", None),
                 extra={"stem": self.stem_options(), "metadata": metadata,
                        "planning_error": geometry.get("error"), "refused": refused,
-                       "root": str(self.root.resolve()), "init_in_root": bool(sidecar_init)},
+                       "root": str(self.root.resolve()), "init_in_root": bool(sidecar_init),
+                       "stat": {"file": file_stat(path), "init": file_stat(init_locator)}},
                 channel_order=self.options.get("channel_order", "rgb"),
+                refused=refused,
             ))
         return specs
 
