@@ -57,6 +57,8 @@ GROUPS = ("patch", "cross", "notebook", "training", "imagenet", "zoo")
 ZOO_TARGET_S = 180.0
 ZOO_TARGET_RUNS, ZOO_TARGET_EPOCHS, ZOO_TARGET_IMAGES = 12, 30, 50_000
 IMAGENET_TRAIN, IMAGENET_VAL = 1_281_167, 50_000
+# The offsets of the study's cross-covariances (analysis.autocorrelation_offsets and the notebook's default).
+STUDY_OFFSETS = (2, 5, 10)
 # Stem of the bf16 training step against float64 on the CPU, largest |difference| over largest |value|.
 # float32 loses about 6e-8 a rounding; the stem's output sums 27 products (3x3x3) and its weight gradient
 # sums one product per position of the batch (64 x 32 x 32 = 65,536): even errors growing with sqrt(n)
@@ -90,6 +92,7 @@ class Sizes:
     zoo_epochs: int
     probe_epochs: int
     parallel: tuple[int, ...]
+    imagenet_offsets: tuple[int, ...]
     imagenet_images: int
     imagenet_size: int
     imagenet_batch: int
@@ -107,7 +110,8 @@ SIZES = {
         train_images=2048, train_batch=64, train_width=1.0,
         zoo_images=ZOO_TARGET_IMAGES, zoo_test_images=10_000, zoo_batch=256, zoo_width=1.0, zoo_seeds=3,
         zoo_labels=("true", "permuted"),        zoo_epochs=ZOO_TARGET_EPOCHS, probe_epochs=2, parallel=(1, 4, 12),
-        imagenet_images=4096, imagenet_size=224, imagenet_batch=64, imagenet_reference_images=2),
+        imagenet_offsets=STUDY_OFFSETS, imagenet_images=4096, imagenet_size=224, imagenet_batch=64,
+        imagenet_reference_images=2),
     "tiny": Sizes(
         # k=16 and 32 hold a few patches only: deriving a p x p covariance exactly costs seconds at p = 1,024
         # (k=32 grey); k=32 in colour (p = 3,072) is left to the full size. Offset 10 finds no pairs at k=32.
@@ -116,10 +120,11 @@ SIZES = {
                      16: ((1, 3), [(1, 20, 20), (1, 19, 21)]),
                      32: ((1,), [(1, 36, 36), (1, 33, 35)])},
         offsets=(1, 10), notebook_kernel=3, notebook_preprocessing={"resize": 32, "crop": 32},
-        train_images=64, train_batch=32, train_width=0.125,
+        # bf16 convolutions are slow on a CPU without bf16 instructions: as few images as two steps need.
+        train_images=32, train_batch=16, train_width=0.125,
         zoo_images=128, zoo_test_images=32, zoo_batch=32, zoo_width=0.125, zoo_seeds=1, zoo_labels=("true",),
         zoo_epochs=1, probe_epochs=1, parallel=(1, 2),
-        imagenet_images=4, imagenet_size=32, imagenet_batch=2, imagenet_reference_images=1),
+        imagenet_offsets=(2,), imagenet_images=4, imagenet_size=32, imagenet_batch=2, imagenet_reference_images=1),
 }
 
 
@@ -280,13 +285,23 @@ def differences(ours: np.ndarray, theirs: np.ndarray) -> str:
 
 def device_side(checks: Checks, groups: list) -> dict:
     """How the device's side runs: on a GPU, the groups there; on a CPU, one image at a time in two threads."""
-    if checks.inject == "mismatch":
+    if checks.inject == "pixel":
         first = groups[0].clone()
         first[0, 0, 0, 0] = 254 if int(first[0, 0, 0, 0]) == 255 else int(first[0, 0, 0, 0]) + 1
         groups = [first, *groups[1:]]
     if checks.device == "cpu":
         return {"groups": groups, "one_at_a_time": True, "threads": 2}
     return {"groups": groups}
+
+
+def one_ulp_off(found: tuple) -> tuple:
+    """The device's results with one covariance entry and one C(d) entry the smallest step a float64 can take."""
+    mean, covariance, cross, n_patches = found
+    covariance, cross = covariance.copy(), cross.copy()
+    covariance[0, -1] = np.nextafter(covariance[0, -1], np.inf)
+    finite = np.flatnonzero(np.isfinite(cross))[0]
+    cross.flat[finite] = np.nextafter(cross.flat[finite], np.inf)
+    return mean, covariance, cross, n_patches
 
 
 def patch_comparison(checks: Checks, kernel_size: int, engine: str | None) -> list[dict]:
@@ -300,6 +315,8 @@ def patch_comparison(checks: Checks, kernel_size: int, engine: str | None) -> li
             groups = patch_images(kernel_size, in_chans, shapes, seed=kernel_size * 10 + in_chans)
             device = moments(in_chans=in_chans, kernel_size=kernel_size, device=checks.device, offsets=offsets,
                              engine=engine, **device_side(checks, groups))
+            if checks.inject == "ulp":
+                device = one_ulp_off(device)
             cpu = moments(groups, kernel_size, in_chans, "cpu", offsets, engine)
             default = cpu if engine is None else moments(groups, kernel_size, in_chans, "cpu", offsets, None)
             cases.append({"in_chans": in_chans, "device": device, "cpu": cpu, "default": default})
@@ -578,17 +595,17 @@ def check_imagenet(checks: Checks, engine: str | None) -> Outcome:
     handed over from the host as a loader would), an extrapolation, and the CPU on the first few images."""
     import torch
 
-    from firstlayer_zoo.notebook import DEFAULT_OFFSETS
     from firstlayer_zoo.patchstats import PatchMoments
 
     sizes = checks.sizes
+    offsets = sizes.imagenet_offsets
     size, batch = sizes.imagenet_size, sizes.imagenet_batch
     rng = np.random.default_rng(16)
     # A pool of distinct batches, cycled: generating every image would time numpy, not the engine.
     pool = [torch.from_numpy(rng.integers(0, 256, (batch, 3, size, size), dtype=np.uint8))
             for _ in range(max(1, min(16, sizes.imagenet_images // batch)))]
     options = {} if engine is None else {"engine": engine}
-    accumulated = PatchMoments(16, 3, checks.device, offsets=DEFAULT_OFFSETS, **options)
+    accumulated = PatchMoments(16, 3, checks.device, offsets=offsets, **options)
     accumulated.update(pool[0][:1])  # start-up (kernels, allocations) out of the timing
     checks.synchronise()
     started = time.perf_counter()
@@ -601,13 +618,13 @@ def check_imagenet(checks: Checks, engine: str | None) -> Outcome:
     images = (sizes.imagenet_images // batch) * batch
     rate = images / seconds
     subset = [pool[0][:sizes.imagenet_reference_images]]
-    on_device = moments(subset, 16, 3, checks.device, DEFAULT_OFFSETS, engine)
+    on_device = moments(subset, 16, 3, checks.device, offsets, engine)
     cpu_started = time.perf_counter()
-    on_cpu = moments(subset, 16, 3, "cpu", DEFAULT_OFFSETS, engine)
+    on_cpu = moments(subset, 16, 3, "cpu", offsets, engine)
     cpu_rate = len(subset[0]) / (time.perf_counter() - cpu_started)
     found = [differences(ours, theirs) for ours, theirs in zip(on_device[:3], on_cpu[:3])]
     ok = all(text == "identical" for text in found)
-    device = (f"{images:,} images {size}x{size}, d={','.join(map(str, DEFAULT_OFFSETS))}: {rate:,.1f} images/s; "
+    device = (f"{images:,} images {size}x{size}, d={','.join(map(str, offsets))}: {rate:,.1f} images/s; "
               f"est. {IMAGENET_VAL / rate:,.0f} s for 50,000, {IMAGENET_TRAIN / rate / 60:,.0f} min for 1.28M")
     reference = (f"cpu on {len(subset[0])}: {'identical' if ok else 'DIFFERENT'}, {cpu_rate:,.2f} images/s")
     return Outcome(device, reference, ok, [] if ok else [f"device vs cpu (mean, covariance, C(d)): {found}"])
@@ -633,8 +650,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--imagenet-images", type=int, help="ImageNet-sized benchmark: images timed (full: 4096)")
     parser.add_argument("--table", type=Path, help="also write the table (Markdown) here, after every row")
     parser.add_argument("--kernels", type=int, nargs="+", help="patch rows: only these kernel sizes (3 7 16 32)")
-    # Tests only: the device's side of the patch rows sees one pixel one grey level off.
-    parser.add_argument("--inject", choices=["mismatch"], help=argparse.SUPPRESS)
+    # Tests only: the device's side of the patch rows sees one pixel one grey level off, or returns one covariance
+    # and one C(d) entry one float64 step off.
+    parser.add_argument("--inject", choices=["pixel", "ulp"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

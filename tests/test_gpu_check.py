@@ -65,19 +65,26 @@ def test_cpu_mode_runs_every_row_and_each_passes_without_the_packages_the_device
     assert "cpu: identical" in rows["patch sums k=32 grey"]["reference"]
     assert "float32" in rows["bf16 training step resnet18_cifar"]["device"]
     assert "img/s a run" in rows["2-run zoo --parallel 2"]["device"]
+    assert "d=2:" in rows["ImageNet-sized k=16 patch sums"]["device"]
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(expected)} rows, 0 failed" in done.stdout
 
 
-def test_one_pixel_one_level_off_on_the_device_side_fails_the_patch_rows(gpu_check, capsys):
-    code = gpu_check.main(["--device", "cpu", "--only", "patch", "cross", "--kernels", "3", "--inject", "mismatch"])
+@pytest.mark.parametrize("inject", ["pixel", "ulp"])
+def test_one_pixel_one_level_off_or_one_float64_step_off_on_the_device_side_fails_the_patch_rows(
+        gpu_check, capsys, inject):
+    """pixel: the device's side sees one pixel one grey level off (one patch of thousands changes);
+    ulp: its covariance and C(d) come back with one entry the smallest step a float64 can take: only a bit-for-bit
+    comparison catches that."""
+    code = gpu_check.main(["--device", "cpu", "--only", "patch", "cross", "--kernels", "3", "--inject", inject])
     output = capsys.readouterr().out
     rows = table(output)
     assert code == 1
     assert rows["environment"]["status"] == "pass"
     for suffix in engine_suffixes():
-        for name in (f"patch sums k=3 grey+colour{suffix}", f"C(d) k=3 grey+colour{suffix}"):
-            assert rows[name]["status"] == "FAIL" and rows[name]["reference"] == "cpu: DIFFERENT", output
+        for name in ("patch sums", "C(d)"):
+            row = rows[f"{name} k=3 grey+colour{suffix}"]
+            assert row["status"] == "FAIL" and row["reference"] == "cpu: DIFFERENT", output
     assert "entries differ" in output  # which entries, and by how much, are printed under the table
 
 
@@ -112,3 +119,32 @@ def test_a_warning_in_a_training_worker_comes_back_with_its_run(gpu_check, monke
     result = gpu_check.train_worker({"arch": "resnet18_cifar"})
     assert result["run"] == "a-run" and len(result["warnings"]) == 1
     assert result["warnings"][0].startswith("UserWarning: TypedStorage is deprecated")
+
+
+def test_every_engine_patchstats_offers_gets_its_rows_and_is_called_by_name(gpu_check, capsys, monkeypatch):
+    from firstlayer_zoo import patchstats
+
+    called = []
+
+    class Engines(patchstats.PatchMoments):
+        def __init__(self, *args, engine=None, **kwargs):
+            called.append(engine)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(patchstats, "PatchMoments", Engines)
+    monkeypatch.setattr(patchstats, "ENGINES", ("columns", "lags"), raising=False)
+    code = gpu_check.main(["--device", "cpu", "--only", "patch", "cross", "--kernels", "3"])
+    rows = table(capsys.readouterr().out)
+    assert code == 0
+    assert [name for name in rows if name != "environment"] == [
+        "patch sums k=3 grey+colour [columns]", "C(d) k=3 grey+colour [columns]",
+        "patch sums k=3 grey+colour [lags]", "C(d) k=3 grey+colour [lags]"]
+    assert rows["patch sums k=3 grey+colour [lags]"]["reference"] == "cpu: identical, = default engine on cpu"
+    # Per engine and channel count: the device's side, the CPU's, and the CPU without an engine argument.
+    assert called == ["columns", "columns", None] * 2 + ["lags", "lags", None] * 2
+
+
+def test_the_full_size_imagenet_row_uses_the_studys_offsets(gpu_check):
+    from firstlayer_zoo.notebook import DEFAULT_OFFSETS
+
+    assert gpu_check.SIZES["full"].imagenet_offsets == DEFAULT_OFFSETS
