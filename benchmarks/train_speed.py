@@ -36,11 +36,15 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 
 
 class GpuSampler:
-    """utilization.gpu and memory.used from nvidia-smi once a second, in a thread, while the zoo trains."""
+    """GPU utilisation (and memory used) once a second, in a thread, while the zoo trains.
+
+    From nvidia-smi; where there is none, from torch.cuda.utilization (which needs pynvml), without memory.
+    """
 
     def __init__(self):
         self.samples: list[tuple[float, float]] = []
-        self.available = shutil.which("nvidia-smi") is not None
+        self.source = "nvidia-smi" if shutil.which("nvidia-smi") else _torch_utilisation_source()
+        self.available = self.source is not None
 
     def __enter__(self):
         self._running = True
@@ -51,11 +55,16 @@ class GpuSampler:
 
     def _sample(self):
         while self._running:
-            result = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
-                                     "--format=csv,noheader,nounits", "--id=0"], capture_output=True, text=True)
-            if result.returncode == 0:
-                utilisation, memory = (float(value) for value in result.stdout.strip().split(","))
-                self.samples.append((utilisation, memory))
+            if self.source == "nvidia-smi":
+                result = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                         "--format=csv,noheader,nounits", "--id=0"], capture_output=True, text=True)
+                if result.returncode == 0:
+                    utilisation, memory = (float(value) for value in result.stdout.strip().split(","))
+                    self.samples.append((utilisation, memory))
+            else:
+                import torch
+
+                self.samples.append((float(torch.cuda.utilization()), float("nan")))
             time.sleep(1.0)
 
     def __exit__(self, *exc):
@@ -63,12 +72,33 @@ class GpuSampler:
         if self.available:
             self._thread.join()
 
-    def summary(self) -> str:
+    def stats(self) -> dict | None:
+        """Mean and median utilisation (%), the most memory used (GiB; NaN if unknown), samples; None: none."""
         if not self.samples:
-            return "GPU utilisation: not measured (no nvidia-smi here)"
+            return None
         utilisation, memory = np.array(self.samples).T
-        return (f"GPU utilisation (nvidia-smi, {len(utilisation)} samples at 1 s): mean {utilisation.mean():.0f}%, "
-                f"median {np.median(utilisation):.0f}%; memory used up to {memory.max() / 1024:.1f} GiB")
+        return {"mean": utilisation.mean(), "median": np.median(utilisation), "memory_gib": memory.max() / 1024,
+                "samples": len(utilisation), "source": self.source}
+
+    def summary(self) -> str:
+        stats = self.stats()
+        if stats is None:
+            return "GPU utilisation: not measured (no nvidia-smi or pynvml here)"
+        return (f"GPU utilisation ({stats['source']}, {stats['samples']} samples at 1 s): mean {stats['mean']:.0f}%, "
+                f"median {stats['median']:.0f}%; memory used up to {stats['memory_gib']:.1f} GiB")
+
+
+def _torch_utilisation_source() -> str | None:
+    """"torch" where torch can read the GPU's utilisation (a GPU and pynvml), else None."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        torch.cuda.utilization()
+    except Exception:  # no pynvml, or NVML not answering: utilisation stays unmeasured
+        return None
+    return "torch"
 
 
 def generated(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,20 +106,33 @@ def generated(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.integers(0, 256, (count, 3, 32, 32), dtype=np.uint8), rng.integers(0, 10, count)
 
 
+def benchmark_run(settings: dict):
+    """The workflow's TrainRun for one run of the benchmark (checkpoints at the init and the last epoch)."""
+    from firstlayer_zoo.train_runs import TrainRun
+
+    return TrainRun(zoo="benchmark", arch=settings["arch"], seed=settings["seed"], labels=settings["labels"],
+                    dataset="generated", preprocessing=Preprocessing(mean=CIFAR_MEAN, std=CIFAR_STD),
+                    steps=(0, settings["epochs"]), model_kwargs={"width": settings["width"]}, task="labelled",
+                    unit="epoch", test_dataset="generated_test", batch_size=settings["batch"], lr=0.01,
+                    momentum=0.0, device=settings["device"], precision=settings["precision"])
+
+
+def benchmark_data(run, settings: dict):
+    """The run's generated training and test images, labelled under its regime by the workflow's labelled_data."""
+    from firstlayer_zoo.training import labelled_data
+
+    return labelled_data(run, *generated(settings["images"], 0), generated(settings["test_images"], 1))
+
+
 def train_one(settings: dict) -> dict:
     """One run in this worker process, with the workflow's TrainRun and train()."""
     import torch
 
-    from firstlayer_zoo.train_runs import TrainRun
-    from firstlayer_zoo.training import labelled_data, train
+    from firstlayer_zoo.training import train
 
     torch.set_num_threads(settings["threads"])
-    run = TrainRun(zoo="benchmark", arch=settings["arch"], seed=settings["seed"], labels=settings["labels"],
-                   dataset="generated", preprocessing=Preprocessing(mean=CIFAR_MEAN, std=CIFAR_STD),
-                   steps=(0, settings["epochs"]), model_kwargs={"width": settings["width"]}, task="labelled",
-                   unit="epoch", test_dataset="generated_test", batch_size=settings["batch"], lr=0.01,
-                   momentum=0.0, device=settings["device"], precision=settings["precision"])
-    data = labelled_data(run, *generated(settings["images"], 0), generated(settings["test_images"], 1))
+    run = benchmark_run(settings)
+    data = benchmark_data(run, settings)
     with tempfile.TemporaryDirectory() as folder:
         outputs = {position: Path(checkpoint_file(folder, run.unit, position)) for position in run.steps}
         speed = train(run, data, outputs, progress=False)
