@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .paths import PAPER_VALUES
-from .plots import draw_nothing_to_show, last_checkpoint_of_each_run, plt, save
+from .plots import last_checkpoint_of_each_run
 from .tables import schema_frame
 
 # The paper's CIFAR nets, by their names in cifar_nets.CIFAR_NETS, and torchvision's ResNet-18.
@@ -145,23 +145,3 @@ def paper_comparison(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd
                 "n": int(values.size),
             })
     return schema_frame(rows, "paper_comparison")
-
-
-def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
-    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n)."""
-    if table.empty:
-        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
-        return
-    figure, axis = plt.subplots(figsize=(8, 0.55 * len(table) + 1.2))
-    rows = np.arange(len(table))[::-1]
-    axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
-                  capsize=3, label="paper")
-    axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
-                  capsize=3, label="this study")
-    axis.set_yticks(rows, [f"{quantity}\n{setting.split(':')[0]}, n = {n}" for quantity, setting, n
-                           in zip(table["quantity"], table["setting"], table["n"])], fontsize=7)
-    axis.axvline(0, color="grey", linewidth=0.5)
-    axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
-    axis.legend(loc="lower left", fontsize=8)
-    axis.set_title("The paper's numbers beside this study's", fontsize=9)
-    save(figure, path)

@@ -423,7 +423,7 @@ def choose_for_pictures(analyses: list, count: int) -> list:
     """A bounded, repeatable selection: each run's last step, one per architecture first, then the rest by id."""
     last: dict = {}
     for analysis in analyses:
-        if not analysis.ok or analysis.filters_kept is None:
+        if not analysis.ok or not analysis.has_filters:
             continue
         spec = analysis.checkpoint
         in_run = spec.run is not None and spec.step is not None
@@ -457,3 +457,71 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
         line[0].set_title(label, fontsize=6, loc="left", x=0.0)
     figure.suptitle(f"{basis}: filters as pictures ({len(chosen)} checkpoints; grey is zero)", fontsize=8)
     save(figure, path)
+
+
+def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
+    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n)."""
+    if table.empty:
+        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
+        return
+    figure, axis = plt.subplots(figsize=(8, 0.55 * len(table) + 1.2))
+    rows = np.arange(len(table))[::-1]
+    axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
+                  capsize=3, label="paper")
+    axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
+                  capsize=3, label="this study")
+    axis.set_yticks(rows, [f"{quantity}\n{setting.split(':')[0]}, n = {n}" for quantity, setting, n
+                           in zip(table["quantity"], table["setting"], table["n"])], fontsize=7)
+    axis.axvline(0, color="grey", linewidth=0.5)
+    axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
+    axis.legend(loc="lower left", fontsize=8)
+    axis.set_title("The paper's numbers beside this study's", fontsize=9)
+    save(figure, path)
+
+
+def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
+               bases: dict[str, str], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
+               filter_checkpoints: int) -> dict[str, tuple[int, int]]:
+    """Per basis (slug: its file), the consistency heatmap and the filters as pictures, to outputs[slug] =
+    (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
+
+    Filters are chosen from every analysis read without its filter arrays; only the chosen few's shards are
+    read again, with them.
+    """
+    from .analysis import FILTER_ARRAYS
+    from .basis import PatchBasis
+    from .shards import load_analyses
+
+    by_basis: dict[str, dict] = {slug: {} for slug in bases}
+    for path in analyses:
+        for analysis in load_analyses(path, skip=FILTER_ARRAYS):
+            basis = analysis.checkpoint.basis
+            if basis is not None and basis.slug in by_basis:
+                by_basis[basis.slug][analysis.checkpoint.id] = (path, analysis)
+    counts = {}
+    for slug, basis_path in bases.items():
+        heatmap, pictures = outputs[slug]
+        plot_consistency(checkpoints, consistency, groups, slug, heatmap, heatmap_checkpoints)
+        members = by_basis[slug]
+        chosen = {analysis.checkpoint.id for analysis in choose_for_pictures(
+            [analysis for _, analysis in members.values()], filter_checkpoints)}
+        with_filters = [analysis for path in sorted({members[name][0] for name in chosen})
+                        for analysis in load_analyses(path) if analysis.checkpoint.id in chosen]
+        basis = PatchBasis.load(basis_path)
+        plot_filters(with_filters, basis.eigenvectors, basis.kernel_size, basis.in_chans, slug, filter_checkpoints,
+                     pictures)
+        counts[slug] = (len(members), len(with_filters))
+    return counts
+
+
+def plot_study(tables: dict[str, pd.DataFrame], outputs: dict[str, str], fit_examples: int) -> None:
+    """The study-wide figures from its tables, each to outputs[name] (the names of rule plot_study's outputs)."""
+    checkpoints, fits = tables["checkpoints"], tables["fits"]
+    plot_profiles(checkpoints, tables["profiles"], outputs["profiles"])
+    plot_fit_examples(checkpoints, tables["profiles"], fits, fit_examples, outputs["fits"])
+    plot_fit_quality(checkpoints, fits, outputs["fit_quality"])
+    plot_training_time(checkpoints, fits, outputs["training_time"])
+    plot_whitening(checkpoints, fits, outputs["whitening"])
+    plot_autocorrelation(checkpoints, tables["autocorrelation"], outputs["autocorrelation"])
+    plot_colour(checkpoints, fits, outputs["colour"])
+    plot_paper_comparison(tables["paper_comparison"], outputs["paper_comparison"])
