@@ -460,22 +460,28 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
 
 
 def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
-    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n)."""
+    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n), each
+    row naming both settings: the paper's checkpoints and dataset, and the study's own."""
     if table.empty:
-        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
+        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(seeds of one architecture, true "
+                                   "and random labels,\ntwo architectures, a known initialisation, fits)")
         return
-    figure, axis = plt.subplots(figsize=(8, 0.55 * len(table) + 1.2))
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(table) + 1.2))
     rows = np.arange(len(table))[::-1]
     axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
-                  capsize=3, label="paper")
+                  capsize=3, label="paper, in its setting")
     axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
-                  capsize=3, label="this study")
-    axis.set_yticks(rows, [f"{quantity}\n{setting.split(':')[0]}, n = {n}" for quantity, setting, n
-                           in zip(table["quantity"], table["setting"], table["n"])], fontsize=7)
+                  capsize=3, label="this study, in its own")
+    labels = [f"{quantity}\npaper: {paper.rsplit('; ', 1)[0]}\nhere: {ours.rsplit('; ', 1)[0]}; n = {n}"
+              for quantity, paper, ours, n in zip(table["quantity"], table["paper_setting"], table["setting"],
+                                                  table["n"])]
+    axis.set_yticks(rows, labels, fontsize=6)
+    axis.set_ylim(-0.6, len(table) - 0.4)
     axis.axvline(0, color="grey", linewidth=0.5)
     axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
-    axis.legend(loc="lower left", fontsize=8)
-    axis.set_title("The paper's numbers beside this study's", fontsize=9)
+    axis.legend(loc="best", fontsize=7)
+    axis.set_title("The paper's numbers beside this study's (each row: the paper's setting, then this study's)",
+                   fontsize=9)
     save(figure, path)
 
 
