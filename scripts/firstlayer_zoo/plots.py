@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -24,9 +25,13 @@ GROUPS = ["arch", "labels", "seed"]
 LEGEND_VALUES = 12  # values of each group named in the consistency legend; the rest are counted
 
 
+# How every figure is written (tests render a figure the same way to compare it with a run's file).
+SAVE_OPTIONS = {"format": "png", "dpi": 110, "bbox_inches": "tight"}
+
+
 def save(figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        figure.savefig(tmp, **SAVE_OPTIONS)
     plt.close(figure)
 
 
@@ -283,7 +288,7 @@ def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str 
     data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=data, x="step", y="tau_s1", hue="arch", style="labels", marker="o",
-                 errorbar=("pi", 100), ax=axis)
+                 estimator="median", errorbar=("pi", 100), ax=axis)
     axis.set(xscale="log", yscale="log", xlabel="training step", ylabel="fitted tau * s1")
     _step_ticks(axis, sorted(data["step"].unique()))
     if len(axis.get_legend_handles_labels()[0]) > 12:
@@ -381,6 +386,17 @@ def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFram
     save(figure, path)
 
 
+@contextmanager
+def _seeded_global_rng(seed: int):
+    """numpy's global RNG seeded for a block, and given back its state after it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
     """Fraction of each stem's energy on colour-opponent channels, trained vs initialisation vs the data's variance."""
     data = fits.merge(last_checkpoint_of_each_run(checkpoints)[["checkpoint", "basis", "arch"]], on="checkpoint")
@@ -397,8 +413,9 @@ def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path)
     figure, axes = _basis_panels(len(bases), width=4.6)
     for axis, basis in zip(axes, bases):
         members = long[long["basis"] == basis]
-        sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
-                      palette={"trained": "C0", "initialisation": "0.55"})
+        with _seeded_global_rng(0):  # seaborn jitters with numpy's global RNG: the same tables, the same figure
+            sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
+                          palette={"trained": "C0", "initialisation": "0.55"})
         variance = data.loc[data["basis"] == basis, "colour_variance_data"].iloc[0]
         axis.axhline(variance, color="k", ls="--", lw=1, label=f"data's patch variance: {variance:.3f}")
         axis.axhline(2 / 3, color="k", ls=":", lw=0.8, label="random isotropic filters: 2/3")
