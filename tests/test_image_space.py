@@ -196,3 +196,31 @@ def test_filter_pictures_are_a_bounded_selection_one_per_architecture_first(phot
     picture = filter_picture(np.array([[[-2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]]))
     np.testing.assert_allclose(picture[0, 0], [0.0, 0.5, 0.75])  # zero is mid-grey, -peak black, +peak white
     np.testing.assert_allclose(filter_picture(np.ones((1, 2, 2)))[0, 0], [1.0, 1.0, 1.0])
+
+
+def test_plot_bases_draws_the_filters_of_shards_read_first_without_them(photo_basis, tmp_path, drawn):
+    """The rule's path: choose among analyses read without their filter arrays, then draw the chosen ones."""
+    from firstlayer_zoo.plots import filter_picture, plot_bases
+    from firstlayer_zoo.tables import build_tables
+
+    _, basis = photo_basis
+    analyses = _analyses(basis, count=5)
+    save_analyses(tmp_path / "shard.npz", analyses)
+    (lean, *_) = load_analyses(tmp_path / "shard.npz", skip=FILTER_ARRAYS)
+    assert lean.filters_kept is None and lean.has_filters
+    basis.save(tmp_path / "basis.npz")
+    tables = build_tables(analyses)
+    slug = analyses[0].checkpoint.basis.slug
+    counts = plot_bases(tables["checkpoints"], tables["consistency"], tables["consistency_groups"],
+                        [str(tmp_path / "shard.npz")], {slug: str(tmp_path / "basis.npz")},
+                        {slug: ("heatmap", "filters")}, 300, 3)
+    assert counts == {slug: (5, 3)}
+    figure = drawn["filters"]
+    assert "(3 checkpoints;" in figure.texts[0].get_text()
+    rows = {axis.get_title(loc="left"): axis for axis in figure.axes if axis.get_title(loc="left")}
+    by_id = {analysis.checkpoint.id: analysis for analysis in analyses}
+    trained = [label.removesuffix(": trained") for label in rows if label.endswith(": trained")]
+    assert len(trained) == 3
+    for name in trained:
+        np.testing.assert_allclose(rows[f"{name}: trained"].images[0].get_array(),
+                                   filter_picture(by_id[name].filters_kept[0].astype(np.float64)))

@@ -1,5 +1,10 @@
 """Checkpoints in shards: stable membership, one file per shard, and one bad checkpoint costing only itself."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +123,14 @@ def test_a_failed_download_fails_the_shard_instead_of_leaving_a_skipped_row(zoo,
     monkeypatch.setattr(zoo_sources, "extract_stem", offline)
     with pytest.raises(DownloadError, match="no connection"):
         analyse_shard(specs, bases, subtract_init=True, strict=False, progress=False)
+
+
+def test_shard_membership_is_the_same_in_another_process():
+    """Another interpreter (another hash seed) plans the same shards: a rerun finds every shard's file."""
+    names = [spec.name for spec in named(50)]
+    script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from firstlayer_zoo.shards import shard_name; "
+              "print(json.dumps([shard_name(name, 8) for name in json.loads(sys.stdin.read())]))")
+    there = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve().parents[1] / "scripts")],
+                           input=json.dumps(names), capture_output=True, text=True, check=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert json.loads(there.stdout) == [shards.shard_name(name, 8) for name in names]

@@ -72,10 +72,17 @@ class CheckpointAnalysis:
     # The first FILTERS_KEPT filters (float32), trained and initial, for the filter pictures.
     filters_kept: np.ndarray | None = None
     init_filters_kept: np.ndarray | None = None
+    # Arrays the file holds that the reader chose not to read (shards.load_analyses' `skip`).
+    unread: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def has_filters(self) -> bool:
+        """Whether filters were kept for the pictures, read or left unread."""
+        return self.filters_kept is not None or "filters_kept" in self.unread
 
     def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
         """(JSON header, arrays): what shards.save_analyses stores for this checkpoint."""
@@ -104,7 +111,8 @@ class CheckpointAnalysis:
         return header, arrays
 
     @classmethod
-    def from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> "CheckpointAnalysis":
+    def from_record(cls, header: dict, arrays: dict[str, np.ndarray], unread: tuple[str, ...] = ()
+                    ) -> "CheckpointAnalysis":
         return cls(
             checkpoint=CheckpointSpec.from_dict(header["spec"]),
             status=header["status"],
@@ -124,6 +132,7 @@ class CheckpointAnalysis:
                          if header.get("image_space") is not None else None),
             filters_kept=arrays.get("filters_kept"),
             init_filters_kept=arrays.get("init_filters_kept"),
+            unread=unread,
         )
 
 

@@ -77,5 +77,6 @@ def load_analyses(path: str | Path, skip: tuple[str, ...] = ()) -> list:
             size = int(np.prod(shape, dtype=np.int64))
             arrays[name] = flat[name][offsets[name]:offsets[name] + size].reshape(shape)
             offsets[name] += size
-        analyses.append(CheckpointAnalysis.from_record(header, arrays))
+        unread = tuple(name for name in skip if name in shapes)
+        analyses.append(CheckpointAnalysis.from_record(header, arrays, unread))
     return analyses

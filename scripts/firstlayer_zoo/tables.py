@@ -112,6 +112,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "paper_comparison": pa.schema([
         ("quantity", pa.string()),
+        ("paper_setting", pa.string()),
         ("setting", pa.string()),
         ("paper_value", pa.float64()),
         ("paper_std", pa.float64()),
