@@ -33,5 +33,7 @@ with logged(snakemake):
         indices=prepared_indices(snakemake.input[0]),
     )
     basis.save(snakemake.output[0])
+    for name, use in basis.meta["engines"].items():
+        print(f"engine {name} on {use['images']} images: " + "; ".join(use["why"]))
     print(f"{basis.n_patches} patches from {basis.n_images} images; "
           f"eigenvalues {basis.eigenvalues[0]:.4g} .. {basis.eigenvalues[-1]:.4g}")
