@@ -9,7 +9,7 @@ with logged(snakemake):
     counts = plot_bases(
         read_table(snakemake.input.checkpoints), read_table(snakemake.input.consistency),
         read_table(snakemake.input.groups), list(snakemake.input.analyses),
-        dict(zip(params.slugs, snakemake.input.bases)),
+        dict(zip(params.slugs, zip(snakemake.input.bases, params.kernel_sizes))),
         dict(zip(params.slugs, zip(out.consistency, out.filters))),
         params.heatmap_checkpoints, params.filter_checkpoints)
     for slug, (members, drawn) in counts.items():

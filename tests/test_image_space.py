@@ -212,7 +212,7 @@ def test_plot_bases_draws_the_filters_of_shards_read_first_without_them(photo_ba
     tables = build_tables(analyses)
     slug = analyses[0].checkpoint.basis.slug
     counts = plot_bases(tables["checkpoints"], tables["consistency"], tables["consistency_groups"],
-                        [str(tmp_path / "shard.npz")], {slug: str(tmp_path / "basis.npz")},
+                        [str(tmp_path / "shard.npz")], {slug: (str(tmp_path / "basis.npz"), basis.kernel_size)},
                         {slug: ("heatmap", "filters")}, 300, 3)
     assert counts == {slug: (5, 3)}
     figure = drawn["filters"]

@@ -38,6 +38,9 @@ from .moment_sums import (
 
 # Bytes of row segments formed at once; a batch of larger images is taken a few images at a time.
 SEGMENT_BYTES = 256 << 20
+# What one small GEMM of an edge row costs beyond its multiply-adds (call and float64 bookkeeping),
+# in multiply-adds: about 8 us at 1e10 multiply-adds a second on the development machine.
+ITEM_COST = 80_000
 
 
 class LagProducts:
@@ -65,13 +68,15 @@ class LagProducts:
         self._n_patches = 0
 
     @staticmethod
-    def multiply_adds(height: int, width: int, kernel_size: int, in_chans: int, offsets: tuple[int, ...]) -> float:
-        """Multiply-adds per image: one Gram matrix of row segments per row and row lag."""
+    def cost(height: int, width: int, kernel_size: int, in_chans: int, offsets: tuple[int, ...]) -> float:
+        """Work per image in multiply-adds: one Gram matrix of row segments per row and row lag, plus
+        ITEM_COST for each small GEMM of an edge row (what dominates on small images)."""
+        geometry = _Geometry((1, in_chans, height, width), kernel_size, offsets)
         k, c = kernel_size, in_chans
-        row_reach = max((d for d in offsets if d < width - k + 1), default=0)
-        column_reach = max((d for d in offsets if d < height - k + 1), default=0)
-        segment = c * (k + row_reach)
-        return float(height * (width - k + 1) * (k * segment ** 2 + column_reach * (c * k) ** 2))
+        gemms = height * geometry.nx * (k * (c * geometry.w) ** 2 + geometry.column_reach * (c * k) ** 2)
+        items = sum(geometry.edge_rows(lag) * (len(geometry.range_ends) if lag < k else 1)
+                    for lag in range(geometry.lag_count))
+        return float(gemms + ITEM_COST * items)
 
     def add(self, images: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Add a batch of same-sized uint8 images; returns its sums with the products each entry summed."""
@@ -184,9 +189,7 @@ class _Geometry:
         column) need only positions below k.
         """
         q = (self.w if lag < self.k else self.k) * self.c
-        count = self.height - lag
-        head = min(count, self.k - 1 + self.column_reach)
-        core_end = max(head, min(count, self.ny - self.column_reach))
+        head, core_end, count = self._row_split(lag)
         edge = torch.cat([torch.arange(head), torch.arange(core_end, count)]).to(main.device)
         prefix = self._prefix(main[:, :q], lag, edge, head, core_end)
         ends = self.range_ends if lag < self.k else [self.nx]
@@ -198,6 +201,16 @@ class _Geometry:
                 start = end
             prefixes[end] = prefix
         return _RowPrefixes(prefixes, head, core_end)
+
+    def _row_split(self, lag: int) -> tuple[int, int, int]:
+        """(head, core end, rows) for a lag: windows start at or before `head` and end at or after `core end`."""
+        count = self.height - lag
+        head = min(count, self.k - 1 + self.column_reach)
+        return head, max(head, min(count, self.ny - self.column_reach)), count
+
+    def edge_rows(self, lag: int) -> int:
+        head, core_end, count = self._row_split(lag)
+        return head + count - core_end
 
     def _prefix(self, segments: torch.Tensor, lag: int, edge: torch.Tensor, head: int,
                 core_end: int) -> torch.Tensor:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -40,9 +40,8 @@ from .patch_gram import PatchGram
 from .preprocessing import Preprocessing
 
 ENGINES = {engine.name: engine for engine in (PatchGram, LagProducts)}
-# `lags` runs its GEMMs on larger matrices but pays prefix sums over rows and their float64
-# bookkeeping; measured on the CPU (docs/benchmarks.md), it wins once `patches` needs this many
-# times its multiply-adds.
+# `patches` runs its GEMMs on whole images at once; measured on the CPU (docs/benchmarks.md), `lags`
+# wins once `patches` costs this many times more.
 LAGS_ADVANTAGE = 2.0
 # Integers up to 2^53 are exact in float64; every accumulated sum must stay below.
 EXACT_FLOAT64 = 2**53
@@ -62,12 +61,12 @@ def patch_dimension(kernel_size: int, in_chans: int) -> int:
 
 def choose_engine(height: int, width: int, kernel_size: int, in_chans: int, offsets: tuple[int, ...]
                   ) -> tuple[str, str]:
-    """(engine, why) for images of this size: the one with fewer multiply-adds, `lags` weighed by LAGS_ADVANTAGE."""
-    patches = PatchGram.multiply_adds(height, width, kernel_size, in_chans, offsets)
-    lags = LagProducts.multiply_adds(height, width, kernel_size, in_chans, offsets)
+    """(engine, why) for images of this size: the cheaper by each engine's cost, `lags` weighed by LAGS_ADVANTAGE."""
+    patches = PatchGram.cost(height, width, kernel_size, in_chans, offsets)
+    lags = LagProducts.cost(height, width, kernel_size, in_chans, offsets)
     name = "lags" if patches > LAGS_ADVANTAGE * lags else "patches"
-    return name, (f"{height}x{width} images, k={kernel_size}: {patches:.2g} multiply-adds an image for patches, "
-                  f"{lags:.2g} for lags")
+    return name, (f"{height}x{width} images, k={kernel_size}: about {patches:.2g} multiply-adds an image for "
+                  f"patches, {lags:.2g} for lags")
 
 
 def exact_centred(outer: torch.Tensor, first: torch.Tensor, second: torch.Tensor, count: int) -> np.ndarray:
@@ -303,53 +302,65 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
+def bases_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_sizes: Sequence[int],
                        device: str | None = None, total: int | None = None, progress: bool = True,
                        meta: dict | None = None, threads: int = 1, name: str = "images",
-                       offsets: Iterable[int] = (), second_moment: str = "centred", engine: str = "auto") -> PatchBasis:
-    """Exact patch basis of a stream of preprocessed uint8 (N, c, H, W) batches (`name`: what they are).
+                       offsets: Iterable[int] = (), second_moment: str = "centred",
+                       engine: str = "auto") -> list[PatchBasis]:
+    """Exact patch bases at several kernel sizes from one pass over a stream of preprocessed uint8
+    (N, c, H, W) batches (`name`: what they are); each batch feeds every kernel size in turn.
 
     offsets: pixel distances at which patch cross-covariances C(d) are measured in the same pass.
-    The basis' meta says which engine ran on how many images, and why (`engines`).
+    Each basis' meta says which engine ran on how many images, and why (`engines`).
     """
-    moments = PatchMoments(kernel_size, preprocessing.in_chans, device or default_device(), threads=threads,
-                           name=name, offsets=offsets, engine=engine)
-    with tqdm(total=total, desc=f"patch statistics k={kernel_size}", unit="img",
+    device = device or default_device()
+    every = [PatchMoments(k, preprocessing.in_chans, device, threads=threads, name=name, offsets=offsets,
+                          engine=engine) for k in kernel_sizes]
+    label = ", ".join(str(k) for k in kernel_sizes)
+    with tqdm(total=total, desc=f"patch statistics k={label}", unit="img",
               disable=not progress, mininterval=2) as bar:
         for batch in batches:
-            moments.update(batch)
+            for moments in every:
+                moments.update(batch)
             bar.update(batch.shape[0])
-    return basis_from_moments(moments, preprocessing.mean, preprocessing.std,
-                              meta={**(meta or {}), "device": str(moments.device),
-                                    "preprocessing": preprocessing.to_dict(), "engines": moments.engine_use},
-                              second_moment=second_moment)
+    return [basis_from_moments(moments, preprocessing.mean, preprocessing.std,
+                               meta={**(meta or {}), "device": str(moments.device),
+                                     "preprocessing": preprocessing.to_dict(), "engines": moments.engine_use},
+                               second_moment=second_moment)
+            for moments in every]
+
+
+def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
+                       **options) -> PatchBasis:
+    """Exact patch basis of a stream of preprocessed uint8 batches at one kernel size (see bases_from_batches)."""
+    return bases_from_batches(batches, preprocessing, [kernel_size], **options)[0]
 
 
 def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, kernel_size: int,
-                  device: str | None = None, total: int | None = None,
-                  progress: bool = True, meta: dict | None = None,
-                  offsets: Iterable[int] = (), second_moment: str = "centred") -> PatchBasis:
-    """Exact patch basis of a stream of raw uint8 images under one preprocessing."""
+                  **options) -> PatchBasis:
+    """Exact patch basis of a stream of raw uint8 images under one preprocessing (options: bases_from_batches')."""
     prepared = same_size_batches(preprocessing.apply(image) for image in images)
-    return basis_from_batches((torch.from_numpy(batch) for batch in prepared), preprocessing, kernel_size,
-                              device=device, total=total, progress=progress, meta=meta,
-                              offsets=offsets, second_moment=second_moment)
+    return basis_from_batches((torch.from_numpy(batch) for batch in prepared), preprocessing, kernel_size, **options)
+
+
+def source_bases(source, root: Path | None, preprocessing: Preprocessing, kernel_sizes: Sequence[int],
+                 device: str | None = None, workers: int = 0, meta: dict | None = None,
+                 indices: np.ndarray | None = None, **options) -> list[PatchBasis]:
+    """Exact patch bases of a dataset source's images `indices` (None: its selection; see prepared_indices),
+    at every kernel size from one reading of the images.
+
+    Images are loaded and preprocessed with PIL in `workers` DataLoader
+    processes: timm's exact pixels. options: bases_from_batches'.
+    """
+    indices = source.indices(root) if indices is None else indices
+    batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices,
+                          kernel_size=max(kernel_sizes))
+    meta = {**(meta or {}), "subsample": source.subsample}
+    return bases_from_batches(batches, preprocessing, kernel_sizes, device=device, total=len(indices), meta=meta,
+                              name=f"dataset {source.name!r}", **options)
 
 
 def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,
-                 device: str | None = None, workers: int = 0,
-                 progress: bool = True, meta: dict | None = None, threads: int = 1,
-                 offsets: Iterable[int] = (), second_moment: str = "centred",
-                 indices: np.ndarray | None = None) -> PatchBasis:
-    """Exact patch basis of a dataset source's images `indices` (None: its selection; see prepared_indices).
-
-    Images are loaded and preprocessed with PIL in `workers` DataLoader
-    processes: timm's exact pixels.
-    """
-    device = device or default_device()
-    indices = source.indices(root) if indices is None else indices
-    batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices, kernel_size=kernel_size)
-    meta = {**(meta or {}), "subsample": source.subsample}
-    return basis_from_batches(batches, preprocessing, kernel_size, device=device, total=len(indices),
-                              progress=progress, meta=meta, threads=threads, name=f"dataset {source.name!r}",
-                              offsets=offsets, second_moment=second_moment)
+                 **options) -> PatchBasis:
+    """The patch basis of a dataset source's images at one kernel size (see source_bases)."""
+    return source_bases(source, root, preprocessing, [kernel_size], **options)[0]

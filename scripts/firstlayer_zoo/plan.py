@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
-from .paths import NAME_LIMIT, StudyPaths
+from .paths import NAME_LIMIT, StudyPaths, kernel_label
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .train_runs import TrainRun
@@ -130,6 +130,7 @@ class Study:
         planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.listed_after_download.values())]
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
+        self.basis_files = self._basis_files()
 
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
@@ -212,3 +213,28 @@ class Study:
     @property
     def bases(self) -> list[BasisKey]:
         return self._bases
+
+    def _basis_files(self) -> dict[BasisKey, str]:
+        """The file each basis is read from.
+
+        The bases of one (dataset, preprocessing) are computed together, in one reading of its images, into
+        one file named by their kernel sizes. A kernel size that a file on disk already holds is read from
+        that file: adding a kernel size to a known preprocessing computes only the new one (Snakemake keeps
+        every such file up to date like any output, so reading it is always right).
+        """
+        by_preprocessing: dict[tuple[str, str, int], list[BasisKey]] = {}
+        for key in self._bases:
+            by_preprocessing.setdefault((key.dataset, key.preprocessing, key.in_chans), []).append(key)
+        files = {}
+        for (dataset, preprocessing, in_chans), keys in by_preprocessing.items():
+            existing = self.paths.existing_bases(dataset, preprocessing, in_chans)
+            missing = []
+            for key in keys:
+                found = [path for path, sizes in existing.items() if key.kernel_size in sizes]
+                if found:
+                    files[key] = found[0]
+                else:
+                    missing.append(key)
+            label = kernel_label(key.kernel_size for key in missing)
+            files.update({key: self.paths.basis(dataset, preprocessing, label, in_chans) for key in missing})
+        return files

@@ -507,9 +507,9 @@ def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
 
 
 def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
-               bases: dict[str, str], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
+               bases: dict[str, tuple[str, int]], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
                filter_checkpoints: int) -> dict[str, tuple[int, int]]:
-    """Per basis (slug: its file), the consistency heatmap and the filters as pictures, to outputs[slug] =
+    """Per basis (slug: its file and kernel size), the consistency heatmap and the filters as pictures, to outputs[slug] =
     (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
 
     Filters are chosen from every analysis read without its filter arrays; only the chosen few's shards are
@@ -526,7 +526,7 @@ def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.
             if basis is not None and basis.slug in by_basis:
                 by_basis[basis.slug][analysis.checkpoint.id] = (path, analysis)
     counts = {}
-    for slug, basis_path in bases.items():
+    for slug, (basis_path, kernel_size) in bases.items():
         heatmap, pictures = outputs[slug]
         plot_consistency(checkpoints, consistency, groups, slug, heatmap, heatmap_checkpoints)
         members = by_basis[slug]
@@ -534,7 +534,7 @@ def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.
             [analysis for _, analysis in members.values()], filter_checkpoints)}
         with_filters = [analysis for path in sorted({members[name][0] for name in chosen})
                         for analysis in load_analyses(path) if analysis.checkpoint.id in chosen]
-        basis = PatchBasis.load(basis_path)
+        basis = PatchBasis.load(basis_path, kernel_size)
         plot_filters(with_filters, basis.eigenvectors, basis.kernel_size, basis.in_chans, slug, filter_checkpoints,
                      pictures)
         counts[slug] = (len(members), len(with_filters))

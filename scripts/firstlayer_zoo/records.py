@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .paths import StudyPaths
 from .preprocessing import Preprocessing
 
 
@@ -18,9 +17,6 @@ class BasisKey:
     @property
     def slug(self) -> str:
         return f"{self.dataset}-{self.preprocessing}-k{self.kernel_size}c{self.in_chans}"
-
-    def path(self, paths: StudyPaths) -> str:
-        return paths.basis(self.dataset, self.preprocessing, self.kernel_size, self.in_chans)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ def analyse_shard(specs: Sequence[CheckpointSpec], basis_paths: dict[str, str], 
     """
     from tqdm import tqdm
 
-    bases = {slug: PatchBasis.load(path) for slug, path in basis_paths.items()}
+    kernel_sizes = {spec.basis.slug: spec.basis.kernel_size for spec in specs if spec.basis is not None}
+    bases = {slug: PatchBasis.load(path, kernel_sizes[slug]) for slug, path in basis_paths.items()}
     analyses = []
     for spec in tqdm(specs, desc="checkpoints", unit="ckpt", disable=not progress, mininterval=2):
         try:

@@ -81,7 +81,7 @@ rule plot_bases:
         checkpoints=PATHS.table("checkpoints"),
         consistency=PATHS.table("consistency"),
         groups=PATHS.table("consistency_groups"),
-        bases=[basis.path(PATHS) for basis in STUDY.bases],
+        bases=study_basis_files(),
         analyses=all_analyses,
     output:
         consistency=[
@@ -106,6 +106,7 @@ rule plot_bases:
         PATHS.log("plot_bases"),
     params:
         slugs=[basis.slug for basis in STUDY.bases],
+        kernel_sizes=[basis.kernel_size for basis in STUDY.bases],
         heatmap_checkpoints=config["plots"]["heatmap_checkpoints"],
         filter_checkpoints=config["plots"]["filter_checkpoints"],
     conda:

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from firstlayer_zoo.paths import PLOTS, TABLES  # noqa: E402
+from firstlayer_zoo.paths import PLOTS, TABLES, kernel_sizes  # noqa: E402
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
 
@@ -30,6 +30,8 @@ wildcard_constraints:
     shard=r"\d{4}-of-\d{4}",
     run=r"[^/]+",
     prep=r"[^/]+",
+    kernels=r"\d+(-\d+)*",
+    c=r"\d+",
 
 
 def dataset_manifest(wildcards):
@@ -84,7 +86,7 @@ def shard_checkpoint_files(wildcards):
 
 def shard_bases(wildcards):
     """The patch bases of a shard's checkpoints by slug; a checkpoint planned without one is skipped, saying why."""
-    return {spec.basis.slug: spec.basis.path(PATHS) for spec in shard_members(wildcards) if spec.basis is not None}
+    return {spec.basis.slug: STUDY.basis_files[spec.basis] for spec in shard_members(wildcards) if spec.basis is not None}
 
 
 def shard_basis_files(wildcards):
@@ -103,6 +105,14 @@ def all_analyses(wildcards=None):
 
 def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
+
+
+def basis_kernel_sizes(wildcards):
+    return list(kernel_sizes(wildcards.kernels))
+
+
+def study_basis_files():
+    return [STUDY.basis_files[basis] for basis in STUDY.bases]
 
 
 def archive_options(wildcards):

@@ -4,11 +4,12 @@ rule patch_statistics:
     output:
         PATHS.basis(),
     log:
-        PATHS.log("patch_statistics", "{dataset}", "{prep}", "k{k}_c{c}"),
+        PATHS.log("patch_statistics", "{dataset}", "{prep}", "k{kernels}_c{c}"),
     params:
         options=dataset_options,
         root=dataset_root,
         preprocessing=basis_preprocessing,
+        kernel_sizes=basis_kernel_sizes,
         device=statistics_device(),
         autocorrelation_offsets=config["analysis"]["autocorrelation_offsets"],
         moments=config["analysis"]["moments"],
