@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import save_file
 
 from firstlayer_zoo.basis import PatchBasis, save_bases

@@ -46,7 +46,8 @@ def test_both_engines_give_identical_integer_sums_at_every_offset(kernel_size, i
     for direction in DIRECTIONS:
         for offset, ours, theirs in zip(OFFSETS, lags._pairs[direction], patches._pairs[direction]):
             assert ours.count == theirs.count, (direction, offset)
-            for mine, reference in zip((ours.first, ours.second, ours.outer), (theirs.first, theirs.second, theirs.outer)):
+            for mine, reference in zip((ours.first, ours.second, ours.outer),
+                                       (theirs.first, theirs.second, theirs.outer)):
                 torch.testing.assert_close(mine, reference, rtol=0, atol=0, msg=f"{direction} at {offset} px")
     for ours, theirs in zip(lags.pixel_covariance(), patches.pixel_covariance()):
         np.testing.assert_array_equal(ours, theirs)

@@ -12,7 +12,6 @@ from firstlayer_zoo.patchstats import (
     ENGINES,
     InvalidMomentsError,
     PatchMoments,
-    basis_from_batches,
     basis_from_moments,
     dataset_basis,
     source_basis,

@@ -56,7 +56,8 @@ def run(tmp_path_factory):
         counts = plots.plot_bases(
             tables["checkpoints"], tables["consistency"], tables["consistency_groups"],
             sorted(str(path) for path in (workdir / "results" / "analyses").rglob("*.npz")),
-            {slug: (str(workdir / study.basis_files[basis]), basis.kernel_size) for slug, basis in zip(slugs, study.bases)},
+            {slug: (str(workdir / study.basis_files[basis]), basis.kernel_size)
+             for slug, basis in zip(slugs, study.bases)},
             {slug: (paths.basis_plot("consistency", slug), paths.basis_plot("filters", slug)) for slug in slugs},
             config["plots"]["heatmap_checkpoints"], config["plots"]["filter_checkpoints"])
     yield workdir, study, tables, drawn, counts

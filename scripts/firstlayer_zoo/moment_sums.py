@@ -76,7 +76,8 @@ def pixel_prefix_sums(images: torch.Tensor) -> torch.Tensor:
 
 def window_sums(prefix: torch.Tensor, kernel_size: int, rows: int, columns: int,
                 shift: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """Per patch coordinate (c, a_y, a_x), the sum of v - 128 at o + a + shift over origins o in [0, rows) x [0, columns).
+    """Per patch coordinate (c, a_y, a_x), the sum of v - 128 at o + a + shift, over origins o in
+    [0, rows) x [0, columns).
 
     `prefix` from pixel_prefix_sums; float64, in conv-weight order.
     """

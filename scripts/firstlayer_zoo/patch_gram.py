@@ -130,7 +130,7 @@ class PatchGram:
 
     @staticmethod
     def cost(height: int, width: int, kernel_size: int, in_chans: int, offsets: tuple[int, ...]) -> float:
-        """Work per image in multiply-adds: one p x p product per patch, and one per pair at each offset and direction."""
+        """Work per image in multiply-adds: a p x p product per patch, and per pair at each offset and direction."""
         p = in_chans * kernel_size ** 2
         rows, columns = height - kernel_size + 1, width - kernel_size + 1
         pairs = sum(rows * max(0, columns - d) + columns * max(0, rows - d) for d in offsets)

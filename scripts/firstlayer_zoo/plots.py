@@ -509,8 +509,8 @@ def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
 def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
                bases: dict[str, tuple[str, int]], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
                filter_checkpoints: int) -> dict[str, tuple[int, int]]:
-    """Per basis (slug: its file and kernel size), the consistency heatmap and the filters as pictures, to outputs[slug] =
-    (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
+    """Per basis (slug: its file and kernel size), the consistency heatmap and the filters as pictures, to
+    outputs[slug] = (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
 
     Filters are chosen from every analysis read without its filter arrays; only the chosen few's shards are
     read again, with them.
