@@ -129,24 +129,27 @@ class LagProducts:
         """Every sum so far, as p x p matrices in conv-weight order."""
         k, c = self.kernel_size, self.in_chans
         p = c * k * k
-        shape = (c, k, k, c, k, k)
-        outer = torch.zeros(shape, dtype=torch.float64, device=self.device)
-        crosses = {(direction, d): torch.zeros(shape, dtype=torch.float64, device=self.device)
+        # Blocks land in [a_y, b_y, c, a_x, c', b_x] (each pair of patch rows once), then one permutation.
+        by_rows = (k, k, c, k, c, k)
+        outer = torch.zeros(by_rows, dtype=torch.float64, device=self.device)
+        crosses = {(direction, d): torch.zeros(by_rows, dtype=torch.float64, device=self.device)
                    for direction in DIRECTIONS for d in self.offsets}
         for (kind, offset, lag, placement), block in self._blocks.items():
             target = outer if kind == "patches" else crosses[(kind, offset)]
             first_row, second_row, order = placement
-            first_row = torch.as_tensor(first_row, device=self.device)
-            second_row = torch.as_tensor(second_row, device=self.device)
-            target[:, first_row, :, :, second_row, :] += block.permute(*order)
+            target[list(first_row), list(second_row)] = block.permute(*order)
+
+        def natural(blocks: torch.Tensor) -> torch.Tensor:
+            return blocks.permute(2, 0, 3, 4, 1, 5).reshape(p, p)
+
         pairs = {direction: [] for direction in DIRECTIONS}
         for direction in DIRECTIONS:
             for d in self.offsets:
                 pair = self._pair_firsts[(direction, d)]
                 pairs[direction].append(PairSums(pair.first.clone(), pair.second.clone(),
-                                                 crosses[(direction, d)].reshape(p, p), pair.count)
+                                                 natural(crosses[(direction, d)]), pair.count)
                                         if pair.count else None)
-        return BatchSums(first=self._first.clone(), outer=outer.reshape(p, p), pairs=pairs, n_patches=self._n_patches)
+        return BatchSums(first=self._first.clone(), outer=natural(outer), pairs=pairs, n_patches=self._n_patches)
 
 
 class _Geometry:
@@ -222,8 +225,12 @@ class _Geometry:
         prefix = torch.empty(len(edge) + has_core + 1, q, q, dtype=torch.float64, device=segments.device)
         prefix[0] = 0
         rows = row_grams(first, second).view(n, len(edge), q, q)
-        prefix[1:head + 1] = rows[:, :head].sum(0, dtype=torch.float64)
-        prefix[head + 1 + has_core:] = rows[:, head:].sum(0, dtype=torch.float64)
+        # copy_ converts to float64 in the same pass; a sum over one image would take a slow reduction path.
+        prefix[1:head + 1].copy_(rows[0, :head])
+        prefix[head + 1 + has_core:].copy_(rows[0, head:])
+        for image in range(1, n):
+            prefix[1:head + 1] += rows[image, :head]
+            prefix[head + 1 + has_core:] += rows[image, head:]
         if has_core:
             prefix[head + 1] = band_gram(segments[:, :, head:core_end], segments[:, :, head + lag:core_end + lag])
         # Row by row: torch.cumsum along the first of three dimensions is several times slower.
