@@ -78,17 +78,14 @@ def test_an_unknown_engine_is_refused_naming_the_choices():
         PatchMoments(3, 3, engine="fft")
 
 
-def test_centring_in_int64_gives_the_floats_python_integers_give():
-    # Numerators beyond 2^53, where the conversion to float64 rounds: int64 and Python integers must round alike.
-    rng = np.random.default_rng(4)
+@pytest.mark.parametrize("outer_bits,first_bits,shift", [(20, 14, 0), (40, 30, 0), (40, 30, 12)])
+def test_centring_gives_the_floats_python_integers_give(outer_bits, first_bits, shift):
+    # Float64 (every term below 2^53), int64 (below 2^62) and Python integers (beyond): numerators beyond
+    # 2^53, where the conversion to float64 rounds, must round alike in each.
+    rng = np.random.default_rng(outer_bits + shift)
     count = 3_000_001
-    outer = torch.from_numpy(rng.integers(-2**40, 2**40, size=(6, 6)).astype(np.float64))
-    first = torch.from_numpy(rng.integers(-2**30, 2**30, size=6).astype(np.float64))
-    fast = exact_centred(outer, first, first, count)
+    outer = torch.from_numpy(rng.integers(-2**outer_bits, 2**outer_bits, size=(6, 6)).astype(np.float64))
+    first = torch.from_numpy(rng.integers(-2**first_bits, 2**first_bits, size=6).astype(np.float64)) * 2**shift
     exact = [[float(Fraction(int(outer[i, j]) * count - int(first[i]) * int(first[j]), 1)) / count / count
               for j in range(6)] for i in range(6)]
-    np.testing.assert_array_equal(fast, np.array(exact))
-    slow = exact_centred(outer, first * 2**12, first * 2**12, count)  # products past 2^62: Python integers
-    np.testing.assert_array_equal(slow, np.array([[float(int(outer[i, j]) * count - int(first[i]) * 2**12
-                                                         * int(first[j]) * 2**12) / count / count
-                                                   for j in range(6)] for i in range(6)]))
+    np.testing.assert_array_equal(exact_centred(outer, first, first, count), np.array(exact))

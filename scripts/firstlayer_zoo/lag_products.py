@@ -186,30 +186,32 @@ class _Geometry:
     def row_prefixes(self, main: torch.Tensor, tail: torch.Tensor, lag: int) -> "_RowPrefixes":
         """Prefix sums over rows of T_lag(i) = sum_x h(i, x) h(i + lag, x)^T, one per column range end.
 
-        Every row window a sum reads starts in the first k - 1 + d rows and ends in the last d + k rows
-        (d the largest offset along a column), so only those edge rows get a Gram matrix each; the
-        core rows between them go through one long GEMM. Lags beyond the patch (pairs along a
+        Every row window a sum reads starts in the first k - 1 rows and ends in the last k - 1 + d rows
+        (d the largest offset along a column, at most the lag), so only those edge rows get a Gram matrix
+        each; the core rows between them go through one long GEMM. Lags beyond the patch (pairs along a
         column) need only positions below k.
         """
         q = (self.w if lag < self.k else self.k) * self.c
         head, core_end, count = self._row_split(lag)
         edge = torch.cat([torch.arange(head), torch.arange(core_end, count)]).to(main.device)
-        prefix = self._prefix(main[:, :q], lag, edge, head, core_end)
-        ends = self.range_ends if lag < self.k else [self.nx]
-        prefixes, start = {}, self.main
-        for end in ends:
-            if end > start:
-                prefix = prefix + self._prefix(tail[:, :q, :, start - self.main:end - self.main],
-                                               lag, edge, head, core_end)
-                start = end
-            prefixes[end] = prefix
-        return _RowPrefixes(prefixes, head, core_end)
+        # One prefix for the columns every range shares, one per stretch of tail columns up to the next end.
+        segments = [(self.main, self._prefix(main[:, :q], lag, edge, head, core_end))]
+        ends = self.range_ends if lag < self.k else sorted({self.main, self.nx})
+        for start, end in zip(ends, ends[1:]):
+            segments.append((end, self._prefix(tail[:, :q, :, start - self.main:end - self.main],
+                                               lag, edge, head, core_end)))
+        return _RowPrefixes(segments, head, core_end)
 
     def _row_split(self, lag: int) -> tuple[int, int, int]:
-        """(head, core end, rows) for a lag: windows start at or before `head` and end at or after `core end`."""
+        """(head, core end, rows) for a lag: every window it feeds starts at or before `head` and ends at or
+        after `core end`.
+
+        Windows start at a_y (or d + b_y for pairs along a column read transposed), always below k; they end
+        at a_y + ny, or a_y + ny - d for pairs d rows apart, whose a_y is at least d - lag.
+        """
         count = self.height - lag
-        head = min(count, self.k - 1 + self.column_reach)
-        return head, max(head, min(count, self.ny - self.column_reach)), count
+        head = min(count, self.k - 1)
+        return head, max(head, min(count, self.ny - min(self.column_reach, lag))), count
 
     def edge_rows(self, lag: int) -> int:
         head, core_end, count = self._row_split(lag)
@@ -287,13 +289,15 @@ class _Geometry:
 
 
 class _RowPrefixes:
-    """Prefix sums over one lag's head rows, its core (one step, where there is one) and its tail rows.
+    """Prefix sums over one lag's head rows, its core (one step, where there is one) and its tail rows, per
+    stretch of columns: P(r), the sum over rows below r, for r <= head or r >= tail.
 
-    P(r), the sum over rows below r, for r <= head or r >= tail.
+    `segments` lists (end, P) by end: the first stretch of columns starts at 0, each next one where the
+    previous ends; the range [0, end) is every stretch up to `end`.
     """
 
-    def __init__(self, by_end: dict[int, torch.Tensor], head: int, tail: int):
-        self.by_end = by_end
+    def __init__(self, segments: list[tuple[int, torch.Tensor]], head: int, tail: int):
+        self.segments = segments
         self.head = head
         self.tail = tail
 
@@ -306,7 +310,12 @@ class _RowPrefixes:
         Every start lies at or before the head's end and every stop at or after the tail's start, so both
         are runs of consecutive prefix entries.
         """
-        prefix = self.by_end[end]
         count = last_start - first_start
         stop = self.position(first_start + length)
-        return prefix[stop:stop + count] - prefix[first_start:first_start + count]
+        sums = None
+        for segment_end, prefix in self.segments:
+            if segment_end > end:
+                break
+            part = prefix[stop:stop + count] - prefix[first_start:first_start + count]
+            sums = part if sums is None else sums.add_(part)
+        return sums

@@ -72,12 +72,16 @@ def choose_engine(height: int, width: int, kernel_size: int, in_chans: int, offs
 def exact_centred(outer: torch.Tensor, first: torch.Tensor, second: torch.Tensor, count: int) -> np.ndarray:
     """(count * outer - first second^T) / count^2 from checked integer sums: the numerator exact, no cancellation.
 
-    The numerator is formed in int64 where every term provably fits (then its conversion to float64 is
-    correctly rounded, as Python's is), else in Python integers; both give the same floats.
+    The numerator is formed in float64 where both of its terms are exact there (their difference is then
+    rounded once, correctly, as Python rounds an integer), else in int64 where every term fits (its
+    conversion is correctly rounded too), else in Python integers; all three give the same floats.
     """
-    # Checked before: integers below 2^53, so the int64 casts are exact.
-    outer, first, second = (values.cpu().numpy().astype(np.int64) for values in (outer, first, second))
+    # Checked before: integers below 2^53.
+    outer, first, second = (values.cpu().numpy() for values in (outer, first, second))
     largest = (lambda values: int(np.abs(values).max(initial=0)))
+    if largest(outer) * count < EXACT_FLOAT64 and largest(first) * largest(second) < EXACT_FLOAT64:
+        return (outer * float(count) - np.outer(first, second)) / float(count) / float(count)
+    outer, first, second = (values.astype(np.int64) for values in (outer, first, second))
     if largest(outer) * count < 2**62 and largest(first) * largest(second) < 2**62:
         numerator = outer * count - np.outer(first, second)
     else:
@@ -120,6 +124,7 @@ class PatchMoments:
         # (batch index, FAULTS bits) of the first invalid batch, -1 while none: kept on the device
         # so that checking a batch costs no synchronisation.
         self._first_fault = torch.full((2,), -1, dtype=torch.int64, device=self.device)
+        self._checked = False
 
     def update(self, images: torch.Tensor) -> None:
         """Add a batch of same-sized uint8 images of shape (N, c, H, W), on any device."""
@@ -147,6 +152,7 @@ class PatchMoments:
         self.n_images += images.shape[0]
         self.n_patches += images.shape[0] * (height - k + 1) * (width - k + 1)
         self.__dict__.pop("_totals", None)
+        self._checked = False
 
     def describe_engines(self) -> str:
         """Which engine ran on how many images, and why: for the job's log."""
@@ -157,6 +163,11 @@ class PatchMoments:
     def _totals(self) -> BatchSums:
         """Every engine's sums added up (they share one layout), materialised once after the last update."""
         p = patch_dimension(self.kernel_size, self.in_chans)
+        if len(self._engines) == 1:
+            totals = next(iter(self._engines.values())).totals()
+            totals.pairs = {direction: [pair or PairSums.zeros(p, self.device) for pair in pairs]
+                            for direction, pairs in totals.pairs.items()}
+            return totals
         first = torch.zeros(p, dtype=torch.float64, device=self.device)
         outer = torch.zeros(p, p, dtype=torch.float64, device=self.device)
         pairs = {direction: [PairSums.zeros(p, self.device) for _ in self.offsets] for direction in DIRECTIONS}
@@ -200,7 +211,12 @@ class PatchMoments:
         first = (self._first_fault[0] < 0) & (code > 0)
         self._first_fault = torch.where(first, torch.stack([torch.full_like(code, batch), code]), self._first_fault)
     def check_sums(self) -> None:
-        """Raise InvalidMomentsError unless every batch and the totals are sums exact arithmetic can give."""
+        """Raise InvalidMomentsError unless every batch and the totals are sums exact arithmetic can give.
+
+        Checked once after the last update.
+        """
+        if self._checked:
+            return
         batch, code = (int(v) for v in self._first_fault.cpu())
         if batch >= 0:
             first = self._batch_starts[batch]
@@ -214,18 +230,19 @@ class PatchMoments:
             raise InvalidMomentsError(f"{self.name}: inconsistent counts: {self.n_patches} patches "
                                       f"from {self.n_images} images")
         for label, values in self._labelled_totals():
-            values = values.cpu().numpy()
-            if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            size = float(values.abs().amax()) if values.numel() else 0.0
+            if not np.isfinite(size) or bool((torch.frac(values) != 0).any()):
                 raise InvalidMomentsError(f"{self.name}: accumulated {label} are not finite integers")
-            if np.abs(values).max(initial=0) >= EXACT_FLOAT64:
+            if size >= EXACT_FLOAT64:
                 raise InvalidMomentsError(
-                    f"{self.name}: accumulated {label} reach {np.abs(values).max():.3g}, beyond float64's exact "
+                    f"{self.name}: accumulated {label} reach {size:.3g}, beyond float64's exact "
                     f"range 2^53, after {self.n_patches} patches: use fewer images (a subsample)")
         sums = np.array([int(v) for v in self._sum.cpu().numpy()], dtype=object)
         squares = np.array([int(v) for v in np.diag(self._outer.cpu().numpy())], dtype=object)
         if np.any(squares * self.n_patches < sums * sums):
             raise InvalidMomentsError(f"{self.name}: accumulated sums and sums of squares imply a negative "
                                       f"variance over {self.n_patches} patches: they do not belong together")
+        self._checked = True
 
     def _labelled_totals(self) -> list[tuple[str, torch.Tensor]]:
         totals = [("first-moment sums", self._sum), ("outer-product sums", self._outer)]
