@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from firstlayer_zoo.dataset_source import prepared_indices
+from firstlayer_zoo.dataset_sources.base import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing

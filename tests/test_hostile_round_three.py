@@ -25,7 +25,7 @@ from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
 from firstlayer_zoo.tables import checkpoints_table, write_table
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from firstlayer_zoo.zoo_sources.archive import ArchiveError, ArchiveSource, unpack
 from hostile_corpus import (

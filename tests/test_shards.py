@@ -8,12 +8,12 @@ from firstlayer_zoo import shards
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.downloads import DownloadError
-from firstlayer_zoo.zoo_sources.local import FolderSource
+from firstlayer_zoo.zoo_sources.local_files import FolderSource
 from firstlayer_zoo.shard_analysis import analyse_shard
 from firstlayer_zoo.shards import assign_shards, load_analyses, save_analyses, shard_count
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo import zoo_sources
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import STEM_KEY, write_corpus, write_good
 

@@ -10,7 +10,7 @@ from firstlayer_zoo.dataset_sources import DATASET_SOURCES
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.registry import Registry
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import ZOO_SOURCES
 from import_graph import import_graph, module_name
 
@@ -62,7 +62,7 @@ def test_a_remote_locator_that_is_also_a_relative_path_is_no_input_file(tmp_path
 
 def test_each_format_sniff_names_is_read_by_exactly_one_local_source():
     """The notebook API reads a file with the source that claims its sniffed format."""
-    from firstlayer_zoo.zoo_sources.local import LocalFiles
+    from firstlayer_zoo.zoo_sources.local_files import LocalFiles
 
     claims = {name: cls.formats for name, cls in ZOO_SOURCES.items() if issubclass(cls, LocalFiles)}
     assert claims == {"folder": ("safetensors", "torch"), "onnx": ("onnx",), "keras": ("keras",)}
@@ -97,9 +97,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_package_has_no_import_cycle():
     graph = import_graph(PACKAGE)
-    assert "firstlayer_zoo.zoo_source" in graph["firstlayer_zoo.zoo_sources.train"]
+    assert "firstlayer_zoo.zoo_sources.base" in graph["firstlayer_zoo.zoo_sources.train"]
     # Each source package imports all its modules (registry.import_modules), which the graph follows.
-    assert {f"firstlayer_zoo.zoo_sources.{module}" for module in ("keras", "train", "local")} <= \
+    assert {f"firstlayer_zoo.zoo_sources.{module}" for module in ("keras", "train", "local_files", "base")} <= \
         graph["firstlayer_zoo.zoo_sources"]
     assert "firstlayer_zoo.dataset_sources.torchvision_sets" in graph["firstlayer_zoo.dataset_sources"]
     assert find_cycle(graph) is None

@@ -109,5 +109,5 @@ class StudyPaths:
 
     @property
     def geometry_cache(self) -> str:
-        """Stem geometry kept across invocations (zoo_source.GeometryCache)."""
+        """Stem geometry kept across invocations (zoo_sources.base.GeometryCache)."""
         return f"{self.outdir}/.plan/stem_geometry.json"

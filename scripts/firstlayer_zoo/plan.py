@@ -16,7 +16,7 @@ from .paths import NAME_LIMIT, StudyPaths
 from .records import BasisKey, CheckpointSpec
 from .shards import assign_shards
 from .train_runs import TrainRun
-from .zoo_source import GeometryCache, ZooSource
+from .zoo_sources.base import GeometryCache, ZooSource
 from .zoo_sources import ZOO_SOURCES
 
 # Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.

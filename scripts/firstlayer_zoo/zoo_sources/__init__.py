@@ -1,6 +1,6 @@
 """Every zoo source, registered in ZOO_SOURCES on import, and the dispatch from a spec to its source's reader.
 
-A new source is one module here that subclasses zoo_source.ZooSource and
+A new source is one module here that subclasses base.ZooSource and
 decorates it with `@register` (every module of this package is imported
 below), and its block in workflow/schemas/config.schema.yaml
 (tests/test_sources.py checks that the schema's `source` names equal the
@@ -13,7 +13,7 @@ from ..downloads import DownloadError
 from ..records import CheckpointSpec
 from ..registry import import_modules
 from ..stems import Stem, StemError
-from ..zoo_source import ZOO_SOURCES
+from .base import ZOO_SOURCES
 
 import_modules(__name__, __path__)
 

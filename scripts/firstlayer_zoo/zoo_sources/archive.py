@@ -28,7 +28,7 @@ from ..checkpoint_io import read_conv_weight
 from ..paths import checkpoint_stem
 from ..rule_io import ClearError
 from ..stems import Stem, StemError
-from ..zoo_source import ZooSource, name_pattern, register
+from .base import ZooSource, name_pattern, register
 
 
 class ArchiveError(StemError, ClearError):

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..keras_io import keras_stem, read_keras_stem
 from ..records import CheckpointSpec
 from ..stems import Stem, validate_conv_weight
-from ..zoo_source import register
-from .local import LocalFiles, square_geometry
+from .base import register
+from .local_files import LocalFiles, square_geometry
 
 
 @register

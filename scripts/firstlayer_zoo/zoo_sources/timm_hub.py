@@ -14,7 +14,7 @@ from ..stems import Stem, StemError, validate_conv_weight
 from ..timm_table import eval_preprocessing, load_timm_table, table_number
 from ..timm_table_build import build_row
 from ..weight_standardisation import SCALED, effective_filters
-from ..zoo_source import ZooSource, register
+from .base import ZooSource, register
 
 
 @register

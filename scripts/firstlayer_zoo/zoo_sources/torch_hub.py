@@ -13,7 +13,7 @@ from ..meta_models import conv_geometry, on_meta_device
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, torch_conv_stem, torch_stem, validate_conv_weight
-from ..zoo_source import ZooSource, register
+from .base import ZooSource, register
 
 TORCHVISION_DOWNLOADS = "https://download.pytorch.org/models/"
 

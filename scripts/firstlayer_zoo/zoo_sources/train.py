@@ -11,7 +11,7 @@ from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem
 from ..train_runs import TrainRun
-from ..zoo_source import ZooSource, register
+from .base import ZooSource, register
 
 
 @register

@@ -1,9 +1,9 @@
-"""The zoo-source interface and its registry; the sources themselves are in zoo_sources/.
+"""The zoo-source interface and its registry; the sources themselves are the other modules of this package.
 
 A source turns its config entry into CheckpointSpecs at start-up, cheaply and
 deterministically; the bytes of a checkpoint are read later, in its own job.
 This module imports no source: each source module imports it and registers
-its class, and zoo_sources/__init__.py imports every source module.
+its class, and the package's __init__.py imports every source module.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import json
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from .atomic import write_text
-from .paths import StudyPaths
-from .records import CheckpointSpec
-from .registry import Registry
-from .stems import Stem
-from .train_runs import TrainRun
+from ..atomic import write_text
+from ..paths import StudyPaths
+from ..records import CheckpointSpec
+from ..registry import Registry
+from ..stems import Stem
+from ..train_runs import TrainRun
 
 ZOO_SOURCES = Registry("zoo")
 register = ZOO_SOURCES.register

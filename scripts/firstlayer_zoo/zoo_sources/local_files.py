@@ -29,7 +29,7 @@ from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, validate_conv_weight
 from ..paths import NAME_LIMIT
-from ..zoo_source import ZooSource, name_pattern, register
+from .base import ZooSource, name_pattern, register
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
