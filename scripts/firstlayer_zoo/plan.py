@@ -14,6 +14,7 @@ from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
 from .paths import NAME_LIMIT, StudyPaths
 from .records import BasisKey, CheckpointSpec
+from .settings import AnalysisSettings, ConsistencySettings, PlotSettings
 from .shards import assign_shards
 from .train_runs import TrainRun
 from .zoo_sources.base import GeometryCache, ZooSource
@@ -60,10 +61,19 @@ REMOVED_OPTIONS = {
 }
 
 
+# Config keys that were renamed, with the new name and what it sets: refused in one line that gives the new name.
+RENAMED_OPTIONS = {
+    ("analysis", "device"): ("statistics_device", "where the patch statistics run"),
+}
+
+
 def refuse_removed_options(config: dict) -> None:
     for (section, key), why in REMOVED_OPTIONS.items():
         if key in (config.get(section) or {}):
             raise ValueError(f"{section}.{key} was removed: {why}")
+    for (section, key), (new, what) in RENAMED_OPTIONS.items():
+        if key in (config.get(section) or {}):
+            raise ValueError(f"{section}.{key} was renamed {section}.{new} (it sets {what}): rename the key")
 
 
 def refuse_outdir(outdir: str, roots: dict[str, Path]) -> None:
@@ -103,13 +113,16 @@ class Study:
     """Everything the DAG needs, resolved once from the config."""
 
     def __init__(self, config: dict, cache_path: str | Path | None = None):
-        self.config = config
         self.outdir = config["outdir"]
         self.paths = StudyPaths(self.outdir)
         self.datasets: dict[str, dict] = config["datasets"]
         for name in self.datasets:
             check_name("datasets", name)
         self.limits = Limits.from_dict(config.get("limits"))
+        # What the jobs are tuned with: the rules read these, never the config.
+        self.analysis = AnalysisSettings.from_dict(config.get("analysis"))
+        self.consistency = ConsistencySettings.from_dict(config.get("consistency"))
+        self.plots = PlotSettings.from_dict(config.get("plots"))
         for dataset_name, options in self.datasets.items():
             DATASET_SOURCES[options["source"]].check_options(dataset_name, options)
         cache = GeometryCache(cache_path or self.paths.geometry_cache)
@@ -117,14 +130,14 @@ class Study:
         self.runs: dict[tuple[str, str], TrainRun] = {}
         self.sources: dict[str, ZooSource] = {}
         self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
-        self.shard_size: int = config["analysis"]["shard_size"]
         with applied(self.limits):
             self._plan(config["zoos"], cache)
         # Before anything is written under it (the geometry cache, even in a dry run).
         refuse_outdir(self.outdir, self.read_roots())
         cache.save()
         self._shards = {
-            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
+            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo],
+                                self.analysis.shard_size)
             for zoo in config["zoos"] if zoo not in self.listed_after_download
         }
         planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.listed_after_download.values())]
@@ -195,7 +208,7 @@ class Study:
         stamp = Path(self.sources[zoo].index_path).stat().st_mtime_ns
         if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
             specs = self.sources[zoo].indexed_checkpoints()
-            self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
+            self._indexed[zoo] = (stamp, assign_shards(specs, self.analysis.shard_size))
         return self._indexed[zoo][1]
 
     def shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:

@@ -14,7 +14,6 @@ from .analysis import CheckpointAnalysis
 from .atomic import atomic_path
 from .consistency import (
     RELATION_GROUPS,
-    ConsistencyLimits,
     all_pairs,
     checkpoint_means,
     group_labels,
@@ -26,6 +25,7 @@ from .consistency import (
     standardised,
 )
 from .profiles import pearson
+from .settings import ConsistencySettings
 
 SCHEMAS: dict[str, pa.Schema] = {
     "checkpoints": pa.schema([
@@ -265,11 +265,11 @@ def profiles_by_basis(analyses: Iterable[CheckpointAnalysis]) -> dict[str, tuple
 
 
 def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], checkpoints: pd.DataFrame,
-                       fits: pd.DataFrame, limits: ConsistencyLimits) -> dict[str, pd.DataFrame]:
+                       fits: pd.DataFrame, settings: ConsistencySettings) -> dict[str, pd.DataFrame]:
     """Pair correlations within each basis (`profiles_by_basis`): pairs, relation summary and group matrix.
 
-    `consistency` holds every pair while a basis has at most `limits.max_pairs`
-    of them, otherwise each checkpoint's `limits.neighbours` nearest neighbours
+    `consistency` holds every pair while a basis has at most `settings.max_pairs`
+    of them, otherwise each checkpoint's `settings.neighbours` nearest neighbours
     (`rank` 1, 2, ...; none by default: the search costs a pass over every pair).
     A relation names, for each of arch, labels, seed and step, whether the pair
     shares it ("same seed") or not ("other seed", also when either value is
@@ -287,20 +287,20 @@ def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], check
         rows = metadata.loc[ids]
         codes = metadata_codes(rows, groups)
         every_pair = None
-        if len(ids) * (len(ids) - 1) // 2 <= limits.max_pairs:
+        if len(ids) * (len(ids) - 1) // 2 <= settings.max_pairs:
             every_pair = all_pairs(z)
             rows_a, rows_b, r = every_pair
             rank = None
         else:
-            rows_a, rows_b, r = nearest_neighbours(z, limits.neighbours)
+            rows_a, rows_b, r = nearest_neighbours(z, settings.neighbours)
             rank = np.tile(np.arange(1, len(rows_a) // max(len(ids), 1) + 1), len(ids)) if len(rows_a) else None
         pairs.append(pd.DataFrame({"basis": basis, "checkpoint_a": ids[rows_a], "checkpoint_b": ids[rows_b],
                                    "r": r, "rank": rank}))
-        grouped = label_sums(z, group_labels(rows, limits))
+        grouped = label_sums(z, group_labels(rows, settings))
         mean_all, mean_group = checkpoint_means(z, grouped)
         means.append(pd.DataFrame({"checkpoint": ids, "mean_r": mean_all, "mean_r_group": mean_group}))
         if len(ids) > 1:
-            summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, limits, every_pair)]
+            summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, settings, every_pair)]
             matrices.append(group_matrix(grouped).assign(basis=basis))
         init = fits.loc[fits["checkpoint"].isin(all_ids), "r_init"].dropna().to_numpy()
         if init.size:
@@ -335,14 +335,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def build_tables(analyses: list[CheckpointAnalysis],
-                 limits: ConsistencyLimits = ConsistencyLimits()) -> dict[str, pd.DataFrame]:
+                 settings: ConsistencySettings = ConsistencySettings()) -> dict[str, pd.DataFrame]:
     tables = {
         "checkpoints": checkpoints_table(analyses),
         "profiles": profiles_table(analyses),
         "fits": fits_table(analyses),
         "autocorrelation": autocorrelation_table(analyses),
     }
-    consistency = consistency_tables(profiles_by_basis(analyses), tables["checkpoints"], tables["fits"], limits)
+    consistency = consistency_tables(profiles_by_basis(analyses), tables["checkpoints"], tables["fits"], settings)
     # Each checkpoint's mean r with its basis and its group goes beside its fit.
     means = consistency.pop("checkpoint_means").set_index("checkpoint")
     fits = tables["fits"].set_index("checkpoint")

@@ -9,8 +9,8 @@ rule analyse_checkpoints:
     params:
         specs=shard_specs,
         bases=shard_bases,
-        subtract_init=config["analysis"]["subtract_init"],
-        strict=config["analysis"]["strict"],
+        subtract_init=STUDY.analysis.subtract_init,
+        strict=STUDY.analysis.strict,
         limits=STUDY.limits.to_dict(),
     conda:
         "../../envs/torch.yaml"

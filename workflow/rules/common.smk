@@ -94,7 +94,7 @@ def shard_basis_files(wildcards):
 def all_analyses(wildcards=None):
     """Every shard's analyses; an archive zoo's shards are known once its unpack checkpoint has run."""
     files = []
-    for zoo in STUDY.config["zoos"]:
+    for zoo in STUDY.sources:
         if zoo in STUDY.listed_after_download:
             checkpoints.unpack_archive.get(zoo=zoo)
         files += [PATHS.analyses(zoo, shard) for shard in STUDY.shards(zoo)]
@@ -120,16 +120,6 @@ def study_outputs():
         + basis_plots("consistency")
         + basis_plots("filters")
     )
-
-
-def statistics_device():
-    device = config["analysis"]["device"]
-    return None if device == "auto" else device
-
-
-def statistics_gpus():
-    """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
-    return 1 if config["analysis"]["device"] == "cuda" else 0
 
 
 def remote_inputs():
