@@ -229,7 +229,7 @@ def test_archive_params_and_steps_beyond_64_bits_are_their_checkpoints_rows(tmp_
                                   "params_file": "params.json", "seed_key": "seed", "first_conv": "stem",
                                   "kernel_size": 5, "in_chans": 3, "preprocessing": {"resize": 48}},
                            str(tmp_path / "results"), cache=None)
-    specs = {spec.name: spec for spec in (source.planned_spec(**source.spec_fields(entry))
+    specs = {spec.name: spec for spec in (source.planned_spec(**source.entry_fields(entry))
                                           for entry in source.index_entries(root))}
     assert sorted(specs) == sorted(expected)
     for name, template in expected.items():

@@ -165,3 +165,45 @@ def test_the_readme_layout_names_every_module_of_the_package():
                if (path.name if path.parent == PACKAGE else path.stem) not in layout
                or (path.parent != PACKAGE and f"{path.parent.name}/" not in layout)]
     assert missing == []
+
+
+def folder_zoo_of_one_file(tmp_path):
+    from firstlayer_zoo.zoo_sources.local_files import FolderSource
+    from hostile_corpus import STEM_KEY, write_good
+
+    (tmp_path / "zoo").mkdir()
+    write_good(tmp_path / "zoo", "good.safetensors", seed=0)
+    options = {"source": "folder", "dataset": "photos", "root": str(tmp_path / "zoo"), "stem_key": STEM_KEY}
+    return FolderSource("local", options, str(tmp_path / "results"), GeometryCache(tmp_path / "g.json"))
+
+
+def test_a_source_writing_a_field_it_does_not_declare_fails_naming_it(tmp_path, monkeypatch):
+    """What a source knows of a checkpoint is declared, with types: an undeclared field fails planning and the
+    reading job (a bug in the source, not one file's skipped row); a value of another type fails the same way."""
+    from firstlayer_zoo.plan import Study
+    from firstlayer_zoo.records import FieldError
+    from firstlayer_zoo.shard_analysis import analyse_shard
+    from firstlayer_zoo.zoo_sources import extract_stem
+    from firstlayer_zoo.zoo_sources.local_files import FolderSource
+
+    zoo = folder_zoo_of_one_file(tmp_path)
+    (spec,) = zoo.checkpoints()
+    assert extract_stem(spec).status == "ok"
+    config = {"outdir": str(tmp_path / "results"), "datasets": {"photos": {"source": "skimage"}},
+              "zoos": {"local": zoo.options}, "analysis": {"shard_size": 8}}
+    monkeypatch.setattr(FolderSource, "spec_fields", {name: kind for name, kind in FolderSource.spec_fields.items()
+                                                      if name != "stat"})
+    with pytest.raises(FieldError, match=r"zoo source 'folder' \(checkpoint local/good.safetensors\) wrote the "
+                                         r"field 'stat', which it does not declare"):
+        Study(config, cache_path=tmp_path / "g.json")
+    with pytest.raises(FieldError, match="'stat'"):
+        extract_stem(spec)
+    monkeypatch.setattr(FolderSource, "spec_fields", {**FolderSource.spec_fields, "stat": str})
+    with pytest.raises(FieldError, match="wrote 'stat' as dict, declared str"):
+        extract_stem(spec)
+    monkeypatch.undo()
+    monkeypatch.setattr(FolderSource, "stem_fields", {})
+    with pytest.raises(FieldError, match=r"zoo source 'folder' reading local/good.safetensors wrote the field 'key'"):
+        extract_stem(spec)
+    with pytest.raises(FieldError, match="'key'"):  # the shard's job fails; no skipped row hides the bug
+        analyse_shard([spec], {}, subtract_init=True, strict=False, progress=False)

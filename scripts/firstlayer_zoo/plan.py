@@ -157,7 +157,7 @@ class Study:
             self.sources[zoo_name] = source
             if source.listed_after_download:
                 self._refuse_planned_misfit(zoo_name, source.planned_spec())
-            for spec in source.checkpoints():
+            for spec in map(source.check_spec, source.checkpoints()):
                 if spec.id in self.checkpoints:
                     first = self.checkpoints[spec.id].uri
                     if first != spec.uri:

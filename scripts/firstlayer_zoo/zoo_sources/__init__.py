@@ -10,7 +10,7 @@ registry's).
 from __future__ import annotations
 
 from ..downloads import DownloadError
-from ..records import CheckpointSpec
+from ..records import CheckpointSpec, FieldError
 from ..registry import import_modules
 from ..stems import Stem, StemError
 from .base import ZOO_SOURCES
@@ -22,20 +22,23 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
     """The stem of one checkpoint (in RGB channel order), or a skipped Stem saying why it cannot be analysed.
 
     Whatever one checkpoint's bytes do to the readers becomes its skipped
-    reason; only a failed download (a rerun may succeed) and interrupts escape.
+    reason; only a failed download (a rerun may succeed), a field the source
+    did not declare (records.FieldError, a bug) and interrupts escape.
     A checkpoint refused at planning is not read at all.
     """
+    source = ZOO_SOURCES[spec.source]
+    source.check_spec(spec)
     if spec.refused:
         return Stem.skipped(spec.refused, spec.first_conv)
     # Said before reading: if the file is rewritten under a memory map, the job dies of SIGBUS, and this line
     # (with faulthandler's trace, see rule_io.logged) is what names the file in its log.
     print(f"{spec.id}: reading {spec.uri}", flush=True)
     try:
-        stem = ZOO_SOURCES[spec.source].load_stem(spec)
+        stem = source.check_stem(spec, source.load_stem(spec))
         return stem.in_rgb_order(spec.uri) if spec.channel_order == "bgr" else stem
     except StemError as error:
         reason = str(error)
-    except DownloadError:
+    except (DownloadError, FieldError):
         raise
     except Exception as error:  # noqa: BLE001 - one checkpoint's bytes must never stop the study
         reason = unreadable_reason(spec.uri, error)

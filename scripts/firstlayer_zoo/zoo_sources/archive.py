@@ -153,6 +153,7 @@ def flatten(values: dict, prefix: str = "") -> dict:
 class ArchiveSource(ZooSource):
     source = "archive"
     listed_after_download = True  # checkpoints come from the index the unpack checkpoint writes
+    spec_fields = {"hyperparameters": str}  # the run's params file, flattened, as JSON
 
     @property
     def root(self) -> str:
@@ -188,10 +189,10 @@ class ArchiveSource(ZooSource):
     def indexed_checkpoints(self) -> list[CheckpointSpec]:
         """The checkpoints listed by the index (only once the unpack checkpoint has run)."""
         entries = json.loads(Path(self.index_path).read_text())
-        return [self.planned_spec(**self.spec_fields(entry)) for entry in entries]
+        return [self.planned_spec(**self.entry_fields(entry)) for entry in entries]
 
     @staticmethod
-    def spec_fields(entry: dict) -> dict:
+    def entry_fields(entry: dict) -> dict:
         """An index entry's CheckpointSpec fields; indexes written before `locator` name the files `uri`, `init_uri`
         (read as they are: unpacking an archive again costs its download)."""
         renamed = {"uri": "locator", "init_uri": "init_locator"}

@@ -11,11 +11,11 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
 from ..atomic import write_text
 from ..paths import StudyPaths
-from ..records import CheckpointSpec
+from ..records import CheckpointSpec, check_fields
 from ..registry import Registry
 from ..stems import Stem
 from ..train_runs import TrainRun
@@ -75,6 +75,12 @@ class ZooSource:
     """One config entry under `zoos:`; a subclass per `source`, registered with `@register`."""
 
     source: ClassVar[str]
+    # The fields it writes, with their types: in each CheckpointSpec's `extra` at planning (spec_fields), in each
+    # Stem's `meta` when its reader reads one (stem_fields). A field named like a provenance column
+    # (checkpoint_record.PROVENANCE: dataset_tag, bytes_fetched, ...) fills that column of checkpoints.parquet;
+    # the others stay in the shard files. Writing a field it does not declare fails the job (records.FieldError).
+    spec_fields: ClassVar[Mapping[str, type]] = {}
+    stem_fields: ClassVar[Mapping[str, type]] = {}
     remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
     # Its checkpoints are known only once a job has downloaded them (a Snakemake checkpoint lists them):
     # such a source lists nothing in `checkpoints` and implements index_path, planned_spec and indexed_checkpoints.
@@ -130,6 +136,18 @@ class ZooSource:
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         """Read the stem (and its init, where known) of one checkpoint; raise StemError if unusable."""
         raise NotImplementedError
+
+    @classmethod
+    def check_spec(cls, spec: CheckpointSpec) -> CheckpointSpec:
+        """The spec, once its `extra` holds only the fields this source declares (records.FieldError otherwise)."""
+        check_fields(f"zoo source {cls.source!r} (checkpoint {spec.id})", cls.spec_fields, spec.extra)
+        return spec
+
+    @classmethod
+    def check_stem(cls, spec: CheckpointSpec, stem: Stem) -> Stem:
+        """The stem, once its `meta` holds only the fields this source declares (records.FieldError otherwise)."""
+        check_fields(f"zoo source {cls.source!r} reading {spec.id}", cls.stem_fields, stem.meta)
+        return stem
 
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:

@@ -22,6 +22,7 @@ class KerasSource(LocalFiles):
     source = "keras"
     default_patterns = ["**/*.h5", "**/*.keras"]
     formats = ("keras",)
+    stem_fields = {"layer_class": str}  # Conv2D, SeparableConv2D, ...
 
     def read_geometry(self, path: Path) -> dict:
         stem = keras_stem(path)

@@ -60,6 +60,8 @@ class TorchvisionWeightsSource(ZooSource):
 
     source = "torchvision"
     remote = True
+    spec_fields = {"dataset_tag": str}
+    stem_fields = {"file_size": int, "bytes_fetched": int}
 
     def checkpoints(self) -> list[CheckpointSpec]:
         mirror = self.options.get("mirror")
@@ -138,6 +140,7 @@ class TorchHubSource(ZooSource):
 
     source = "torchhub"
     remote = True
+    spec_fields = {"hub_source": str, "trust_repo": bool, "kwargs": dict, "dataset_tag": str}
 
     def checkpoints(self) -> list[CheckpointSpec]:
         specs = []
