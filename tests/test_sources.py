@@ -207,3 +207,20 @@ def test_a_source_writing_a_field_it_does_not_declare_fails_naming_it(tmp_path, 
         extract_stem(spec)
     with pytest.raises(FieldError, match="'key'"):  # the shard's job fails; no skipped row hides the bug
         analyse_shard([spec], {}, subtract_init=True, strict=False, progress=False)
+
+
+def test_every_provenance_field_a_source_declares_has_its_columns_kind_and_one_place():
+    """A source fills a provenance column of checkpoints.parquet by declaring a field of its name and kind; the
+    column is copied from the spec's extra or the stem's meta, so no source declares it in both."""
+    from firstlayer_zoo.checkpoint_record import PROVENANCE
+
+    columns = {field.name: field.kind for field in PROVENANCE}
+    filled = set()
+    for name, source in ZOO_SOURCES.items():
+        assert not set(source.spec_fields) & set(source.stem_fields) & set(columns), name
+        for field, kind in {**source.spec_fields, **source.stem_fields}.items():
+            assert kind in (str, int, float, bool, dict, list), (name, field)
+            if field in columns:
+                assert kind is columns[field], (name, field)
+                filled.add(field)
+    assert filled == set(columns)  # every provenance column has a source that fills it

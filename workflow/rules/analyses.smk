@@ -12,6 +12,8 @@ rule analyse_checkpoints:
         subtract_init=STUDY.analysis.subtract_init,
         strict=STUDY.analysis.strict,
         limits=STUDY.limits.to_dict(),
+        # A new layout of the shard files reruns every shard.
+        layout=SHARD_LAYOUT,
     conda:
         "../../envs/torch.yaml"
     threads: 1

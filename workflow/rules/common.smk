@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from firstlayer_zoo.paths import PLOTS, TABLES  # noqa: E402
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
+from firstlayer_zoo.shards import SHARD_LAYOUT  # noqa: E402
 
 try:
     refuse_oversized_config(config)
