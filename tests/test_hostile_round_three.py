@@ -229,7 +229,7 @@ def test_archive_params_and_steps_beyond_64_bits_are_their_checkpoints_rows(tmp_
                                   "params_file": "params.json", "seed_key": "seed", "first_conv": "stem",
                                   "kernel_size": 5, "in_chans": 3, "preprocessing": {"resize": 48}},
                            str(tmp_path / "results"), cache=None)
-    specs = {spec.name: spec for spec in (source.planned_spec(**source.entry_fields(entry))
+    specs = {spec.name: spec for spec in (source.listed_spec(entry)
                                           for entry in source.index_entries(root))}
     assert sorted(specs) == sorted(expected)
     for name, template in expected.items():
@@ -278,7 +278,7 @@ def test_a_refused_archive_is_one_line_on_the_console_and_its_trace_in_the_log(t
         stub = RuleStub(log=[str(log)], wildcards=RuleStub(zoo="mz"), params=RuleStub(
             options=options, outdir=str(tmp_path / "results"), limits=Limits().to_dict()))
         with pytest.raises(SystemExit) as exited:
-            runpy.run_path(str(ROOT / "scripts" / "unpack_archive.py"), init_globals={"snakemake": stub})
+            runpy.run_path(str(ROOT / "scripts" / "list_zoo.py"), init_globals={"snakemake": stub})
     assert str(exited.value) == (f"ArchiveError: {url}: the archive holds 'run_c' both as a file and as a folder of "
                                  "other members, which cannot both be unpacked; repack it with each name used once")
     console = capsys.readouterr()

@@ -137,7 +137,7 @@ def test_no_two_classes_of_the_package_share_a_name():
 
 
 def test_no_rule_or_planner_branches_on_a_source_name():
-    """The rule layer asks the source (remote, listed_after_download, input_files), never its name."""
+    """The rule layer asks the source (remote, listed_by_job, input_files), never its name."""
     checked = [*(ROOT / "workflow" / "rules").glob("*.smk"), PACKAGE / "plan.py"]
     for path in checked:
         text = path.read_text()
@@ -224,3 +224,53 @@ def test_every_provenance_field_a_source_declares_has_its_columns_kind_and_one_p
                 assert kind is columns[field], (name, field)
                 filled.add(field)
     assert filled == set(columns)  # every provenance column has a source that fills it
+
+
+def test_any_source_listed_by_a_job_is_planned_from_its_listing_with_no_rule_of_its_own(tmp_path, monkeypatch):
+    """The generic mechanism (ZooSource.listed_by_job, rule list_zoo): a source whose checkpoints and even their
+    geometry are known only after its job is planned from its listing; its shards depend on the listing; a basis
+    the config could not declare is planned by the next start, and meanwhile its checkpoints get no basis."""
+    import runpy
+    from types import SimpleNamespace
+
+    from firstlayer_zoo.limits import Limits
+    from firstlayer_zoo.plan import Study
+    from firstlayer_zoo.records import CheckpointSpec
+    from firstlayer_zoo.zoo_sources.local_files import FolderSource
+
+    class ListedFolder(FolderSource):
+        """Files found by the job, not at planning (as a Hub listing would find repositories)."""
+
+        source = "listed_folder"
+        listed_by_job = True
+
+        def checkpoints(self):
+            return []
+
+        def list_checkpoints(self):
+            return [spec.to_dict() for spec in super().checkpoints()]
+
+        def listed_spec(self, entry):
+            return CheckpointSpec.from_dict(entry)
+
+        def planned_specs(self):
+            return []  # nothing is known of their stems before the listing
+
+    monkeypatch.setitem(ZOO_SOURCES, ListedFolder.source, ListedFolder)
+    options = {**folder_zoo_of_one_file(tmp_path).options, "source": ListedFolder.source}
+    config = {"outdir": str(tmp_path / "results"), "datasets": {"photos": {"source": "skimage"}},
+              "zoos": {"found": options}, "analysis": {"shard_size": 8}}
+    study = Study(config, cache_path=tmp_path / "g.json")
+    assert list(study.listed_by_job) == ["found"] and not study.listed("found") and study.bases == []
+    log = tmp_path / "list_zoo.log"
+    runpy.run_path(str(ROOT / "scripts" / "list_zoo.py"), init_globals={"snakemake": SimpleNamespace(
+        log=[str(log)], wildcards=SimpleNamespace(zoo="found"),
+        params=SimpleNamespace(options=options, outdir=config["outdir"], limits=Limits().to_dict()))})
+    assert "1 checkpoints listed" in log.read_text() and Path(study.sources["found"].listed_files).is_dir()
+    ((shard, (spec,)),) = study.shards("found").items()
+    assert spec.id == "found/good.safetensors" and spec.basis is not None
+    assert study.shard_input_files("found", shard) == [study.sources["found"].listing_path]
+    assert study.shard_bases("found", shard) == {}  # listed after the bases were planned: the next start plans it
+    again = Study(config, cache_path=tmp_path / "g.json")
+    assert again.bases == [spec.basis] and again.shard_bases("found", shard) == {spec.basis.slug: spec.basis.path(
+        again.paths)}

@@ -82,11 +82,11 @@ class ZooSource:
     spec_fields: ClassVar[Mapping[str, type]] = {}
     stem_fields: ClassVar[Mapping[str, type]] = {}
     remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
-    # Its checkpoints are known only once a job has downloaded them (a Snakemake checkpoint lists them):
-    # such a source lists nothing in `checkpoints` and implements index_path, planned_spec and indexed_checkpoints.
-    # The Snakemake checkpoint that writes the index is `unpack_archive` (archives.smk), made for the `archive`
-    # source; another source listed after a download brings its own checkpoint rule beside it.
-    listed_after_download: ClassVar[bool] = False
+    # Its checkpoints are known only once a job has listed them (a download, an unpack, a Hub listing). Rule
+    # list_zoo (a Snakemake checkpoint, zoos.smk) runs list_checkpoints() for any such source, keeping its entries
+    # in the zoo's listing; the planner then makes each entry a spec (listed_spec), and plans the patch bases at
+    # start-up from planned_specs(). Such a source lists nothing in checkpoints().
+    listed_by_job: ClassVar[bool] = False
     # Its config keys that name a dataset of the config (the planner checks each one it is given).
     dataset_options: ClassVar[tuple[str, ...]] = ("dataset",)
 
@@ -112,25 +112,47 @@ class ZooSource:
         """The files the job reading `specs` depends on: replacing one reruns it, a rule that makes one runs first.
 
         By default the checkpoint files (and inits) that exist on disk; a missing init is the job's to report.
-        A remote source's locators (Hub ids, URLs, hub entries) name no local file, whatever lies on disk.
+        A remote source's locators (Hub ids, URLs, hub entries) name no local file, whatever lies on disk; a source
+        listed by a job has none either: the job's listing, which the shard's job depends on, stands for them.
         """
-        if self.remote:
+        if self.remote or self.listed_by_job:
             return []
         return sorted({path for spec in specs for path in (spec.locator, spec.init_locator)
                        if path and Path(path).is_file()})
 
+    # Sources listed by a job (listed_by_job) implement these three.
+
+    def list_checkpoints(self) -> list[dict]:
+        """Rule list_zoo's work: fetch whatever says which checkpoints there are (keeping the files they are read
+        from under listed_files), and return one entry (a JSON object) per checkpoint."""
+        raise NotImplementedError
+
+    def listed_spec(self, entry: dict) -> CheckpointSpec:
+        """The spec of one entry of list_checkpoints, with what the config says of it now."""
+        raise NotImplementedError
+
+    def planned_specs(self) -> list[CheckpointSpec]:
+        """What the config says of the checkpoints before they are listed: a spec per patch basis they need, so
+        that the bases are planned at start-up. A listed checkpoint whose basis none of them plans is profiled
+        without one in that run (its row says to run snakemake again, which plans it from the listing)."""
+        raise NotImplementedError
+
     @property
-    def index_path(self) -> str:
-        """Where the download job lists the checkpoints (sources listed after a download only)."""
-        raise NotImplementedError
+    def listing_path(self) -> str:
+        """Where rule list_zoo keeps the entries (sources listed by a job)."""
+        return self.paths.zoo_listing(self.name)
 
-    def planned_spec(self) -> CheckpointSpec:
-        """A spec with what the config says of every checkpoint (its basis), before the download lists them."""
-        raise NotImplementedError
+    @property
+    def listed_files(self) -> Path:
+        """The folder rule list_zoo gives the source for the files its checkpoints are read from."""
+        return Path(self.paths.zoo_listed_files(self.name))
 
-    def indexed_checkpoints(self) -> list[CheckpointSpec]:
-        """The checkpoints the download job listed in index_path."""
-        raise NotImplementedError
+    def write_listing(self, entries: list[dict]) -> None:
+        write_text(self.listing_path, json.dumps(entries, indent=1))
+
+    def listed_checkpoints(self) -> list[CheckpointSpec]:
+        """The checkpoints rule list_zoo listed (only once it has run)."""
+        return [self.check_spec(self.listed_spec(entry)) for entry in json.loads(Path(self.listing_path).read_text())]
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
