@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from firstlayer_zoo.basis import save_bases
-from firstlayer_zoo.dataset_source import prepared_indices
+from firstlayer_zoo.dataset_sources.base import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import source_bases
 from firstlayer_zoo.preprocessing import Preprocessing

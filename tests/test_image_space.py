@@ -101,7 +101,7 @@ def test_analysis_carries_image_space_measurements_and_filters_through_save_and_
     for name in ("offsets", "autocorrelation_data", "autocorrelation_trained", "autocorrelation_init",
                  "energy_luminance", "energy_opponent"):
         np.testing.assert_array_equal(getattr(loaded.image_space, name), getattr(measured, name))
-    assert loaded.image_space.colour_energy == measured.colour_energy
+    assert loaded.measures == analysis.measures
     np.testing.assert_array_equal(loaded.init_filters_kept, analysis.init_filters_kept)
     assert loaded.filters_kept.dtype == np.float32  # kept as written, not widened
     (lean,) = load_analyses(tmp_path / "shard.npz", skip=FILTER_ARRAYS)
@@ -161,7 +161,7 @@ def test_tables_carry_the_curves_the_headline_offset_and_the_colour_split(photo_
         assert row["autocorr_offset"] == 10
         assert row["autocorr_trained"] == measured.autocorrelation_trained[2]
         assert row["autocorr_data"] == measured.autocorrelation_data[2]
-        assert row["colour_energy"] == measured.colour_energy
+        assert row["colour_energy"] == analysis.measures["colour_energy"]
     assert np.isnan(fits.loc["z/c0", "autocorr_init"]) and np.isfinite(fits.loc["z/c1", "autocorr_init"])
     profiles = tables["profiles"]
     for name, group in profiles.groupby("checkpoint"):

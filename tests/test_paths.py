@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = "bases|datasets|runs|analyses|fetched|tables|plots|logs|zoos"
 # Pieces of the outdir's layout, in a string or joined onto a Path (`outdir / "tables"`): any of them outside
 # paths.py is a path spelled a second time.
-LAYOUT = re.compile(rf"/({FOLDERS})/|/\s*\"({FOLDERS}|resources)\"|archive_index\.json|manifest\.json|"
+LAYOUT = re.compile(rf"/({FOLDERS})/|/\s*\"({FOLDERS}|resources)\"|listing\.json|manifest\.json|"
                     r"geometry\.json|\.plan/|:06d\}\.safetensors|\{OUT\}|\.parquet\"|\.\./resources/")
 
 

@@ -6,7 +6,7 @@ import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 
 from firstlayer_zoo import plots
-from firstlayer_zoo.consistency import ConsistencyLimits
+from firstlayer_zoo.settings import ConsistencySettings
 from firstlayer_zoo.tables import consistency_tables
 from synthetic_tables import synthetic_tables
 
@@ -23,7 +23,7 @@ def two_family_study(per_family=15, components=27):
                                 "labels": "true", "seed": np.arange(len(ids)),
                                 "step": pd.array([None] * len(ids), dtype="Int64")})
     tables = consistency_tables({"photos": (ids, profiles)}, checkpoints,
-                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencyLimits())
+                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencySettings())
     return checkpoints, tables, profiles, family
 
 

@@ -94,14 +94,16 @@ class StudyPaths:
         """A `train` zoo's run: its checkpoint files (checkpoint_file)."""
         return f"{self.outdir}/zoos/{zoo}/runs/{run}"
 
-    def archive_root(self, zoo: str = "{zoo}") -> str:
-        """An `archive` zoo's unpacked archive."""
-        return f"{self.outdir}/zoos/{zoo}/archive"
+    def zoo_listing(self, zoo: str = "{zoo}") -> str:
+        """The checkpoints of a zoo listed by a job (rule list_zoo), one JSON entry each, as the job found them."""
+        return f"{self.outdir}/zoos/{zoo}/listing.json"
 
-    def archive_index(self, zoo: str = "{zoo}") -> str:
-        return f"{self.outdir}/zoos/{zoo}/archive_index.json"
+    def zoo_listed_files(self, zoo: str = "{zoo}") -> str:
+        """What the listing job keeps for its checkpoints to be read from (an `archive` zoo's unpacked archive)."""
+        return f"{self.outdir}/zoos/{zoo}/listed"
 
     def archive_download(self, zoo: str = "{zoo}") -> str:
+        """An `archive` zoo's downloaded archive (kept across runs: a partial download resumes)."""
         return f"{self.outdir}/zoos/{zoo}/download"
 
     def analyses(self, zoo: str = "{zoo}", shard: str = "{shard}") -> str:
@@ -134,5 +136,5 @@ class StudyPaths:
 
     @property
     def geometry_cache(self) -> str:
-        """Stem geometry kept across invocations (zoo_source.GeometryCache)."""
+        """Stem geometry kept across invocations (zoo_sources.base.GeometryCache)."""
         return f"{self.outdir}/.plan/stem_geometry.json"

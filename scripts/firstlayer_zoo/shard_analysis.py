@@ -12,7 +12,7 @@ from typing import Sequence
 from .analysis import CheckpointAnalysis, analyse_stem, require_ok, skipped_analysis
 from .basis import PatchBasis
 from .downloads import DownloadError
-from .records import CheckpointSpec
+from .records import CheckpointSpec, FieldError
 from . import zoo_sources
 
 
@@ -31,8 +31,9 @@ def analyse_shard(specs: Sequence[CheckpointSpec], basis_paths: dict[str, str], 
         try:
             stem = zoo_sources.extract_stem(spec)
             analysis = analyse_stem(spec, stem, bases.get(spec.basis.slug) if spec.basis else None, subtract_init)
-        except DownloadError:
+        except (DownloadError, FieldError):
             # A download may work next time: the shard's job fails (naming the URL), no skipped row is kept.
+            # A field its source did not declare is the source's bug: the job fails naming the field.
             raise
         except Exception as error:  # noqa: BLE001 - the one place a checkpoint's failure must stay its own
             # The message of an unforeseen error may quote the file's bytes: the log gets the traceback,

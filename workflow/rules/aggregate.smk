@@ -27,8 +27,8 @@ rule build_tables:
         PATHS.log("build_tables"),
     params:
         logs=PATHS.logs,
-        limits=config["consistency"],
-        datasets=config["datasets"],
+        consistency=STUDY.consistency.to_dict(),
+        datasets=STUDY.datasets,
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -65,7 +65,7 @@ rule plot_study:
     log:
         PATHS.log("plot_study"),
     params:
-        examples=config["plots"]["fit_examples"],
+        examples=STUDY.plots.fit_examples,
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -107,8 +107,8 @@ rule plot_bases:
     params:
         slugs=[basis.slug for basis in STUDY.bases],
         kernel_sizes=[basis.kernel_size for basis in STUDY.bases],
-        heatmap_checkpoints=config["plots"]["heatmap_checkpoints"],
-        filter_checkpoints=config["plots"]["filter_checkpoints"],
+        heatmap_checkpoints=STUDY.plots.heatmap_checkpoints,
+        filter_checkpoints=STUDY.plots.filter_checkpoints,
     conda:
         "../../envs/analysis.yaml"
     threads: 1

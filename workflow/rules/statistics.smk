@@ -10,19 +10,19 @@ rule patch_statistics:
         root=dataset_root,
         preprocessing=basis_preprocessing,
         kernel_sizes=basis_kernel_sizes,
-        device=statistics_device(),
-        autocorrelation_offsets=config["analysis"]["autocorrelation_offsets"],
-        moments=config["analysis"]["moments"],
+        device=STUDY.analysis.statistics_torch_device,
+        autocorrelation_offsets=STUDY.analysis.autocorrelation_offsets,
+        moments=STUDY.analysis.moments,
     conda:
         "../../envs/torch.yaml"
     # Every shard waits for its bases: compute them while checkpoints are still being trained or fetched.
     priority: 10
-    threads: config["analysis"]["statistics_threads"]
+    threads: STUDY.analysis.statistics_threads
     resources:
         mem_mb=8000,
         runtime=240,
         # Schedulers place the job on a GPU only when the config asks for cuda
         # (the SLURM executor turns gpu=1 into --gpus=1).
-        gpu=statistics_gpus(),
+        gpu=STUDY.analysis.statistics_gpus,
     script:
         "../../scripts/patch_statistics.py"
