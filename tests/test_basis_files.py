@@ -54,13 +54,13 @@ def _folder_config(workdir, stems):
 def test_a_kernel_size_already_in_a_file_is_read_from_it_and_the_rest_share_a_new_one(tmp_path):
     _, config = _folder_config(tmp_path, {"a": 3, "b": 5, "c": 7})
     config["outdir"] = str(tmp_path / "results")
-    study = Study(yaml.safe_load(yaml.safe_dump(config)) | {"analysis": {"shard_size": 2, "device": "auto"}},
+    study = Study(yaml.safe_load(yaml.safe_dump(config)) | {"analysis": {"shard_size": 2}},
                   cache_path=tmp_path / "geometry.json")
     assert sorted({path.rsplit("/", 1)[1] for path in study.basis_files.values()}) == ["k3-5-7_c3.npz"]
     folder = tmp_path / "results" / "bases" / "photos" / next(iter(study.preprocessing))
     folder.mkdir(parents=True)
     (folder / "k5-9_c3.npz").write_bytes(b"")
-    study = Study(yaml.safe_load(yaml.safe_dump(config)) | {"analysis": {"shard_size": 2, "device": "auto"}},
+    study = Study(yaml.safe_load(yaml.safe_dump(config)) | {"analysis": {"shard_size": 2}},
                   cache_path=tmp_path / "geometry.json")
     assert {key.kernel_size: path.rsplit("/", 1)[1] for key, path in study.basis_files.items()} == \
         {3: "k3-7_c3.npz", 5: "k5-9_c3.npz", 7: "k3-7_c3.npz"}
