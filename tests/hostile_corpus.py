@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from PIL import Image
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.torch import save_file
 
@@ -405,4 +406,12 @@ ROUND_THREE = {
 }
 # Files a folder dataset may hold besides its images: each writer writes into the dataset's folder and returns
 # nothing; whatever they are, the study must still run and nothing outside the folder may reach an output.
-DATASET_CASES: list = []
+def image_linked_out_of_the_folder(folder: Path) -> None:
+    """An image that is a symlink to a picture outside the dataset's folder: skipped unopened."""
+    outside = folder.parent / "outside_the_dataset"
+    outside.mkdir(exist_ok=True)
+    Image.fromarray(np.full((64, 64, 3), 7, dtype=np.uint8)).save(outside / "secret.png")
+    (folder / "linked_out.png").symlink_to(outside / "secret.png")
+
+
+DATASET_CASES: list = [image_linked_out_of_the_folder]

@@ -3,6 +3,7 @@ archive zoo over a folder dataset): status rows, strict mode, and incremental re
 plan."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -170,6 +171,12 @@ def test_mixed_folder_completes_with_a_status_row_per_file(mixed_run):
     # Every ok stem shares one basis (5x5, RGB, the same preprocessing): n (n - 1) / 2 pairs.
     assert len(tables["consistency"]) == len(analysed) * (len(analysed) - 1) // 2
     assert "Traceback" not in console  # no job failed, none printed more than its line
+    # The dataset's own bad files: each left out unopened and named in its manifest; the basis holds its photos.
+    manifest = json.loads((workdir / "results" / "datasets" / "photos" / "manifest.json").read_text())
+    assert [entry["file"] for entry in manifest["skipped"]] == ["linked_out.png"] and manifest["n_images"] == 3
+    for path in (workdir / "results" / "bases").rglob("*.npz"):
+        with np.load(path) as data:
+            assert all(entry["n_images"] == 3 for entry in json.loads(str(data["header"]))["bases"]), path
 
 
 def test_nothing_from_outside_the_zoo_appears_in_any_output(mixed_run):
