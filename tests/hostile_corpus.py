@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from PIL import Image
 from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
 from safetensors.torch import save_file
 
 STEM_KEY = "stem.weight"
