@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict
+from typing import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 RANGE = re.compile(r"bytes=(\d+)-(\d*)")
@@ -163,7 +164,9 @@ class HubImitation(LoopbackServer):
 
     Answers with the headers huggingface_hub checks (X-Repo-Commit, ETag,
     Content-Length, X-Error-Code on 404s) and honours Range on GET.
-    Bytes sent are counted under "{repo}/{filename}".
+    Bytes sent are counted under "{repo}/{filename}". A file given as a
+    callable is built by it at each request (a zoo of thousands of repositories
+    need not sit in memory; caching is the callable's business).
     """
 
     def __init__(self, cdn: bool = False):
@@ -191,9 +194,13 @@ class HubImitation(LoopbackServer):
         self.cdn_httpd.shutdown()
         self.cdn_httpd.server_close()
 
-    def add_file(self, repo_id: str, filename: str, data: bytes) -> None:
+    def add_file(self, repo_id: str, filename: str, data: bytes | Callable[[], bytes]) -> None:
         repo = self.repos.setdefault(repo_id, {"commit": hashlib.sha1(repo_id.encode()).hexdigest(), "files": {}})
         repo["files"][filename] = data
+
+    def file_data(self, repo_id: str, filename: str) -> bytes | None:
+        data = self.repos[repo_id]["files"].get(filename)
+        return data() if callable(data) else data
 
     def _hub_answer(self, handler, head: bool) -> bool:
         path = handler.path.split("?")[0]
@@ -202,7 +209,7 @@ class HubImitation(LoopbackServer):
             repo_id, _, filename = path.removeprefix("/cdn/").rpartition("/")
             key = f"{repo_id}/{filename}"
             fault = self.faults[key].pop(0) if self.faults[key] else None
-            self.send_file(handler, key, self.repos[repo_id]["files"][filename], head, fault)
+            self.send_file(handler, key, self.file_data(repo_id, filename), head, fault)
             return True
         match = HUB_FILE.match(path)
         if not match:
@@ -212,7 +219,7 @@ class HubImitation(LoopbackServer):
             return self._error(handler, 404, "RepoNotFound", None)
         if match["revision"] not in ("main", repo["commit"]):
             return self._error(handler, 404, "RevisionNotFound", None)
-        data = repo["files"].get(match["filename"])
+        data = self.file_data(match["repo"], match["filename"])
         if data is None:
             return self._error(handler, 404, "EntryNotFound", repo["commit"])
         key = f"{match['repo']}/{match['filename']}"

@@ -61,3 +61,28 @@ def test_crop_without_resize_takes_torchvision_centre_offsets():
     crop = Preprocessing(crop=4, mean=(0.5,), std=(0.5,)).apply(image)
     # (7-4)/2 = 1.5 and (10-4)/2 = 3 round to 2 and 3, as torchvision's CenterCrop does.
     np.testing.assert_array_equal(crop[0], image[2:6, 3:7])
+
+
+@pytest.mark.parametrize("tag", ["volo_d5_512.sail_in1k", "volo_d4_448.sail_in1k"])
+def test_a_crop_larger_than_the_resize_is_zero_padded_as_timms_eval_transform_does(tag):
+    """crop_pct > 1 resizes below the crop (512 / 1.15 -> 445): torchvision's CenterCrop pads with zeros."""
+    from firstlayer_zoo.timm_table import eval_preprocessing, load_timm_table
+
+    config = resolve_data_config(pretrained_cfg=timm.models.get_pretrained_cfg(tag).to_dict())
+    assert config["crop_pct"] > 1
+    prep = Preprocessing.from_timm_cfg(config)
+    assert prep == eval_preprocessing(load_timm_table()[tag]) and prep.resize < prep.crop
+    transform = create_transform(**config, is_training=False)
+    rng = np.random.default_rng(1)
+    # Square, landscape, portrait, and odd margins on either side of the resize.
+    images = _test_images() + [rng.integers(1, 256, size=shape, dtype=np.uint8) for shape in [(64, 64, 3), (97, 40, 3)]]
+    for image in images:
+        ours = prep.apply(image)
+        np.testing.assert_array_equal(ours, _timm_pixels(transform, image))
+        assert ours.shape == (3, prep.crop, prep.crop)
+        assert (ours[:, 0] == 0).all() or (ours[:, :, 0] == 0).all()  # a zero border along the short side
+
+
+def test_an_image_smaller_than_a_crop_without_resize_is_still_refused():
+    with pytest.raises(ValueError, match="image of 6x5 is smaller than the 8 crop"):
+        Preprocessing(crop=8).apply(np.zeros((5, 6, 3), dtype=np.uint8))

@@ -303,3 +303,84 @@ def test_squash_resizes_both_sides_and_keeps_older_preprocessing_keys():
         {"crop": None, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406], "resize": 20,
          "std": [0.229, 0.224, 0.225]}, sort_keys=True).encode()).hexdigest()[:8]
     assert Preprocessing(resize=20, resize_mode="squash").key != Preprocessing(resize=20).key
+
+
+# benchmarks/timm_zoo.py: its Hub imitation must be one the source reads as the table plans ------------------
+
+@pytest.fixture(scope="module")
+def zoo_benchmark():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "timm_zoo.py"
+    spec = importlib.util.spec_from_file_location("timm_zoo_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+# The smallest served tag of each module type and patch layout in the table.
+BENCHMARK_TAGS = ["efficientvit_b0.r224_in1k", "dm_nfnet_f0.dm_in1k", "eca_nfnet_l0.ra2_in1k", "tf_mixnet_s.in1k",
+                  "resnetv2_101x1_bit.goog_in21k", "vit_base_r50_s16_224.orig_in21k",
+                  "gemma4_vit_167m.gemma4_e4b_it", "naflexvit_base_patch16_gap.e300_s576_in1k"]
+
+
+def test_the_zoo_benchmarks_stem_only_files_are_read_as_the_table_plans(zoo_benchmark, hub, tmp_path):
+    from safetensors.numpy import load
+
+    rows = [row for row in zoo_benchmark.served_rows(None) if row["tag"] in BENCHMARK_TAGS]
+    assert {(row["module_type"], row["patch_layout"]) for row in rows} == {
+        (module, "") for module in ("Conv2d", "Conv2dSame", "StdConv2d", "StdConv2dSame", "ScaledStdConv2d",
+                                    "ScaledStdConv2dSame")} | {("Linear", "chw"), ("Linear", "hwc")}
+    repositories = zoo_benchmark.StemRepositories(rows)
+    repositories.serve(hub)
+    specs = _source(tmp_path, models=BENCHMARK_TAGS).checkpoints()
+    assert len(specs) == len(BENCHMARK_TAGS)
+    for spec in specs:
+        stem = extract_stem(CheckpointSpec.from_dict(spec.to_dict()))
+        assert stem.status == "ok", spec.name
+        assert stem.weight.shape == (stem.out_channels, spec.in_chans, spec.kernel_size, spec.kernel_size)
+        assert stem.meta["fetch"] == "range"
+        served = load(repositories.build(spec.locator))
+        if spec.extra["module_type"] in ("Conv2d", "Conv2dSame"):
+            np.testing.assert_array_equal(stem.weight, served[f"{spec.first_conv}.weight"].astype(np.float64))
+        assert set(served) == {f"{spec.first_conv}.weight"} | (
+            {f"{spec.first_conv}.gain"} if spec.extra["module_type"].startswith("Scaled") else set())
+
+
+def test_the_zoo_benchmark_reads_job_times_and_failures_from_snakemakes_log(zoo_benchmark, tmp_path):
+    log = tmp_path / "main.log"
+    log.write_text("""Select jobs to execute...
+Execute 2 jobs...
+[Sun Dec  6 03:56:14 2026]
+localrule prepare_dataset:
+    output: results/datasets/photos/manifest.json
+    jobid: 3
+    reason: Missing output files: results/datasets/photos/manifest.json
+    wildcards: dataset=photos
+    resources: tmpdir=/tmp
+
+[Sun Dec  6 03:56:16 2026]
+rule patch_statistics:
+    input: results/datasets/photos/manifest.json
+    jobid: 5
+    wildcards: dataset=photos, prep=r224c224-d16de1d4, kernels=7-16, c=3
+    priority: 10
+    threads: 2
+
+[Sun Dec  6 03:56:17 2026]
+Finished jobid: 3 (Rule: prepare_dataset)
+1 of 3 steps (33%) done
+[Sun Dec  6 03:56:30 2026]
+Error in rule patch_statistics:
+    message: None
+    jobid: 5
+    log: results/logs/patch_statistics/photos/r224c224-d16de1d4/k7-16_c3.log (check log file(s) for error details)
+""")
+    jobs = zoo_benchmark.parse_main_log(log)
+    assert {jobid: (job["rule"], job["state"], job["seconds"]) for jobid, job in jobs.items()} == {
+        3: ("prepare_dataset", "done", 3.0), 5: ("patch_statistics", "failed", 14.0)}
+    assert jobs[5]["wildcards"] == {"dataset": "photos", "prep": "r224c224-d16de1d4", "kernels": "7-16", "c": "3"}

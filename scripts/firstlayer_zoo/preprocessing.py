@@ -107,7 +107,13 @@ class Preprocessing:
         if self.crop:
             height, width = image.shape[:2]
             if min(width, height) < self.crop:
-                raise ValueError(f"image of {width}x{height} is smaller than the {self.crop} crop")
+                if not self.resize:
+                    raise ValueError(f"image of {width}x{height} is smaller than the {self.crop} crop")
+                # A crop larger than the resize (timm's crop_pct > 1): torchvision's CenterCrop pads the short
+                # side(s) with zeros, the extra pixel of an odd margin after the image, then crops as usual.
+                pad_h, pad_w = max(self.crop - height, 0), max(self.crop - width, 0)
+                image = np.pad(image, ((pad_h // 2, (pad_h + 1) // 2), (pad_w // 2, (pad_w + 1) // 2), (0, 0)))
+                height, width = image.shape[:2]
             # torchvision's CenterCrop offsets, rounding half to even as it does.
             top, left = int(round((height - self.crop) / 2.0)), int(round((width - self.crop) / 2.0))
             image = image[top:top + self.crop, left:left + self.crop]
