@@ -8,7 +8,14 @@ from conftest import direct_patches
 from firstlayer_zoo.analysis import FILTER_ARRAYS, analyse_stem
 from firstlayer_zoo.patchstats import dataset_basis
 from firstlayer_zoo.preprocessing import Preprocessing
-from firstlayer_zoo.profiles import OPPONENT_BASIS, colour_split, colour_variance_fraction, output_autocorrelation
+from firstlayer_zoo.profiles import (
+    OPPONENT_BASIS,
+    colour_split,
+    colour_variance_fraction,
+    data_autocorrelation,
+    luminance_part,
+    output_autocorrelation,
+)
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.shards import load_analyses, save_analyses
 from firstlayer_zoo.stems import Stem
@@ -68,7 +75,10 @@ def test_autocorrelation_equals_an_explicit_convolution_of_real_images(photos, p
 
 def test_data_autocorrelation_is_that_of_the_pixels_themselves(photos, photo_basis):
     prep, basis = photo_basis
-    data = output_autocorrelation(np.eye(basis.dimension), basis.covariance, basis.cross_covariances)
+    data = data_autocorrelation(basis.covariance, basis.cross_covariances)
+    # From the diagonals alone, yet the identity bank's autocorrelation to the last bit.
+    np.testing.assert_array_equal(
+        data, output_autocorrelation(np.eye(basis.dimension), basis.covariance, basis.cross_covariances))
     # Identity filters: one per patch coordinate, i.e. one channel's pixels, shifted within the patch.
     identity = np.eye(basis.dimension).reshape(-1, 3, 5, 5)
     for i, offset in enumerate(OFFSETS):
@@ -114,13 +124,16 @@ def test_colour_split_of_grey_and_opponent_filters():
     spatial = np.random.default_rng(2).normal(size=(4, 1, 3, 3))
     grey = (spatial * np.ones((1, 3, 1, 1))).reshape(4, -1)
     red_green = (spatial * OPPONENT_BASIS[1][None, :, None, None]).reshape(4, -1)
-    assert colour_split(grey, basis, 3, 1.0).colour_energy == pytest.approx(0.0, abs=1e-12)
-    assert colour_split(red_green, basis, 3, 1.0).colour_energy == pytest.approx(1.0)
+    assert colour_split(grey, basis, 1.0).colour_energy == pytest.approx(0.0, abs=1e-12)
+    assert colour_split(red_green, basis, 1.0).colour_energy == pytest.approx(1.0)
     mixed = np.random.default_rng(3).normal(size=(5, 27))
-    split = colour_split(mixed, basis, 3, 1.0)
+    split = colour_split(mixed, basis, 1.0)
     # The two parts are orthogonal: their profiles' squares add up to the whole bank's squared norm.
     total = np.sum(split.energy_luminance**2) + np.sum(split.energy_opponent**2)
     assert total == pytest.approx(np.sum(mixed**2) / 5)
+    # The luminance part is the bank times the luminance projector, built here as a (27, 27) matrix.
+    projector = np.kron(np.outer(OPPONENT_BASIS[0], OPPONENT_BASIS[0]), np.eye(9))
+    np.testing.assert_allclose(luminance_part(mixed), mixed @ projector, rtol=1e-13, atol=1e-15)
 
 
 def test_colour_variance_of_the_data_matches_projected_patches(photos, photo_basis):

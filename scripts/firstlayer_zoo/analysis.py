@@ -14,6 +14,7 @@ from .profiles import (
     ProfileFit,
     Whitening,
     colour_split,
+    data_autocorrelation,
     energy_profile,
     fit_analytic_profile,
     normalise,
@@ -123,14 +124,14 @@ class Profiled:
         """The profiled bank split into luminance and opponent parts (3-channel stems only)."""
         if self.stem.in_chans != 3:
             return None
-        return colour_split(self.filters, self.basis.eigenvectors, self.stem.kernel_size, self.peak)
+        return colour_split(self.filters, self.basis.eigenvectors, self.peak)
 
     @functools.cached_property
     def colour_init(self) -> ColourSplit | None:
         """The initialisation's colour split, where it is known (3-channel stems only)."""
         if self.stem.in_chans != 3 or self.init_filters is None:
             return None
-        return colour_split(self.init_filters, self.basis.eigenvectors, self.stem.kernel_size, 1.0)
+        return colour_split(self.init_filters, self.basis.eigenvectors, 1.0)
 
     @functools.cached_property
     def image_space(self) -> ImageSpace:
@@ -142,7 +143,7 @@ class Profiled:
         init = self.init_filters
         return ImageSpace(
             offsets=self.basis.offsets,
-            autocorrelation_data=output_autocorrelation(np.eye(self.basis.dimension), covariance, cross),
+            autocorrelation_data=data_autocorrelation(covariance, cross),
             autocorrelation_trained=output_autocorrelation(self.stem.filters(subtract_init=False), covariance, cross),
             autocorrelation_init=output_autocorrelation(init, covariance, cross) if init is not None else None,
             energy_luminance=self.colour.energy_luminance if self.colour else None,
