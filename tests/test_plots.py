@@ -80,3 +80,22 @@ def test_training_time_draws_the_median_over_seeds_as_its_title_says(drawn):
     assert "line: median" in axis.get_title()
     (line,) = [line for line in axis.lines if len(line.get_xdata())]
     np.testing.assert_allclose(line.get_ydata(), [1.5, 2.5])
+
+
+def test_a_whole_zoo_is_drawn_in_few_panels_and_few_arch_groups(drawn):
+    """30 archs over 15 preprocessings of one kernel size: one panel for the kernel size, the archs past the most
+    frequent counted in one group, every checkpoint still drawn."""
+    tables = synthetic_tables(30)
+    checkpoints = tables["checkpoints"]
+    checkpoints["arch"] = [f"arch_{index:02d}" for index in range(30)]
+    checkpoints["run"], checkpoints["step"] = None, None
+    checkpoints["basis"] = [f"photos-r{100 + index % 15}c96-k3c3" for index in range(30)]
+    checkpoints["dataset"], checkpoints["kernel_size"], checkpoints["in_chans"] = "photos", 3, 3
+    plots.plot_profiles(checkpoints, tables["profiles"], "profiles")
+    titles = [axis.get_title() for axis in drawn["profiles"].axes if axis.get_title()]
+    assert titles == ["photos: k=3, c=3 (15 preprocessings)"]
+    plots.plot_fit_quality(checkpoints, tables["fits"], "fit_quality")
+    (axis,) = drawn["fit_quality"].axes
+    labels = [text.get_text() for text in axis.get_legend().get_texts()]
+    assert len(labels) == plots.MOST_ARCHS and f"{30 - plots.MOST_ARCHS + 1} other archs" in labels
+    assert sum(patch.get_height() for patch in axis.patches) == 30

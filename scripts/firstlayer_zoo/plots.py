@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from .profiles import analytic_profile  # noqa: E402
 
 GROUPS = ["arch", "labels", "seed"]
 LEGEND_VALUES = 12  # values of each group named in the consistency legend; the rest are counted
+# Beyond these, a study-wide figure would be unreadable and slow to draw (a whole timm zoo has 1,100 archs over
+# 170 bases): archs past the most frequent are drawn as one "other archs" group, bases as one panel per
+# dataset, kernel size and channel count.
+MOST_ARCHS = 10
+MOST_PANELS = 12
 
 
 # How every figure is written (tests render a figure the same way to compare it with a run's file).
@@ -60,6 +66,34 @@ def _known(values: pd.Series, unknown: str) -> pd.Series:
     return values.map(lambda value: unknown if pd.isna(value) else _group_label(value))
 
 
+def _few_archs(archs: pd.Series) -> pd.Series:
+    """Arch labels, the MOST_ARCHS most frequent kept and the rest lumped into one group that says how many."""
+    counts = archs.value_counts()
+    if len(counts) <= MOST_ARCHS:
+        return archs
+    kept = set(counts.index[:MOST_ARCHS - 1])
+    return archs.where(archs.isin(kept), f"{len(counts) - len(kept)} other archs")
+
+
+def _panels_of_bases(data: pd.DataFrame, checkpoints: pd.DataFrame) -> pd.Series:
+    """Each row's panel: its basis, or past MOST_PANELS bases, its dataset, kernel size and channels (the
+    preprocessings within counted in the label)."""
+    if data["basis"].nunique() <= MOST_PANELS:
+        return data["basis"].astype(str)
+    shape = data[["checkpoint"]].merge(checkpoints[["checkpoint", "dataset", "kernel_size", "in_chans"]],
+                                       on="checkpoint", how="left")
+    label = (shape["dataset"].astype(str) + ": k=" + shape["kernel_size"].map(_group_label)
+             + ", c=" + shape["in_chans"].map(_group_label))
+    label.index = data.index
+    bases = data.groupby(label)["basis"].transform("nunique")
+    return label + " (" + bases.astype(str) + " preprocessings)"
+
+
+def _in_number_order(label: str) -> list:
+    """Sort key reading the numbers in a label as numbers: k=3 before k=12."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", label)]
+
+
 def _kind(labels: pd.Series) -> pd.Series:
     return labels.map(lambda value: "trained, labels unknown" if pd.isna(value) else f"trained: {value} labels")
 
@@ -86,10 +120,13 @@ def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str |
         draw_nothing_to_show(path, "no analysed checkpoints")
         return
     data["panel"] = _known(data["arch"], "arch unknown") + "\n" + data["basis"].astype(str)
+    zoo_scale = data["panel"].nunique() > MOST_PANELS
+    if zoo_scale:  # every arch of a panel summarised together
+        data["panel"] = _panels_of_bases(data, checkpoints)
     data["kind"] = _kind(data["labels"])
     kinds = sorted(data["kind"].unique())
     palette = dict(zip(kinds, sns.color_palette("tab10", len(kinds))))
-    panels = sorted(data["panel"].unique())
+    panels = sorted(data["panel"].unique(), key=_in_number_order)
     columns = min(3, len(panels))
     rows = int(np.ceil(len(panels) / columns))
     figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.3 * rows), squeeze=False)
@@ -97,7 +134,7 @@ def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str |
     summarised = data["arch"].notna().any()
     for axis, panel in zip(axes.flat, panels):
         members = data[data["panel"] == panel]
-        one_line_each = members["arch"].isna().all()
+        one_line_each = members["arch"].isna().all() and not zoo_scale
         for kind, group in members.groupby("kind"):
             curves = group.pivot(index="component", columns="checkpoint", values="energy")
             _draw_profiles(axis, curves, palette[kind], kind, one_line_each)
@@ -114,6 +151,8 @@ def plot_profiles(checkpoints: pd.DataFrame, profiles: pd.DataFrame, path: str |
         axis.axis("off")
     what = "vs their initialisation (grey, where known)" if init_known else "(initialisation unknown)"
     note = "\nline: median over an arch's checkpoints, band: their range" if summarised else ""
+    if zoo_scale:
+        note = f"\nline: median over the panel's checkpoints ({data['arch'].nunique()} archs in all), band: their range"
     figure.suptitle(f"Stem energy profiles of trained checkpoints {what}{note}", fontsize=10)
     figure.tight_layout()
     save(figure, path)
@@ -265,7 +304,7 @@ def plot_fit_quality(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | 
     if data.empty:
         draw_nothing_to_show(path, "no fitted checkpoints")
         return
-    data["arch"] = _known(data["arch"], "arch unknown")
+    data["arch"] = _few_archs(_known(data["arch"], "arch unknown"))
     figure, axis = plt.subplots(figsize=(6, 3.5))
     # Fixed edges over at least 0.01 of r: fits that (nearly) all agree would leave no room for 20 bins.
     low, high = data["fit_r"].min(), data["fit_r"].max()
@@ -284,7 +323,7 @@ def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str 
     if data.empty:
         draw_nothing_to_show(path, "no checkpoints with a training step")
         return
-    data["arch"] = _known(data["arch"], "arch unknown")
+    data["arch"] = _few_archs(_known(data["arch"], "arch unknown"))
     data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=data, x="step", y="tau_s1", hue="arch", style="labels", marker="o",
@@ -321,7 +360,7 @@ def plot_whitening(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Pa
     if data.empty:
         draw_nothing_to_show(path, "no fitted checkpoints")
         return
-    data["arch"] = _known(data["arch"], "arch unknown")
+    data["arch"] = _few_archs(_known(data["arch"], "arch unknown"))
     data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(5, 4.5))
     sns.scatterplot(data=data, x="input_spread", y="output_spread", hue="arch", style="labels", ax=axis)
@@ -358,8 +397,9 @@ def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFram
     if data.empty:
         draw_nothing_to_show(path, "no autocorrelation measured (analysis.autocorrelation_offsets is empty?)")
         return
-    data["arch"] = _known(data["arch"], "arch unknown")
-    bases = sorted(data["basis"].unique())
+    data["arch"] = _few_archs(_known(data["arch"], "arch unknown"))
+    data["basis"] = _panels_of_bases(data, checkpoints)
+    bases = sorted(data["basis"].unique(), key=_in_number_order)
     figure, axes = _basis_panels(len(bases))
     palette = dict(zip(sorted(data["arch"].unique()), sns.color_palette("tab10", data["arch"].nunique())))
     for axis, basis in zip(axes, bases):
@@ -405,20 +445,22 @@ def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path)
     if data.empty:
         draw_nothing_to_show(path, "no 3-channel stems analysed")
         return
-    data["arch"] = _known(data["arch"], "arch unknown")
+    data["arch"] = _few_archs(_known(data["arch"], "arch unknown"))
+    data["basis"] = _panels_of_bases(data, checkpoints)
     long = pd.concat([
         data.assign(kind="trained", fraction=data["colour_energy"]),
         data.dropna(subset=["colour_energy_init"]).assign(kind="initialisation",
                                                           fraction=lambda d: d["colour_energy_init"]),
     ], ignore_index=True)
-    bases = sorted(long["basis"].unique())
+    bases = sorted(long["basis"].unique(), key=_in_number_order)
     figure, axes = _basis_panels(len(bases), width=4.6)
     for axis, basis in zip(axes, bases):
         members = long[long["basis"] == basis]
         with _seeded_global_rng(0):  # seaborn jitters with numpy's global RNG: the same tables, the same figure
             sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
                           palette={"trained": "C0", "initialisation": "0.55"})
-        variance = data.loc[data["basis"] == basis, "colour_variance_data"].iloc[0]
+        # A panel of several preprocessings: the median of their data's variances.
+        variance = data.loc[data["basis"] == basis, "colour_variance_data"].median()
         axis.axhline(variance, color="k", ls="--", lw=1, label=f"data's patch variance: {variance:.3f}")
         axis.axhline(2 / 3, color="k", ls=":", lw=0.8, label="random isotropic filters: 2/3")
         axis.set(ylim=(0, 1), xlabel="", ylabel="energy fraction on opponent channels")
