@@ -100,13 +100,7 @@ def test_no_figure_says_there_is_nothing_to_show(run):
 
 def _rows_of_pictures(figure) -> dict[str, list]:
     """The filters figure's rows: the label over each row, the images of its pictures."""
-    axes = figure.axes
-    per_row = next(i for i, axis in enumerate(axes[1:], 1) if axis.get_title(loc="left"))
-    rows = {}
-    for start in range(0, len(axes), per_row):
-        line = axes[start:start + per_row]
-        rows[line[0].get_title(loc="left")] = [axis.images[0].get_array() for axis in line if axis.images]
-    return rows
+    return {axis.get_title(loc="left"): [image.get_array() for image in axis.images] for axis in figure.axes}
 
 
 def test_the_filters_figure_draws_its_chosen_checkpoints_trained_and_initial(run):
