@@ -24,6 +24,10 @@ NAME_LIMIT = 200
 RESOURCES = Path(__file__).resolve().parents[2] / "workflow" / "resources"
 # The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
 TIMM_STEM_TABLE = RESOURCES / "timm_stems.csv"
+# Hub repositories in the transformers and OpenCLIP formats: the stem of each model type, and how each image
+# processor's preprocessor_config.json gives the eval preprocessing (hf_table.py reads both).
+HF_STEM_TABLE = RESOURCES / "hf_stems.csv"
+HF_PROCESSOR_TABLE = RESOURCES / "hf_image_processors.csv"
 # The numbers the paper reports, each with the table or passage it comes from (paper_comparison reads it).
 PAPER_VALUES = RESOURCES / "paper_values.csv"
 

@@ -1,0 +1,140 @@
+"""Hub repositories of every family in hf_stems.csv, built from tests/data/hf_families/*.json.
+
+scripts/dev/build_hf_fixtures.py writes one fixture per family with transformers (or open_clip_torch) itself:
+the config files exactly as `save_pretrained` writes them, the (name, shape) of every tensor of the full-size
+model and of a tiny one, the stem found by running the tiny model, and the shape of what the image processor
+returns for images of several sizes. The tests build repositories from them without installing transformers:
+a tiny one with random weights (read, then compared with the same file read from a folder), and full-size
+ones whose weights are all zeros but the stem's (served without being held in memory, for the large study).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).resolve().parent / "data" / "hf_families"
+PROBED_TYPES = {"Conv2d": "Conv2d", "Linear": "Linear", "WeightStandardizedConv2d": "StdConv2d"}
+
+
+@lru_cache(maxsize=1)
+def load_fixtures() -> dict[str, dict]:
+    return {path.stem: json.loads(path.read_text()) for path in sorted(FIXTURES.glob("*.json"))}
+
+
+def header_of(tensors: list[list], dtype: str = "F32") -> dict[str, dict]:
+    """A safetensors header's entries (dtype, shape, data_offsets) for (name, shape) pairs, in that order."""
+    item = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}[dtype]
+    header, offset = {}, 0
+    for name, shape in tensors:
+        size = item * int(np.prod(shape, dtype=np.int64))
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    return header
+
+
+def config_files(fixture: dict, tiny: bool = True) -> dict[str, bytes]:
+    """The repository's config files as bytes: config.json and preprocessor_config.json, or open_clip_config.json."""
+    config = fixture["tiny_config" if tiny else "config"]
+    if fixture["library"] == "open_clip":
+        return {"open_clip_config.json": json.dumps(config, indent=2).encode()}
+    return {"config.json": json.dumps(config, indent=2).encode(),
+            "preprocessor_config.json": json.dumps(fixture["preprocessor_config"], indent=2).encode()}
+
+
+def tiny_state(fixture: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 weights of the tiny model, every tensor under its real name."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in fixture["tiny_tensors"]}
+
+
+def weights_filename(fixture: dict) -> str:
+    return "open_clip_model.safetensors" if fixture["library"] == "open_clip" else "model.safetensors"
+
+
+def safetensors_bytes(state: dict[str, np.ndarray]) -> bytes:
+    from safetensors.numpy import save
+
+    return save({name: np.ascontiguousarray(array) for name, array in state.items()})
+
+
+class VirtualSafetensors:
+    """A safetensors file of real tensor names and shapes, all zeros but one tensor: bytes made when asked.
+
+    A full-size ViT is hundreds of megabytes; the server slices this like bytes, and only the header and the
+    one stored tensor are ever held.
+    """
+
+    def __init__(self, tensors: list[list], stored: dict[str, np.ndarray]):
+        header = header_of(tensors)
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        self.prefix = struct.pack("<Q", len(text)) + text
+        self.size = len(self.prefix) + max(entry["data_offsets"][1] for entry in header.values())
+        self.stored = []
+        for name, array in stored.items():
+            start, end = header[name]["data_offsets"]
+            data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
+            assert len(data) == end - start, name
+            self.stored.append((len(self.prefix) + start, data))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, span: slice) -> bytes:
+        start, stop, _ = span.indices(self.size)
+        out = bytearray(max(0, stop - start))
+        for begin, data in [(0, self.prefix), *self.stored]:
+            lo, hi = max(start, begin), min(stop, begin + len(data))
+            if lo < hi:
+                out[lo - start:hi - start] = data[lo - begin:hi - begin]
+        return bytes(out)
+
+
+def check_fixture(fixture: dict) -> str:
+    """The committed tables read this family as the model itself does; one line saying what was checked.
+
+    Raises AssertionError naming the first disagreement: the stem key found in the full-size and in the tiny
+    model's tensors against the one the tiny model's forward pass calls first, its kind, stride and flattening
+    order, and the preprocessing's output size against what the image processor returned.
+    """
+    from firstlayer_zoo.hf_table import eval_preprocessing, plan_stem, repository_layout
+
+    family, probed = fixture["family"], fixture["stem"]
+    open_clip = fixture["library"] == "open_clip"
+    plans = []
+    for config, tensors in ((fixture["config"], fixture["tensors"]), (fixture["tiny_config"], fixture["tiny_tensors"])):
+        layout = repository_layout(None if open_clip else config, config if open_clip else None)
+        plans.append(plan_stem(layout, None if open_clip else config, header_of(tensors),
+                               open_clip_config=config if open_clip else None))
+    full, tiny = plans
+    assert full.key == tiny.key == probed["key"], (family, full.key, tiny.key, probed["key"])
+    assert tiny.module_type == PROBED_TYPES[probed["module"]], (family, tiny.module_type, probed["module"])
+    if probed["module"] == "Linear":
+        assert tiny.patch_layout == probed["patch_layout"], (family, tiny.patch_layout, probed["patch_layout"])
+        assert tiny.in_chans * tiny.kernel_size ** 2 == probed["in_features"], family
+    else:
+        assert (tiny.kernel_size, tiny.stride, tiny.in_chans) == (probed["kernel"], probed["stride"],
+                                                                  probed["in_chans"]), (family, tiny, probed)
+    if "eps" in probed:
+        assert tiny.std_eps == probed["eps"], (family, tiny.std_eps, probed["eps"])
+    config = fixture["config"]
+    prep = eval_preprocessing(layout, None if open_clip else config, fixture.get("preprocessor_config"),
+                              config if open_clip else None)
+    sizes = []
+    if open_clip:
+        size = config["model_cfg"]["vision_cfg"].get("image_size", 224)
+        assert prep.preprocessing.crop == size and prep.preprocessing.resize == size, (family, prep)
+        sizes.append(size)
+    elif prep.approximate is None:
+        for probe in fixture["processor_probe"]:
+            image = np.zeros((*probe["image"], 3), dtype=np.uint8)
+            shape = list(prep.preprocessing.apply(image).shape)
+            assert shape == probe["shape"], (family, probe, shape)
+            sizes.append(shape[1])
+    return (f"{family}: {full.key} ({full.module_type} {full.kernel_size}x{full.kernel_size}, stride {full.stride}, "
+            f"{full.out_channels} filters), eval size {sorted(set(sizes)) or prep.approximate}")
