@@ -138,3 +138,58 @@ def check_fixture(fixture: dict) -> str:
             sizes.append(shape[1])
     return (f"{family}: {full.key} ({full.module_type} {full.kernel_size}x{full.kernel_size}, stride {full.stride}, "
             f"{full.out_channels} filters), eval size {sorted(set(sizes)) or prep.approximate}")
+
+
+def pickle_bytes(state: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({name: torch.from_numpy(np.ascontiguousarray(array)) for name, array in state.items()}, buffer)
+    return buffer.getvalue()
+
+
+def sharded(state: dict[str, np.ndarray], parts: int = 2) -> dict[str, bytes]:
+    """model-0000i-of-0000n.safetensors files and the index that maps every tensor to its file."""
+    names = list(state)
+    files, weight_map = {}, {}
+    for part in range(parts):
+        filename = f"model-{part + 1:05d}-of-{parts:05d}.safetensors"
+        chunk = names[part::parts]
+        files[filename] = safetensors_bytes({name: state[name] for name in chunk})
+        weight_map.update({name: filename for name in chunk})
+    total = sum(array.nbytes for array in state.values())
+    files["model.safetensors.index.json"] = json.dumps({"metadata": {"total_size": total},
+                                                        "weight_map": weight_map}).encode()
+    return files
+
+
+def serve(hub, fixture: dict, repo_id: str, *, seed: int = 0, weights: str = "safetensors", full_size: bool = False,
+          card_data: dict | None = None, downloads: int = 0, pipeline_tag: str | None = "image-classification",
+          state: dict[str, np.ndarray] | None = None, tags: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Put a repository of the fixture's family on the Hub imitation; returns the weights it holds.
+
+    weights: "safetensors", "pickle" (pytorch_model.bin only) or "sharded" (two safetensors and their index);
+    full_size: the real model's tensors, zeros but the stem's (a VirtualSafetensors, nothing held in memory).
+    """
+    library = fixture["library"]
+    files = config_files(fixture, tiny=not full_size)
+    stem_key = fixture["stem"]["key"]
+    if full_size:
+        shape = dict((name, shape) for name, shape in fixture["tensors"])[stem_key]
+        stem = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        files[weights_filename(fixture)] = VirtualSafetensors(fixture["tensors"], {stem_key: stem})
+        state = {stem_key: stem}
+    else:
+        state = state if state is not None else tiny_state(fixture, seed)
+        if weights == "safetensors":
+            files[weights_filename(fixture)] = safetensors_bytes(state)
+        elif weights == "pickle":
+            files["open_clip_pytorch_model.bin" if library == "open_clip" else "pytorch_model.bin"] = \
+                pickle_bytes(state)
+        else:
+            files.update(sharded(state))
+    hub.add_repo(repo_id, files, card_data=card_data, pipeline_tag=pipeline_tag, library=library,
+                 downloads=downloads, tags=(fixture.get("model_type") or "open_clip", *tags))
+    return state

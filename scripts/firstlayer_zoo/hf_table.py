@@ -201,41 +201,55 @@ def matching_keys(rule: StemRule, name: str, header: dict[str, dict]) -> list[st
     return sorted(key for key in header if key == name or key.endswith("." + name))
 
 
+def _rule_and_name(layout: str, config: dict, open_clip_config: dict | None, stem_key: str | None,
+                   table: dict[str, StemRule] | None) -> tuple[StemRule | None, str | None, dict | None]:
+    """The layout's row (None for an unknown layout with a stem_key), the stem's name in it, its timm row."""
+    try:
+        rule = rule_for(layout, table)
+    except LayoutError:
+        if stem_key is None:
+            raise
+        return None, None, None
+    if rule.module_type == "timm":
+        name, timm_row = _timm_template(rule, config, open_clip_config)
+        return rule, name, timm_row
+    return rule, rule.stem, None
+
+
+def locate_stem(layout: str, config: dict | None, names, *, open_clip_config: dict | None = None,
+                stem_key: str | None = None, table: dict[str, StemRule] | None = None) -> str:
+    """The stem tensor's full name among `names` (a header's, or a sharded index's weight_map keys).
+
+    Raises LayoutError saying what to set when none or several match.
+    """
+    rule, name, _ = _rule_and_name(layout, config or {}, open_clip_config, stem_key, table)
+    if stem_key is not None:
+        if stem_key not in names:
+            raise LayoutError(f"stem_key {stem_key!r} names no tensor of its weights (their first: "
+                              f"{sorted(names)[:5]}); fix stem_key for it")
+        return stem_key
+    found = matching_keys(rule, name, names)
+    if not found:
+        what = f"{name!r}" if rule.match == "exact" else f"'*{name}'"
+        raise LayoutError(f"model type {layout!r}: its weights hold no tensor named {what} (their first: "
+                          f"{sorted(names)[:5]}); set stem_key for it")
+    if len(found) > 1:
+        raise LayoutError(f"model type {layout!r}: {len(found)} tensors end in {name!r} ({found[:4]}); set stem_key "
+                          "to the stem's")
+    return found[0]
+
+
 def plan_stem(layout: str, config: dict | None, header: dict[str, dict], *, open_clip_config: dict | None = None,
               stem_key: str | None = None, table: dict[str, StemRule] | None = None) -> StemPlan:
-    """The stem of a repository of `layout` whose safetensors header (or sharded index merged) is `header`.
+    """The stem of a repository of `layout` whose safetensors header (or its stem's shard's) is `header`.
 
     `stem_key` (the config's override) names the tensor; the layout's row then still gives its kind and stride
     where the repository has a layout the table knows, else it is read as a plain conv of stride unknown.
     Raises LayoutError saying what to set.
     """
     config = config or {}
-    rule = None
-    try:
-        rule = rule_for(layout, table)
-    except LayoutError:
-        if stem_key is None:
-            raise
-    timm_row = None
-    if rule is not None and rule.module_type == "timm":
-        name, timm_row = _timm_template(rule, config, open_clip_config)
-    else:
-        name = rule.stem if rule is not None else None
-    if stem_key is not None:
-        if stem_key not in header:
-            raise LayoutError(f"stem_key {stem_key!r} names no tensor of its weights (their first: "
-                              f"{sorted(header)[:5]}); fix stem_key for it")
-        found = [stem_key]
-    else:
-        found = matching_keys(rule, name, header)
-    if not found:
-        what = f"{name!r}" if rule.match == "exact" else f"'*{name}'"
-        raise LayoutError(f"model type {layout!r}: its weights hold no tensor named {what} (their first: "
-                          f"{sorted(header)[:5]}); set stem_key for it")
-    if len(found) > 1:
-        raise LayoutError(f"model type {layout!r}: {len(found)} tensors end in {name!r} ({found[:4]}); set stem_key "
-                          "to the stem's")
-    key = found[0]
+    rule, _, timm_row = _rule_and_name(layout, config, open_clip_config, stem_key, table)
+    key = locate_stem(layout, config, header, open_clip_config=open_clip_config, stem_key=stem_key, table=table)
     entry = header[key]
     shape, dtype = tuple(int(v) for v in entry["shape"]), entry["dtype"]
     if dtype not in FLOAT_SAFETENSORS_DTYPES:
@@ -265,6 +279,9 @@ def plan_stem(layout: str, config: dict | None, header: dict[str, dict], *, open
     else:
         raise LayoutError(f"model type {layout!r}: its stem {key!r} has shape {list(shape)}, neither a conv weight nor "
                           "a patch embedding; set stem_key for it")
+    if kernel < 2:
+        raise LayoutError(f"model type {layout!r}: its stem {key!r} is 1x1: it only mixes colours, and has no spatial "
+                          "patch basis; set stem_key to a spatial stem")
     if channels != 3:
         raise LayoutError(f"model type {layout!r}: its stem {key!r} takes {channels} input channels, not the 3 of "
                           "RGB images; set stem_key to a stem over RGB images (or leave the repository out)")
