@@ -69,7 +69,8 @@ class VirtualSafetensors:
     one stored tensor are ever held.
     """
 
-    def __init__(self, tensors: list[list], stored: dict[str, np.ndarray]):
+    def __init__(self, tensors: list[list], stored: dict):
+        """stored: tensor name -> its array, or a function that makes it (called whenever its bytes are sent)."""
         header = header_of(tensors)
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)
@@ -78,9 +79,7 @@ class VirtualSafetensors:
         self.stored = []
         for name, array in stored.items():
             start, end = header[name]["data_offsets"]
-            data = np.ascontiguousarray(array, dtype=np.float32).tobytes()
-            assert len(data) == end - start, name
-            self.stored.append((len(self.prefix) + start, data))
+            self.stored.append((len(self.prefix) + start, end - start, array))
 
     def __len__(self) -> int:
         return self.size
@@ -88,9 +87,14 @@ class VirtualSafetensors:
     def __getitem__(self, span: slice) -> bytes:
         start, stop, _ = span.indices(self.size)
         out = bytearray(max(0, stop - start))
-        for begin, data in [(0, self.prefix), *self.stored]:
-            lo, hi = max(start, begin), min(stop, begin + len(data))
+        pieces = [(0, len(self.prefix), self.prefix), *self.stored]
+        for begin, length, data in pieces:
+            lo, hi = max(start, begin), min(stop, begin + length)
             if lo < hi:
+                data = data() if callable(data) else data
+                if not isinstance(data, bytes):
+                    data = np.ascontiguousarray(data, dtype=np.float32).tobytes()
+                assert len(data) == length
                 out[lo - start:hi - start] = data[lo - begin:hi - begin]
         return bytes(out)
 
@@ -167,18 +171,19 @@ def sharded(state: dict[str, np.ndarray], parts: int = 2) -> dict[str, bytes]:
 
 def serve(hub, fixture: dict, repo_id: str, *, seed: int = 0, weights: str = "safetensors", full_size: bool = False,
           card_data: dict | None = None, downloads: int = 0, pipeline_tag: str | None = "image-classification",
-          state: dict[str, np.ndarray] | None = None, tags: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+          state: dict[str, np.ndarray] | None = None, tags: tuple[str, ...] = (), stem=None) -> dict[str, np.ndarray]:
     """Put a repository of the fixture's family on the Hub imitation; returns the weights it holds.
 
     weights: "safetensors", "pickle" (pytorch_model.bin only) or "sharded" (two safetensors and their index);
-    full_size: the real model's tensors, zeros but the stem's (a VirtualSafetensors, nothing held in memory).
+    full_size: the real model's tensors, zeros but the stem's (a VirtualSafetensors; `stem`, an array or a
+    function making it, is what the stem holds: by default a seeded draw, made again whenever it is sent).
     """
     library = fixture["library"]
     files = config_files(fixture, tiny=not full_size)
     stem_key = fixture["stem"]["key"]
     if full_size:
         shape = dict((name, shape) for name, shape in fixture["tensors"])[stem_key]
-        stem = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        stem = stem if stem is not None else seeded_stem(shape, seed)
         files[weights_filename(fixture)] = VirtualSafetensors(fixture["tensors"], {stem_key: stem})
         state = {stem_key: stem}
     else:
@@ -193,3 +198,51 @@ def serve(hub, fixture: dict, repo_id: str, *, seed: int = 0, weights: str = "sa
     hub.add_repo(repo_id, files, card_data=card_data, pipeline_tag=pipeline_tag, library=library,
                  downloads=downloads, tags=(fixture.get("model_type") or "open_clip", *tags))
     return state
+
+
+def seeded_stem(shape, seed: int, base_seed: int | None = None, step: float = 0.05):
+    """A function making a stem's float32 weights from seeds: a fine-tune's is its base's plus a small step."""
+    def make() -> np.ndarray:
+        weights = np.random.default_rng(seed if base_seed is None else base_seed).standard_normal(shape)
+        if base_seed is not None:
+            weights = weights + step * np.random.default_rng(seed).standard_normal(shape)
+        return weights.astype(np.float32)
+    return make
+
+
+# The most downloaded image classifiers, as a population: each family's share of the repositories.
+CLASSIFIERS = {"vit": 30, "resnet": 10, "convnext": 8, "swin": 8, "deit": 6, "beit": 5, "efficientnet": 4,
+               "mobilenet_v2": 4, "dinov2": 4, "mobilevit": 3, "regnet": 3, "convnextv2": 3, "swinv2": 3,
+               "mobilenet_v1": 2, "levit": 2, "poolformer": 2, "data2vec-vision": 2, "bit": 2}
+
+
+def base_repo(family: str) -> str:
+    return f"base-{family.replace('_', '-')}/{family.replace('_', '-')}-base"
+
+
+def populate(hub, count: int, *, seed: int = 0, first: int = 0) -> dict[str, dict]:
+    """`count` full-size image classifiers on the imitation: one base repository per family, then fine-tunes of
+    them (cardData base_model), downloads falling as 1 / rank. Returns what each repository is, by id.
+
+    first: the rank the population starts at (a later call adds repositories below the earlier ones).
+    """
+    fixtures = load_fixtures()
+    families = sorted(CLASSIFIERS)
+    weights = np.array([CLASSIFIERS[family] for family in families], dtype=float)
+    rng = np.random.default_rng(seed)
+    made = {}
+    for rank in range(first, first + count):
+        if rank < len(families):
+            family, repo, base = families[rank], base_repo(families[rank]), None
+        else:
+            family = families[rng.choice(len(families), p=weights / weights.sum())]
+            repo, base = f"user{rank % 37}/{family.replace('_', '-')}-finetuned-{rank}", base_repo(family)
+        fixture = fixtures[family]
+        shape = dict((name, shape) for name, shape in fixture["tensors"])[fixture["stem"]["key"]]
+        base_seed = None if base is None else 10_000 + families.index(family)
+        stem = seeded_stem(shape, 10_000 + families.index(family) if base is None else rank, base_seed)
+        serve(hub, fixture, repo, full_size=True, stem=stem, downloads=10_000_000 // (rank + 1),
+              card_data={"base_model": base, "license": "apache-2.0"} if base else {"license": "apache-2.0"})
+        made[repo] = {"family": family, "base": base, "stem": stem, "size": len(hub.repos[repo]["files"][
+            weights_filename(fixture)])}
+    return made

@@ -337,13 +337,27 @@ def read_stem(entry: dict, base: dict | None = None, *, policy: RetryPolicy = Re
     weight, meta = _filters(entry, policy)
     init = None
     if base is not None:
-        init, _ = _filters(base, policy)
+        init = _base_filters(base, policy)
         if init.shape != weight.shape:
             raise StemError(f"{entry['repo']}: its base model {base['repo']}'s stem is {init.shape}, its own "
                             f"{weight.shape}")
     stem = entry["stem"]
     return Stem(weight=weight, init=init, stride=stem["stride"], first_conv=stem["key"].removesuffix(".weight"),
                 meta=meta)
+
+
+# A job reads the fine-tunes of a few base models: each base's stem is read once per job, not once per fine-tune.
+_BASES: dict[tuple, np.ndarray] = {}
+_BASES_KEPT = 64
+
+
+def _base_filters(base: dict, policy: RetryPolicy) -> np.ndarray:
+    key = (base["repo"], base["commit"], base["stem"]["file"], base["stem"]["key"])
+    if key not in _BASES:
+        if len(_BASES) >= _BASES_KEPT:
+            _BASES.pop(next(iter(_BASES)))
+        _BASES[key], _ = _filters(base, policy)
+    return _BASES[key]
 
 
 def _filters(entry: dict, policy: RetryPolicy) -> tuple[np.ndarray, dict]:
