@@ -312,3 +312,28 @@ def test_a_refresh_reads_only_new_or_changed_repositories(hub):
     assert second["entries"]["org/resnet"]["commit"] != first["entries"]["org/resnet"]["commit"]
     assert len(files) == 2 * 3  # config, preprocessor config and header of each
     assert {path.split("/resolve/")[0] for path in files} == {"/org/resnet", "/org/deit"}
+
+
+def test_a_timm_repository_is_read_through_the_timm_table(hub):
+    """timm's own repositories: config.json with architecture and pretrained_cfg, a bare state dict."""
+    import timm
+
+    from firstlayer_zoo.timm_table import load_timm_table
+
+    tag = "test_resnet.r160_in1k"
+    row = load_timm_table()[tag]
+    model = timm.create_model(tag, pretrained=False)
+    state = {name: value.detach().numpy() for name, value in model.state_dict().items()
+             if value.dtype.is_floating_point}
+    config = {"architecture": row["arch"], "num_classes": 1000,
+              "pretrained_cfg": {**model.pretrained_cfg, "first_conv": row["first_conv"]}}
+    hub.add_repo(f"timm/{tag}", {"config.json": json.dumps(config, default=str).encode(),
+                                 "model.safetensors": safetensors_bytes(state)}, library="timm",
+                 pipeline_tag="image-classification")
+    entry = _resolve({"search": {"library": "timm"}})["entries"][f"timm/{tag}"]
+    assert entry["status"] == "ok", entry["status"]
+    assert (entry["layout"], entry["stem"]["key"], entry["stem"]["stride"]) == ("timm", "conv1.0.weight", 2)
+    prep = entry["preprocessing"]
+    assert (prep["crop"], prep["interpolation"]) == (model.pretrained_cfg["input_size"][-1],
+                                                     model.pretrained_cfg["interpolation"])
+    np.testing.assert_array_equal(read_stem(entry, policy=FAST).weight, state["conv1.0.weight"].astype(np.float64))
