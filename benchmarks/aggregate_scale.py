@@ -27,10 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from firstlayer_zoo.analysis import CheckpointAnalysis  # noqa: E402
+from firstlayer_zoo.checkpoint_record import MEASURES  # noqa: E402
 from firstlayer_zoo.basis import PatchBasis  # noqa: E402
 from firstlayer_zoo.preprocessing import Preprocessing  # noqa: E402
 from firstlayer_zoo.paths import TABLES, StudyPaths, checkpoint_file  # noqa: E402
-from firstlayer_zoo.profiles import fit_analytic_profile, normalise, whitening_spreads  # noqa: E402
+from firstlayer_zoo.profiles import fit_analytic_profile, normalise, pearson, whitening_spreads  # noqa: E402
 from firstlayer_zoo.records import CheckpointSpec  # noqa: E402
 from firstlayer_zoo.shards import assign_shards, save_analyses  # noqa: E402
 
@@ -78,10 +79,14 @@ def write_shards(specs: list[CheckpointSpec], outdir: Path, shard_size: int) -> 
             energy_init = normalise(rng.uniform(0.5, 1.0, eigenvalues.size))
             if (spec.arch, spec.step) not in fits:
                 fits[spec.arch, spec.step] = fit_analytic_profile(clean, eigenvalues)
+            fit, whitening = fits[spec.arch, spec.step], whitening_spreads(energy, eigenvalues)
+            # The measures a profile gives (no image-space ones: the synthetic bases have no offsets).
+            measures = {**dict.fromkeys(measure.name for measure in MEASURES), **vars(fit), **vars(whitening),
+                        "r_init": pearson(energy, energy_init)}
             analyses.append(CheckpointAnalysis(
                 checkpoint=spec, status="ok", out_channels=64, stride=2, init_known=True,
                 init_subtracted=True, eigenvalues=eigenvalues, energy=energy, energy_init=energy_init,
-                fit=fits[spec.arch, spec.step], whitening=whitening_spreads(energy, eigenvalues)))
+                measures=measures))
         path = StudyPaths(str(outdir)).analyses("zoo", shard)
         save_analyses(path, analyses)
         paths.append(str(path))
@@ -105,10 +110,14 @@ from types import SimpleNamespace
 sys.path.insert(0, {scripts!r})
 from firstlayer_zoo.paths import PLOTS, TABLES, StudyPaths
 from firstlayer_zoo.records import BasisKey
+from firstlayer_zoo.settings import ConsistencySettings, PlotSettings
 
 configfile: {config!r}
 PATHS = StudyPaths(config["outdir"])
-STUDY = SimpleNamespace(bases=[BasisKey(*key) for key in {basis_keys!r}])
+# What the aggregate rules read of the Study.
+STUDY = SimpleNamespace(bases=[BasisKey(*key) for key in {basis_keys!r}], datasets=config["datasets"],
+                        consistency=ConsistencySettings.from_dict(config["consistency"]),
+                        plots=PlotSettings.from_dict(config["plots"]))
 
 
 def all_analyses(wildcards=None):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from firstlayer_zoo.dataset_source import prepared_indices
+from firstlayer_zoo.dataset_sources.base import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.labelled import load_labelled
 from firstlayer_zoo.paths import checkpoint_file

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from firstlayer_zoo.consistency import ConsistencyLimits
+from firstlayer_zoo.settings import ConsistencySettings
 from firstlayer_zoo.tables import SCHEMAS, consistency_tables
 
 ARCHS = ["test_resnet", "test_byobnet", "resnet18", "convnext_tiny", "vgg11_bn", "efficientnet_b0"]
@@ -56,7 +56,7 @@ def synthetic_tables(count: int, known: bool = True, components: int = 27, seed:
     })
     tables = {"checkpoints": checkpoints, "profiles": profiles, "fits": fits}
     consistency = consistency_tables({"photos-r128c0-k3c3": (np.asarray(ids, dtype=object), energy)}, checkpoints,
-                                     fits, ConsistencyLimits())
+                                     fits, ConsistencySettings())
     tables.update({name: consistency[name] for name in ("consistency", "consistency_summary", "consistency_groups")})
     # Through Arrow and back: the dtypes the plots get from read_table; columns not made up here are null.
     return {name: pa.Table.from_pandas(frame.reindex(columns=SCHEMAS[name].names), schema=SCHEMAS[name],

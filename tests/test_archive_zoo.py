@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 import shutil
 
 import numpy as np
@@ -56,8 +55,8 @@ def served_archive(tmp_path):
 def test_archive_is_indexed_with_seeds_epochs_and_hyperparameters(tmp_path, served_archive):
     _, url, sha256, stems = served_archive
     source = ArchiveSource("mz", archive_options(url, sha256), str(tmp_path / "results"), cache=None)
-    source.write_index(source.fetch_and_index(log=lambda _: None))
-    specs = source.indexed_checkpoints()
+    source.write_listing(source.list_checkpoints(log=lambda _: None))
+    specs = source.listed_checkpoints()
     assert sorted((spec.seed, spec.step) for spec in specs) == [(1, 10), (1, 20), (2, 10), (2, 20)]
     spec = next(spec for spec in specs if (spec.seed, spec.step) == (2, 20))
     assert spec.name == "01_seed=2-step000020"
@@ -68,25 +67,12 @@ def test_archive_is_indexed_with_seeds_epochs_and_hyperparameters(tmp_path, serv
     np.testing.assert_allclose(stem.init, stems[(2, 0)], rtol=1e-6)
 
 
-def test_an_index_written_before_locators_reads_the_same_checkpoints(tmp_path, served_archive):
-    """Indexes of finished studies name files `uri`/`init_uri`; they are read as they are, not unpacked again."""
-    _, url, sha256, _ = served_archive
-    source = ArchiveSource("mz", archive_options(url, sha256), str(tmp_path / "results"), cache=None)
-    entries = source.fetch_and_index(log=lambda _: None)
-    source.write_index(entries)
-    current = source.indexed_checkpoints()
-    renamed = {"locator": "uri", "init_locator": "init_uri"}
-    source.write_index([{renamed.get(key, key): value for key, value in entry.items()} for entry in entries])
-    assert all("locator" not in entry for entry in json.loads(Path(source.index_path).read_text()))
-    assert source.indexed_checkpoints() == current
-
-
 def test_archive_with_a_wrong_checksum_is_never_unpacked(tmp_path, served_archive):
     _, url, _, _ = served_archive
     source = ArchiveSource("mz", archive_options(url, "0" * 64), str(tmp_path / "results"), cache=None)
     with pytest.raises(DownloadError, match="sha256"):
-        source.fetch_and_index(log=lambda _: None)
-    assert not (tmp_path / "results" / "zoos" / "mz" / "archive").exists()
+        source.list_checkpoints(log=lambda _: None)
+    assert not (tmp_path / "results" / "zoos" / "mz" / "listed").exists()
     assert not (tmp_path / "results" / "zoos" / "mz" / "download" / "zoo_archive.zip").exists()
 
 
@@ -94,4 +80,4 @@ def test_archive_glob_matching_nothing_names_the_key(tmp_path, served_archive):
     _, url, sha256, _ = served_archive
     options = {**archive_options(url, sha256), "checkpoints": "*/weights/*.pt"}
     with pytest.raises(ValueError, match=r"zoos.mz.checkpoints: '\*/weights/\*.pt' matches no file"):
-        ArchiveSource("mz", options, str(tmp_path / "results"), cache=None).fetch_and_index(log=lambda _: None)
+        ArchiveSource("mz", options, str(tmp_path / "results"), cache=None).list_checkpoints(log=lambda _: None)

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 
 from firstlayer_zoo.analysis import analyse_stem, require_ok
 from firstlayer_zoo.checkpoint_io import CheckpointError, read_tensor, sniff, tensor_shape
-from firstlayer_zoo.zoo_sources.local import FolderSource
+from firstlayer_zoo.zoo_sources.local_files import FolderSource
 from firstlayer_zoo.stems import StemError
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import (
     STEM_KEY,

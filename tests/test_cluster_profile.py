@@ -84,7 +84,7 @@ def dry_run_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize(("device", "gpus"), [("cuda", "1"), ("cpu", "0"), ("auto", "0")])
 def test_patch_statistics_asks_for_a_gpu_when_the_config_wants_cuda(dry_run_dir: Path, device, gpus):
-    config = write_config(dry_run_dir / f"{device}.yaml", {"analysis": {"device": device}})
+    config = write_config(dry_run_dir / f"{device}.yaml", {"analysis": {"statistics_device": device}})
     result = snakemake(dry_run_dir, "--dry-run", "--cores", "2", config=config)
     job = (result.stdout + result.stderr).split("rule patch_statistics:")[1].split("\n\n")[0]
     assert re.search(r"resources: .*\bgpu=(\d+)", job).group(1) == gpus

@@ -2,7 +2,7 @@
 
 import pytest
 
-from workflow_helpers import snakemake, write_config
+from workflow_helpers import ROOT, snakemake, write_config
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ from workflow_helpers import snakemake, write_config
                          "seeds": [0], "labels": [True], "steps": [5], "preprocessing": {}}}},
          "labels"),
         ({"datasets": {"photos": {"source": "skimage", "imagez": ["astronaut"]}}}, "imagez"),
-        ({"analysis": {"device": "tpu"}}, "device"),
+        ({"analysis": {"statistics_device": "tpu"}}, "statistics_device"),
         ({"datasets": {"photos": {"source": "cifar10", "splitt": "test"}}}, "splitt"),
         ({"datasets": {"photos": {"source": "skimage", "subsample": {"count": 0}}}}, "count"),
         ({"zoos": {"z": {"source": "nowhere", "dataset": "photos"}}}, "nowhere"),
@@ -67,3 +67,44 @@ def test_removed_decode_option_is_refused_in_one_line_saying_why(tmp_path, value
     output = result.stdout + result.stderr
     line = next(line for line in output.splitlines() if "analysis.decode was removed" in line)
     assert "corrupted" in line and "docs/benchmarks.md" in line and "delete the key" in line
+
+
+def test_renamed_device_option_is_refused_in_one_line_giving_the_new_name(tmp_path):
+    config = write_config(tmp_path / "old.yaml", {"analysis": {"device": "cuda"}})
+    result = snakemake(tmp_path, "--dry-run", config=config, check=False)
+    assert result.returncode != 0
+    line = next(line for line in (result.stdout + result.stderr).splitlines() if "analysis.device" in line)
+    assert "analysis.device was renamed analysis.statistics_device" in line and "patch statistics" in line
+
+
+def test_the_settings_defaults_are_the_schemas():
+    """plan.Study reads `analysis`, `consistency`, `plots` and `limits` into records whose defaults the schema sets."""
+    import dataclasses
+
+    import yaml
+
+    from firstlayer_zoo.limits import Limits
+    from firstlayer_zoo.settings import AnalysisSettings, ConsistencySettings, PlotSettings
+
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())["properties"]
+    for section, record in [("analysis", AnalysisSettings), ("consistency", ConsistencySettings),
+                            ("plots", PlotSettings), ("limits", Limits)]:
+        defaults = {name: entry["default"] for name, entry in schema[section]["properties"].items()}
+        assert dataclasses.asdict(record()) == defaults, section
+
+
+def test_no_rule_reads_the_config_but_to_build_the_study():
+    """Rules get what they need from the Study (plan.py), never from the raw config."""
+    import re
+
+    allowed = {"refuse_oversized_config(config)", "refuse_removed_options(config)", "validate(config,",
+               "Study(config)"}
+    for path in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            code = re.sub(r"\"[^\"]*\"", "\"\"", line.split("#")[0])  # strings and comments aside
+            for match in re.finditer(r"\bconfig\b", code):
+                assert any(code.find(call) <= match.start() < code.find(call) + len(call)
+                           for call in allowed if call in code), f"{path.name}:{number}: {line.strip()}"
+    from firstlayer_zoo.plan import Study
+
+    assert "config" not in Study.__init__.__code__.co_names  # it keeps no copy for the rules to reach into

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy.cluster.hierarchy import fcluster
 
-from firstlayer_zoo.consistency import ConsistencyLimits, nearest_neighbours, standardised
+from firstlayer_zoo.consistency import nearest_neighbours, standardised
+from firstlayer_zoo.settings import ConsistencySettings
 from firstlayer_zoo.plots import consistency_linkage, consistency_square, group_square, plot_consistency
 from firstlayer_zoo.tables import SCHEMAS, TRAINED_VS_INIT, consistency_tables
 
@@ -75,7 +76,7 @@ def expected_relations(checkpoints, profiles, fits):
 def test_relation_means_are_exact_and_quantiles_exact_while_every_pair_is_kept():
     rng = np.random.default_rng(3)
     checkpoints, profiles, fits = random_zoo(rng, 90)
-    tables = consistency_tables(profiles, checkpoints, fits, ConsistencyLimits())
+    tables = consistency_tables(profiles, checkpoints, fits, ConsistencySettings())
     for name, frame in tables.items():
         if name in SCHEMAS:
             assert list(frame.columns) == SCHEMAS[name].names
@@ -96,8 +97,8 @@ def test_relation_means_are_exact_and_quantiles_exact_while_every_pair_is_kept()
 def test_above_max_pairs_means_stay_exact_and_quantiles_come_from_a_seeded_sample():
     rng = np.random.default_rng(4)
     checkpoints, profiles, fits = random_zoo(rng, 160, bases=("photos",))
-    limits = ConsistencyLimits(max_pairs=100, sample_pairs=3000, neighbours=3, seed=7)
-    tables = consistency_tables(profiles, checkpoints, fits, limits)
+    settings = ConsistencySettings(max_pairs=100, sample_pairs=3000, neighbours=3, seed=7)
+    tables = consistency_tables(profiles, checkpoints, fits, settings)
     neighbours = tables["consistency"]
     assert len(neighbours) == 160 * 3 and list(neighbours["rank"][:3]) == [1, 2, 3]
     summary = tables["consistency_summary"].set_index(["basis", "relation"])
@@ -115,7 +116,7 @@ def test_above_max_pairs_means_stay_exact_and_quantiles_come_from_a_seeded_sampl
         rank = (values < row["median_r"]).mean()
         assert abs(rank - 0.5) <= 1.5 / np.sqrt(row["n_sampled"]) + 1 / values.size, key
         assert values.min() - 1e-12 <= row["min_r"] <= row["max_r"] <= values.max() + 1e-12, key
-    again = consistency_tables(profiles, checkpoints, fits, limits)["consistency_summary"]
+    again = consistency_tables(profiles, checkpoints, fits, settings)["consistency_summary"]
     pd.testing.assert_frame_equal(again, tables["consistency_summary"])  # seeded: the same sample every run
 
 
@@ -135,7 +136,7 @@ def test_nearest_neighbours_are_the_highest_r_of_each_row():
 def test_each_checkpoints_mean_r_with_its_basis_and_its_group_is_exact():
     rng = np.random.default_rng(8)
     checkpoints, profiles, fits = random_zoo(rng, 60, bases=("photos",))
-    means = consistency_tables(profiles, checkpoints, fits, ConsistencyLimits(max_pairs=0))["checkpoint_means"]
+    means = consistency_tables(profiles, checkpoints, fits, ConsistencySettings(max_pairs=0))["checkpoint_means"]
     ids, energies = profiles["photos"]
     matrix = np.corrcoef(energies)
     names = group_names(checkpoints, ids)
@@ -159,7 +160,7 @@ def group_names(checkpoints, ids):
 def test_group_matrix_means_match_a_pair_by_pair_reading():
     rng = np.random.default_rng(6)
     checkpoints, profiles, fits = random_zoo(rng, 70, bases=("photos",))
-    groups = consistency_tables(profiles, checkpoints, fits, ConsistencyLimits())["consistency_groups"]
+    groups = consistency_tables(profiles, checkpoints, fits, ConsistencySettings())["consistency_groups"]
     ids, energies = profiles["photos"]
     matrix = np.corrcoef(energies)
     names = group_names(checkpoints, ids)
@@ -214,7 +215,7 @@ def test_consistency_plot_draws_checkpoints_or_groups(tmp_path, max_checkpoints)
                                 "labels": np.where(labels, "random", "true"), "seed": np.arange(len(ids)) % 5,
                                 "step": pd.array([None] * len(ids), dtype="Int64")})
     tables = consistency_tables({"photos": (ids, profiles)}, checkpoints,
-                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencyLimits())
+                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencySettings())
     path = tmp_path / "consistency.png"
     plot_consistency(checkpoints, tables["consistency"], tables["consistency_groups"], "photos", path,
                      max_checkpoints)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from firstlayer_zoo.dataset_source import prepared_indices
+from firstlayer_zoo.dataset_sources.base import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source, prepare_dataset
 from firstlayer_zoo.dataset_sources.torchvision_sets import DatasetFileError
 from firstlayer_zoo.downloads import DownloadError

@@ -23,19 +23,19 @@ from snakemake.utils import validate
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.zoo_sources.archive import ArchiveError, unpack
 from firstlayer_zoo.checkpoint_io import CheckpointError, tensor_shape
-from firstlayer_zoo.dataset_source import DatasetSource
+from firstlayer_zoo.dataset_sources.base import DatasetSource
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.downloads import DownloadError, DownloadTooLarge, download
 from firstlayer_zoo.limits import Limits, applied
 from firstlayer_zoo.loaders import ImageError
 from firstlayer_zoo.patchstats import source_basis
 from firstlayer_zoo.preprocessing import Preprocessing
-from firstlayer_zoo.zoo_sources.local import FolderSource, OnnxSource
+from firstlayer_zoo.zoo_sources.local_files import FolderSource, OnnxSource
 from firstlayer_zoo.plan import Study
 from firstlayer_zoo.remote_tensors import read_remote_safetensors
 from firstlayer_zoo.rule_io import ClearError
 from firstlayer_zoo.stems import StemError
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import (
     STEM_KEY,
@@ -480,9 +480,9 @@ def test_sigbus_while_reading_names_the_file_in_the_log(tmp_path):
     code = textwrap.dedent(f"""
         import mmap, sys, types
         sys.path.insert(0, {str(SCRIPTS)!r})
-        from firstlayer_zoo.zoo_sources import local as local_zoos
+        from firstlayer_zoo.zoo_sources import local_files as local_zoos
         from firstlayer_zoo.rule_io import logged
-        from firstlayer_zoo.zoo_source import GeometryCache
+        from firstlayer_zoo.zoo_sources.base import GeometryCache
         from firstlayer_zoo.zoo_sources import extract_stem
 
         def read_under_a_shrinking_map(uri):

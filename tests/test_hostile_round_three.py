@@ -25,7 +25,7 @@ from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.stems import Stem
 from firstlayer_zoo.tables import checkpoints_table, write_table
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from firstlayer_zoo.zoo_sources.archive import ArchiveError, ArchiveSource, unpack
 from hostile_corpus import (
@@ -229,7 +229,7 @@ def test_archive_params_and_steps_beyond_64_bits_are_their_checkpoints_rows(tmp_
                                   "params_file": "params.json", "seed_key": "seed", "first_conv": "stem",
                                   "kernel_size": 5, "in_chans": 3, "preprocessing": {"resize": 48}},
                            str(tmp_path / "results"), cache=None)
-    specs = {spec.name: spec for spec in (source.planned_spec(**source.spec_fields(entry))
+    specs = {spec.name: spec for spec in (source.listed_spec(entry)
                                           for entry in source.index_entries(root))}
     assert sorted(specs) == sorted(expected)
     for name, template in expected.items():
@@ -278,7 +278,7 @@ def test_a_refused_archive_is_one_line_on_the_console_and_its_trace_in_the_log(t
         stub = RuleStub(log=[str(log)], wildcards=RuleStub(zoo="mz"), params=RuleStub(
             options=options, outdir=str(tmp_path / "results"), limits=Limits().to_dict()))
         with pytest.raises(SystemExit) as exited:
-            runpy.run_path(str(ROOT / "scripts" / "unpack_archive.py"), init_globals={"snakemake": stub})
+            runpy.run_path(str(ROOT / "scripts" / "list_zoo.py"), init_globals={"snakemake": stub})
     assert str(exited.value) == (f"ArchiveError: {url}: the archive holds 'run_c' both as a file and as a folder of "
                                  "other members, which cannot both be unpacked; repack it with each name used once")
     console = capsys.readouterr()
@@ -333,8 +333,7 @@ def test_a_stem_of_tiny_or_huge_finite_weights_gives_the_profile_of_its_filters(
     # A power of two is exact: the same profile, fit and image-space measures, bit for bit.
     np.testing.assert_array_equal(scaled.energy, ordinary.energy)
     np.testing.assert_array_equal(scaled.energy_init, ordinary.energy_init)
-    assert scaled.fit == ordinary.fit and scaled.whitening == ordinary.whitening
-    assert scaled.image_space.colour_energy == ordinary.image_space.colour_energy
+    assert scaled.measures == ordinary.measures
 
 
 def test_an_ordinary_stem_is_profiled_exactly_as_before():

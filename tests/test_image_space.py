@@ -101,7 +101,7 @@ def test_analysis_carries_image_space_measurements_and_filters_through_save_and_
     for name in ("offsets", "autocorrelation_data", "autocorrelation_trained", "autocorrelation_init",
                  "energy_luminance", "energy_opponent"):
         np.testing.assert_array_equal(getattr(loaded.image_space, name), getattr(measured, name))
-    assert loaded.image_space.colour_energy == measured.colour_energy
+    assert loaded.measures == analysis.measures
     np.testing.assert_array_equal(loaded.init_filters_kept, analysis.init_filters_kept)
     assert loaded.filters_kept.dtype == np.float32  # kept as written, not widened
     (lean,) = load_analyses(tmp_path / "shard.npz", skip=FILTER_ARRAYS)
@@ -161,7 +161,7 @@ def test_tables_carry_the_curves_the_headline_offset_and_the_colour_split(photo_
         assert row["autocorr_offset"] == 10
         assert row["autocorr_trained"] == measured.autocorrelation_trained[2]
         assert row["autocorr_data"] == measured.autocorrelation_data[2]
-        assert row["colour_energy"] == measured.colour_energy
+        assert row["colour_energy"] == analysis.measures["colour_energy"]
     assert np.isnan(fits.loc["z/c0", "autocorr_init"]) and np.isfinite(fits.loc["z/c1", "autocorr_init"])
     profiles = tables["profiles"]
     for name, group in profiles.groupby("checkpoint"):
@@ -196,3 +196,31 @@ def test_filter_pictures_are_a_bounded_selection_one_per_architecture_first(phot
     picture = filter_picture(np.array([[[-2.0, 0.0]], [[0.0, 2.0]], [[1.0, 1.0]]]))
     np.testing.assert_allclose(picture[0, 0], [0.0, 0.5, 0.75])  # zero is mid-grey, -peak black, +peak white
     np.testing.assert_allclose(filter_picture(np.ones((1, 2, 2)))[0, 0], [1.0, 1.0, 1.0])
+
+
+def test_plot_bases_draws_the_filters_of_shards_read_first_without_them(photo_basis, tmp_path, drawn):
+    """The rule's path: choose among analyses read without their filter arrays, then draw the chosen ones."""
+    from firstlayer_zoo.plots import filter_picture, plot_bases
+    from firstlayer_zoo.tables import build_tables
+
+    _, basis = photo_basis
+    analyses = _analyses(basis, count=5)
+    save_analyses(tmp_path / "shard.npz", analyses)
+    (lean, *_) = load_analyses(tmp_path / "shard.npz", skip=FILTER_ARRAYS)
+    assert lean.filters_kept is None and lean.has_filters
+    basis.save(tmp_path / "basis.npz")
+    tables = build_tables(analyses)
+    slug = analyses[0].checkpoint.basis.slug
+    counts = plot_bases(tables["checkpoints"], tables["consistency"], tables["consistency_groups"],
+                        [str(tmp_path / "shard.npz")], {slug: (str(tmp_path / "basis.npz"), basis.kernel_size)},
+                        {slug: ("heatmap", "filters")}, 300, 3)
+    assert counts == {slug: (5, 3)}
+    figure = drawn["filters"]
+    assert "(3 checkpoints;" in figure.texts[0].get_text()
+    rows = {axis.get_title(loc="left"): axis for axis in figure.axes if axis.get_title(loc="left")}
+    by_id = {analysis.checkpoint.id: analysis for analysis in analyses}
+    trained = [label.removesuffix(": trained") for label in rows if label.endswith(": trained")]
+    assert len(trained) == 3
+    for name in trained:
+        np.testing.assert_allclose(rows[f"{name}: trained"].images[0].get_array(),
+                                   filter_picture(by_id[name].filters_kept[0].astype(np.float64)))

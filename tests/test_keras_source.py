@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from firstlayer_zoo.analysis import analyse_stem
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from firstlayer_zoo.zoo_sources.keras import KerasSource
 from keras_files import conv, functional_keras, kernel, layer, model, sequential_h5, write_h5, write_keras

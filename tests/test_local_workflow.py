@@ -35,9 +35,10 @@ from loopback import LoopbackServer
 from workflow_helpers import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
-# The combined study's zoos: (zoo name, source, root under the workdir); an archive's root is where it is unpacked.
+# The combined study's zoos: (zoo name, source, root under the workdir); an archive's root is where its listing job
+# unpacks it.
 ZOOS = [("local", "folder", "zoo"), ("exported", "onnx", "onnx"), ("keras_models", "keras", "keras"),
-        ("mz", "archive", "results/zoos/mz/archive")]
+        ("mz", "archive", "results/zoos/mz/listed")]
 
 
 def folder_config(workdir, with_onnx=False, archive_url=None, **analysis):

@@ -11,7 +11,7 @@ from firstlayer_zoo.downloads import DownloadError, RetryPolicy, download
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.zoo_sources.timm_hub import TimmSource
 from firstlayer_zoo.zoo_sources.torch_hub import TorchvisionWeightsSource
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import HubImitation
 

@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from firstlayer_zoo.analysis import analyse_stem
-from firstlayer_zoo.zoo_sources.local import OnnxSource
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.local_files import OnnxSource
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import onnx_conv_model as conv_model
 

@@ -30,8 +30,8 @@ PAPER_CIFAR10 = ROOT / "configs" / "paper-cifar10.yaml"
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket"]  # the tiny task's classes: which photo a crop is from
 
 
-def expected_comparison(checkpoints: pd.DataFrame, consistency: pd.DataFrame, fits: pd.DataFrame,
-                        dataset: str) -> dict[str, tuple[float, float | None, int]]:
+def expected_comparison(checkpoints: pd.DataFrame, consistency: pd.DataFrame, fits: pd.DataFrame
+                        ) -> dict[str, tuple[float, float | None, int]]:
     """{quantity: (mean, std, n)} from the pairs table and the fits, for each run's last checkpoint: the slow way."""
     ok = checkpoints[checkpoints["status"] == "ok"].copy()
     last = ok[ok["step"] == ok.groupby("run")["step"].transform("max")].set_index("checkpoint")
@@ -47,30 +47,31 @@ def expected_comparison(checkpoints: pd.DataFrame, consistency: pd.DataFrame, fi
     vgg_true = last[(last["arch"] == "vgg11_bn_cifar") & (last["labels"] == "true")].index
     vgg_permuted = last[(last["arch"] == "vgg11_bn_cifar") & (last["labels"] == "permuted")].index
     found = {
-        "VGG-11, other seed": r[vgg_a & vgg_b & true_a & true_b & same_width & (a["seed"] != b["seed"]).to_numpy()],
-        "VGG-11, other width": r[vgg_a & vgg_b & true_a & true_b & ~same_width],
-        "VGG-11 vs ResNet-18": r[true_a & true_b & ((vgg_a & resnet_b) | (resnet_a & vgg_b))],
-        "VGG-11, true vs random labels": r[vgg_a & vgg_b & same_width & (true_a != true_b)
-                                           & (a["labels"].isin(["true", "permuted"])
-                                              & b["labels"].isin(["true", "permuted"])).to_numpy()],
-        "VGG-11, trained vs its initialisation": fits.loc[vgg_true, "r_init"].to_numpy(),
-        "VGG-11, random labels, trained vs its initialisation": fits.loc[vgg_permuted, "r_init"].to_numpy(),
-        "VGG-11, fit r of the analytic profile": fits.loc[vgg_true, "fit_r"].to_numpy(),
+        "other seed": r[vgg_a & vgg_b & true_a & true_b & same_width & (a["seed"] != b["seed"]).to_numpy()],
+        "other width": r[vgg_a & vgg_b & true_a & true_b & ~same_width],
+        "other architecture": r[true_a & true_b & ((vgg_a & resnet_b) | (resnet_a & vgg_b))],
+        "true vs random labels": r[vgg_a & vgg_b & same_width & (true_a != true_b)
+                                   & (a["labels"].isin(["true", "permuted"])
+                                      & b["labels"].isin(["true", "permuted"])).to_numpy()],
+        "trained vs its initialisation": fits.loc[vgg_true, "r_init"].to_numpy(),
+        "random labels: trained vs its initialisation": fits.loc[vgg_permuted, "r_init"].to_numpy(),
+        "fit r of the analytic profile": fits.loc[vgg_true, "fit_r"].to_numpy(),
     }
-    return {f"{quantity} ({dataset})": (values.mean(), values.std(ddof=1) if len(values) > 1 else None, len(values))
+    return {quantity: (values.mean(), values.std(ddof=1) if len(values) > 1 else None, len(values))
             for quantity, values in found.items() if len(values)}
 
 
-def check_comparison(table: pd.DataFrame, expected: dict) -> None:
+def check_comparison(table: pd.DataFrame, expected: dict, dataset: str) -> None:
+    """Each row as expected, beside the paper's value for `dataset` in the paper's own setting."""
     assert sorted(table["quantity"]) == sorted(expected)
     paper = read_paper_values()
     for row in table.itertuples():
         mean, std, n = expected[row.quantity]
         assert (row.measured, row.n) == (pytest.approx(mean, abs=1e-9), n), row.quantity
         assert (pd.isna(row.measured_std) and std is None) or row.measured_std == pytest.approx(std, abs=1e-9)
-        quantity, dataset = row.quantity.rsplit(" (", 1)
-        reported = paper[(paper["quantity"] == quantity) & (paper["dataset"] == dataset.rstrip(")"))]
+        reported = paper[(paper["quantity"] == row.quantity) & (paper["dataset"] == dataset)]
         assert row.paper_value == reported["paper_value"].item()
+        assert row.paper_setting.split("; ")[:2] == [reported["paper_setting"].item(), dataset]
 
 
 def _synthetic_zoo(members: list[tuple[str, float | None, int, str]]) -> dict:
@@ -105,19 +106,57 @@ def test_paper_comparison_follows_from_the_pairs_and_fits_of_each_runs_last_chec
                              ("resnet18_cifar", None, 0, "true"), ("vgg11_bn_cifar", None, 0, "permuted"),
                              ("vgg11_bn_cifar", None, 2, "permuted"), ("test_resnet", None, 0, "true")])
     table = _comparison(tables, {"c10": {"source": "cifar10"}})
-    check_comparison(table, expected_comparison(tables["checkpoints"], tables["consistency"], tables["fits"],
-                                                "cifar10"))
+    check_comparison(table, expected_comparison(tables["checkpoints"], tables["consistency"], tables["fits"]),
+                     "cifar10")
     assert len(table) == 7 and table["setting"].str.contains("permuted labels").sum() == 2
+    # The paper's own architectures are there: they are measured, not stand-ins (test_resnet has no row).
+    assert not table["setting"].str.contains("test_resnet|none of the paper's datasets").any()
 
 
-def test_paper_comparison_leaves_out_what_the_study_lacks_and_datasets_the_paper_did_not_use():
+def test_paper_comparison_leaves_out_what_the_study_lacks():
     tables = _synthetic_zoo([("vgg11_bn_cifar", None, 0, "true"), ("vgg11_bn_cifar", None, 1, "true")])
     table = _comparison(tables, {"c10": {"source": "cifar100"}})
-    assert sorted(table["quantity"]) == ["VGG-11, other seed (cifar100)",
-                                         "VGG-11, trained vs its initialisation (cifar100)"]
-    assert _comparison(tables, {"c10": {"source": "svhn"}}).empty
+    assert sorted(table["quantity"]) == ["other seed", "trained vs its initialisation"]
     # The paper reports no fit for CIFAR-100: that row is absent, not zero.
     assert not table["quantity"].str.contains("fit r").any()
+
+
+def test_any_study_stands_its_own_architectures_and_dataset_beside_the_papers_cifar10_numbers():
+    """The default study's shape: no VGG-11, not the paper's data; every row names both settings."""
+    members = [(arch, None, seed, labels) for arch in ("test_resnet", "test_byobnet") for seed in (0, 1)
+               for labels in ("true", "random")]
+    tables = _synthetic_zoo(members)
+    table = _comparison(tables, {"c10": {"source": "svhn"}})
+    rows = {(row.quantity, row.setting.split(", ")[0]): row for row in table.itertuples()}
+    per_arch = ["other seed", "trained vs its initialisation", "fit r of the analytic profile",
+                "random labels: trained vs its initialisation", "true vs random labels"]
+    assert sorted(rows) == sorted([(quantity, arch) for quantity in per_arch for arch in ("test_byobnet",
+                                                                                          "test_resnet")]
+                                  + [("other architecture", "test_byobnet vs test_resnet")])
+    assert all(row.paper_setting.split("; ")[1] == "cifar10" for row in table.itertuples())
+    assert table["paper_setting"].str.startswith("VGG-11").all()
+    assert table["setting"].str.contains("; c10, none of the paper's datasets; basis ").all()
+    # The values, read from the pairs table and the fits the slow way.
+    checkpoints = tables["checkpoints"].set_index("checkpoint")
+    last = checkpoints[checkpoints["step"] == 2]
+    pairs = tables["consistency"]
+    pairs = pairs[pairs["checkpoint_a"].isin(last.index) & pairs["checkpoint_b"].isin(last.index)]
+    a, b = last.loc[pairs["checkpoint_a"]].reset_index(), last.loc[pairs["checkpoint_b"]].reset_index()
+    r = pairs["r"].to_numpy()
+    fits = tables["fits"].set_index("checkpoint")
+    for arch in ("test_resnet", "test_byobnet"):
+        ours = ((a["arch"] == arch) & (b["arch"] == arch)).to_numpy()
+        true = ((a["labels"] == "true") & (b["labels"] == "true")).to_numpy()
+        assert rows["other seed", arch].measured == pytest.approx(r[ours & true].mean(), abs=1e-12)
+        assert rows["true vs random labels", arch].n == 4
+        mixed = (a["labels"] != b["labels"]).to_numpy()
+        assert rows["true vs random labels", arch].measured == pytest.approx(r[ours & mixed].mean(), abs=1e-12)
+        true_checkpoints = last[(last["arch"] == arch) & (last["labels"] == "true")].index
+        assert rows["fit r of the analytic profile", arch].measured == pytest.approx(
+            fits.loc[true_checkpoints, "fit_r"].mean(), abs=1e-12)
+    cross = ((a["arch"] != b["arch"]) & (a["labels"] == "true") & (b["labels"] == "true")).to_numpy()
+    row = rows["other architecture", "test_byobnet vs test_resnet"]
+    assert (row.measured, row.n) == (pytest.approx(r[cross].mean(), abs=1e-12), 4)
 
 
 def _validated(path: Path, outdir: Path) -> dict:
@@ -207,7 +246,7 @@ def test_paper_cifar10_config_end_to_end_on_a_served_archive_of_photo_crops(serv
 
     table = read_table(tmp_path, "paper_comparison")
     check_comparison(table, expected_comparison(checkpoints, read_table(tmp_path, "consistency"),
-                                                read_table(tmp_path, "fits"), "cifar10"))
+                                                read_table(tmp_path, "fits")), "cifar10")
     assert len(table) == 7
     assert (tmp_path / "results/plots/paper_comparison.png").stat().st_size > 0
 

@@ -9,9 +9,9 @@ from conftest import direct_patches
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import (
+    ENGINES,
     InvalidMomentsError,
     PatchMoments,
-    basis_from_batches,
     basis_from_moments,
     dataset_basis,
     source_basis,
@@ -220,28 +220,33 @@ def _batches(count, seed=5):
     return [torch.from_numpy(rng.integers(0, 256, size=(4, 3, 12, 12), dtype=np.uint8)) for _ in range(count)]
 
 
+@pytest.mark.parametrize("engine", sorted(ENGINES))
 @pytest.mark.parametrize("forged,what", [
     (float("nan"), "non-finite"),
     (float("inf"), "non-finite"),
     (0.5, "non-integral"),
     (1e30, "larger than its patches' uint8 pixels can sum to"),
 ])
-def test_a_batch_with_impossible_sums_fails_naming_the_dataset_and_the_batch(monkeypatch, forged, what):
-    # Forge what a decoder writing into memory the moment kernels still read would leave: one bad value.
-    original = PatchMoments._moments
+def test_a_batch_with_impossible_sums_fails_naming_the_dataset_and_the_batch(monkeypatch, engine, forged, what):
+    # Forge what a decoder writing into memory the moment kernels still read would leave: one bad value
+    # in one batch's sums of products.
+    original = ENGINES[engine].add
     calls = []
 
-    def corrupted(self, batch, dtype, transposed):
-        sums, outer, pairs = original(self, batch, dtype, transposed)
+    def corrupted(self, images):
+        found = original(self, images)
         calls.append(1)
         if len(calls) == 3:
-            outer = outer.clone()
-            outer[2, 5] = forged
-        return sums, outer, pairs
+            products = next(values for values, _ in found if values.ndim > 1)
+            products[(0,) * products.ndim] = forged
+        return found
 
-    monkeypatch.setattr(PatchMoments, "_moments", corrupted)
+    monkeypatch.setattr(ENGINES[engine], "add", corrupted)
     with pytest.raises(InvalidMomentsError) as error:
-        basis_from_batches(_batches(5), Preprocessing(), 3, device="cpu", progress=False, name="dataset 'photos'")
+        moments = PatchMoments(3, 3, name="dataset 'photos'", engine=engine)
+        for batch in _batches(5):
+            moments.update(batch)
+        basis_from_moments(moments, (0.5,) * 3, (0.2,) * 3)
     message = str(error.value)
     assert "dataset 'photos'" in message and "batch 3 (images 8..11" in message and what in message
 

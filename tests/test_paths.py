@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = "bases|datasets|runs|analyses|fetched|tables|plots|logs|zoos"
 # Pieces of the outdir's layout, in a string or joined onto a Path (`outdir / "tables"`): any of them outside
 # paths.py is a path spelled a second time.
-LAYOUT = re.compile(rf"/({FOLDERS})/|/\s*\"({FOLDERS}|resources)\"|archive_index\.json|manifest\.json|"
+LAYOUT = re.compile(rf"/({FOLDERS})/|/\s*\"({FOLDERS}|resources)\"|listing\.json|manifest\.json|"
                     r"geometry\.json|\.plan/|:06d\}\.safetensors|\{OUT\}|\.parquet\"|\.\./resources/")
 
 
@@ -29,8 +29,8 @@ def test_the_tables_written_are_the_tables_declared():
 
 def test_a_rule_pattern_and_the_python_path_of_its_file_agree():
     paths = StudyPaths("out")
-    assert paths.basis().format(dataset="d", prep="p", k=3, c=1) == paths.basis("d", "p", 3, 1) \
-        == "out/bases/d/p/k3_c1.npz"
+    assert paths.basis().format(dataset="d", prep="p", kernels="3-7", c=1) == paths.basis("d", "p", "3-7", 1) \
+        == "out/bases/d/p/k3-7_c1.npz"
     assert paths.run_dir().format(zoo="z", run="r") == paths.run_dir("z", "r")
     assert checkpoint_file(paths.run_dir("z", "r"), "step", 25) == "out/zoos/z/runs/r/step000025.safetensors"
     assert checkpoint_file(paths.run_dir("z", "r"), "epoch", 3) == "out/zoos/z/runs/r/epoch000003.safetensors"

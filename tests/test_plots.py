@@ -6,7 +6,7 @@ import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 
 from firstlayer_zoo import plots
-from firstlayer_zoo.consistency import ConsistencyLimits
+from firstlayer_zoo.settings import ConsistencySettings
 from firstlayer_zoo.tables import consistency_tables
 from synthetic_tables import synthetic_tables
 
@@ -23,7 +23,7 @@ def two_family_study(per_family=15, components=27):
                                 "labels": "true", "seed": np.arange(len(ids)),
                                 "step": pd.array([None] * len(ids), dtype="Int64")})
     tables = consistency_tables({"photos": (ids, profiles)}, checkpoints,
-                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencyLimits())
+                                pd.DataFrame({"checkpoint": ids, "r_init": np.nan}), ConsistencySettings())
     return checkpoints, tables, profiles, family
 
 
@@ -67,3 +67,16 @@ def test_whitening_plot_places_each_checkpoint_at_its_two_spreads(drawn):
     points = np.concatenate([c.get_offsets() for c in axis.collections if isinstance(c, PathCollection)])
     expected = tables["fits"][["input_spread", "output_spread"]].to_numpy()
     np.testing.assert_allclose(np.array(sorted(map(tuple, points))), np.array(sorted(map(tuple, expected))))
+
+
+def test_training_time_draws_the_median_over_seeds_as_its_title_says(drawn):
+    """Three seeds, one far off: the line is their median (the title's word), not their mean."""
+    ids = [f"z/s{seed}-{step}" for seed in range(3) for step in (10, 20)]
+    checkpoints = pd.DataFrame({"checkpoint": ids, "arch": "a", "labels": "true",
+                                "seed": [seed for seed in range(3) for _ in (10, 20)], "step": [10, 20] * 3})
+    fits = pd.DataFrame({"checkpoint": ids, "tau_s1": [1.0, 2.0, 1.5, 2.5, 40.0, 80.0]})
+    plots.plot_training_time(checkpoints, fits, "training_time")
+    (axis,) = drawn["training_time"].axes
+    assert "line: median" in axis.get_title()
+    (line,) = [line for line in axis.lines if len(line.get_xdata())]
+    np.testing.assert_allclose(line.get_ydata(), [1.5, 2.5])

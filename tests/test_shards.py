@@ -1,5 +1,10 @@
 """Checkpoints in shards: stable membership, one file per shard, and one bad checkpoint costing only itself."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,12 +13,12 @@ from firstlayer_zoo import shards
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.downloads import DownloadError
-from firstlayer_zoo.zoo_sources.local import FolderSource
+from firstlayer_zoo.zoo_sources.local_files import FolderSource
 from firstlayer_zoo.shard_analysis import analyse_shard
 from firstlayer_zoo.shards import assign_shards, load_analyses, save_analyses, shard_count
 from firstlayer_zoo.stems import StemError
 from firstlayer_zoo import zoo_sources
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from hostile_corpus import STEM_KEY, write_corpus, write_good
 
@@ -85,7 +90,7 @@ def test_a_shard_of_good_and_hostile_files_analyses_each_as_alone_and_round_trip
         np.testing.assert_array_equal(back.energy, original.energy)
         np.testing.assert_array_equal(back.eigenvalues, original.eigenvalues)
         assert (back.energy_init is None) == (original.energy_init is None)
-        assert back.fit == original.fit and back.whitening == original.whitening
+        assert back.measures == original.measures and back.stem_meta == original.stem_meta
 
 
 def test_an_unforeseen_error_in_one_checkpoint_is_its_own_skipped_row(zoo, monkeypatch, capsys):
@@ -118,3 +123,37 @@ def test_a_failed_download_fails_the_shard_instead_of_leaving_a_skipped_row(zoo,
     monkeypatch.setattr(zoo_sources, "extract_stem", offline)
     with pytest.raises(DownloadError, match="no connection"):
         analyse_shard(specs, bases, subtract_init=True, strict=False, progress=False)
+
+
+def test_shard_membership_is_the_same_in_another_process():
+    """Another interpreter (another hash seed) plans the same shards: a rerun finds every shard's file."""
+    names = [spec.name for spec in named(50)]
+    script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from firstlayer_zoo.shards import shard_name; "
+              "print(json.dumps([shard_name(name, 8) for name in json.loads(sys.stdin.read())]))")
+    there = subprocess.run([sys.executable, "-c", script, str(Path(__file__).resolve().parents[1] / "scripts")],
+                           input=json.dumps(names), capture_output=True, text=True, check=True, timeout=120,
+                           env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert json.loads(there.stdout) == [shards.shard_name(name, 8) for name in names]
+
+
+def test_a_shard_of_an_older_layout_or_other_measures_is_refused_in_one_line_saying_to_rerun(zoo, tmp_path):
+    from firstlayer_zoo.atomic import read_npz, write_npz
+    from firstlayer_zoo.shards import SHARD_LAYOUT, ShardLayoutError
+
+    specs, bases = zoo
+    good = [spec for spec in specs if spec.name.startswith("good")]
+    save_analyses(tmp_path / "shard.npz", analyse_shard(good, bases, subtract_init=True, strict=False,
+                                                         progress=False))
+    header, arrays = read_npz(tmp_path / "shard.npz")
+    # The first layout had no number, and fits, whitening and image-space numbers instead of measures.
+    old = {"analyses": [{**entry, "fit": {}, "whitening": {}} for entry in header["analyses"]],
+           "shapes": header["shapes"]}
+    write_npz(tmp_path / "old.npz", old, **arrays)
+    with pytest.raises(ShardLayoutError) as raised:
+        load_analyses(tmp_path / "old.npz")
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'old.npz'}: a shard of layout 1")
+    assert f"reads layout {SHARD_LAYOUT}" in message and "snakemake --forcerun analyse_checkpoints" in message
+    write_npz(tmp_path / "fewer.npz", {**header, "measures": header["measures"][:-1]}, **arrays)
+    with pytest.raises(ShardLayoutError, match=rf"other measures .*\({header['measures'][-1]} differ\): rerun"):
+        load_analyses(tmp_path / "fewer.npz")

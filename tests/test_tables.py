@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -94,3 +95,25 @@ def test_table_values_a_reader_can_recompute():
     summary = tables["consistency_summary"].set_index("relation")
     init_row = summary.loc["trained vs its own initialisation"]
     assert (init_row["min_r"], init_row["max_r"]) == (fits["r_init"].min(), fits["r_init"].max())
+
+
+def test_the_checkpoint_and_fits_rows_are_copies_of_the_record():
+    """tables.py computes nothing per checkpoint: a fits row is its analysis' measures, bit for bit, and a
+    provenance column what the source wrote."""
+    from dataclasses import replace
+
+    from firstlayer_zoo.checkpoint_record import MEASURES
+
+    analyses, _ = small_study()
+    analyses[0] = replace(analyses[0], checkpoint=replace(analyses[0].checkpoint, extra={"hyperparameters": "{}"}),
+                          stem_meta={"bytes_fetched": 7})
+    tables = build_tables(analyses)
+    fits = tables["fits"].set_index("checkpoint")
+    for analysis in analyses:
+        row = fits.loc[analysis.checkpoint.id]
+        for measure in MEASURES:
+            value = analysis.measures[measure.name]
+            assert row[measure.name] == value if value is not None else pd.isna(row[measure.name]), measure.name
+    first = tables["checkpoints"].iloc[0]
+    assert (first["hyperparameters"], first["bytes_fetched"]) == ("{}", 7)
+    assert tables["checkpoints"]["hyperparameters"].iloc[1:].isna().all()

@@ -12,7 +12,7 @@ from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.timm_table import eval_preprocessing, load_timm_table
 from firstlayer_zoo.timm_table_build import build_row, dataset_tag
 from firstlayer_zoo.zoo_sources.timm_hub import TimmSource
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import HubImitation
 

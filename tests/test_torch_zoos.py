@@ -11,7 +11,7 @@ import torch
 from firstlayer_zoo.downloads import DownloadError
 from firstlayer_zoo.stems import StemError, torch_stem
 from firstlayer_zoo.zoo_sources.torch_hub import TorchHubSource, TorchvisionWeightsSource
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import LoopbackServer
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import functools
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .basis import PatchBasis
+from .checkpoint_record import measure
 from .profiles import (
+    ColourSplit,
     ProfileFit,
     Whitening,
     colour_split,
-    colour_variance_fraction,
     energy_profile,
     fit_analytic_profile,
     normalise,
@@ -32,11 +34,12 @@ ORDINARY_MAGNITUDE = (2.0**-100, 2.0**100)
 
 @dataclass
 class ImageSpace:
-    """Measurements of the stem's output maps and colour, besides the profile (docs/measurements.md).
+    """The curves of the stem's output maps and of its colour, besides the profile (docs/measurements.md).
 
     autocorrelation_*: mean autocorrelation of the output maps at each offset (px)
     for the data itself (identity filters), the initialisation and the trained stem;
     energy_luminance/opponent: the profile split by colour (None for 1-channel stems).
+    The numbers fits.parquet reports from them are measures (checkpoint_record.FITS).
     """
 
     offsets: np.ndarray
@@ -45,17 +48,15 @@ class ImageSpace:
     autocorrelation_init: np.ndarray | None = None
     energy_luminance: np.ndarray | None = None
     energy_opponent: np.ndarray | None = None
-    colour_energy: float | None = None
-    colour_energy_init: float | None = None
-    colour_variance_data: float | None = None
 
     ARRAYS = ("offsets", "autocorrelation_data", "autocorrelation_trained", "autocorrelation_init",
               "energy_luminance", "energy_opponent")
-    NUMBERS = ("colour_energy", "colour_energy_init", "colour_variance_data")
 
 
 @dataclass
 class CheckpointAnalysis:
+    """One checkpoint's record: what the tables copy (checkpoint_record), and shards.py stores, for each checkpoint."""
+
     checkpoint: CheckpointSpec
     status: str
     out_channels: int | None
@@ -65,65 +66,87 @@ class CheckpointAnalysis:
     eigenvalues: np.ndarray
     energy: np.ndarray
     energy_init: np.ndarray | None
-    fit: ProfileFit | None
-    whitening: Whitening | None
-    stem_meta: dict = field(default_factory=dict)  # provenance of the stem (e.g. bytes_fetched, file_size)
+    # Every measure of checkpoint_record.MEASURES by name (None where it does not apply); none when skipped.
+    measures: dict = field(default_factory=dict)
+    # What reading the stem found, in the fields its source declares (ZooSource.stem_fields): bytes_fetched, ...
+    stem_meta: dict = field(default_factory=dict)
     image_space: ImageSpace | None = None
     # The first FILTERS_KEPT filters (float32), trained and initial, for the filter pictures.
     filters_kept: np.ndarray | None = None
     init_filters_kept: np.ndarray | None = None
+    # Arrays the file holds that the reader chose not to read (shards.load_analyses' `skip`).
+    unread: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
-    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
-        """(JSON header, arrays): what shards.save_analyses stores for this checkpoint."""
-        header = {
-            "spec": self.checkpoint.to_dict(),
-            "status": self.status,
-            "out_channels": self.out_channels,
-            "stride": self.stride,
-            "init_known": self.init_known,
-            "init_subtracted": self.init_subtracted,
-            "fit": asdict(self.fit) if self.fit else None,
-            "whitening": asdict(self.whitening) if self.whitening else None,
-            "stem_meta": self.stem_meta,
-            "image_space": ({name: getattr(self.image_space, name) for name in ImageSpace.NUMBERS}
-                            if self.image_space else None),
-        }
-        arrays = {"eigenvalues": self.eigenvalues, "energy": self.energy}
-        if self.energy_init is not None:
-            arrays["energy_init"] = self.energy_init
-        if self.image_space:
-            arrays.update({f"image_space.{name}": getattr(self.image_space, name) for name in ImageSpace.ARRAYS
-                           if getattr(self.image_space, name) is not None})
-        for name in FILTER_ARRAYS:
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name)
-        return header, arrays
+    @property
+    def has_filters(self) -> bool:
+        """Whether filters were kept for the pictures, read or left unread."""
+        return self.filters_kept is not None or "filters_kept" in self.unread
 
-    @classmethod
-    def from_record(cls, header: dict, arrays: dict[str, np.ndarray]) -> "CheckpointAnalysis":
-        return cls(
-            checkpoint=CheckpointSpec.from_dict(header["spec"]),
-            status=header["status"],
-            out_channels=header["out_channels"],
-            stride=header["stride"],
-            init_known=header["init_known"],
-            init_subtracted=header["init_subtracted"],
-            eigenvalues=arrays["eigenvalues"],
-            energy=arrays["energy"],
-            energy_init=arrays.get("energy_init"),
-            fit=ProfileFit(**header["fit"]) if header["fit"] else None,
-            whitening=Whitening(**header["whitening"]) if header["whitening"] else None,
-            stem_meta=header.get("stem_meta", {}),
-            # Skipped checkpoints have no image-space measurements; readers may leave the filters out.
-            image_space=(ImageSpace(**header["image_space"],
-                                    **{name: arrays.get(f"image_space.{name}") for name in ImageSpace.ARRAYS})
-                         if header.get("image_space") is not None else None),
-            filters_kept=arrays.get("filters_kept"),
-            init_filters_kept=arrays.get("init_filters_kept"),
+
+@dataclass
+class Profiled:
+    """A stem profiled in its basis: what every measure (checkpoint_record.FITS) is a function of.
+
+    What several measures share (the fit, the whitening spreads, the colour split) is computed once, on first use.
+    """
+
+    stem: Stem  # scale-free (scale_free), its init with it
+    basis: PatchBasis
+    filters: np.ndarray  # the profiled filters, one a row: W - W0 where the init is subtracted, else W
+    peak: float  # the largest energy of the profile before it was normalised
+    energy: np.ndarray  # the profile, normalised to max 1
+    energy_init: np.ndarray | None  # the initialisation's, where known
+
+    @property
+    def eigenvalues(self) -> np.ndarray:
+        return self.basis.eigenvalues
+
+    @property
+    def init_filters(self) -> np.ndarray | None:
+        """W0, one filter a row, where known."""
+        return self.stem.init.reshape(self.stem.init.shape[0], -1) if self.stem.init is not None else None
+
+    @functools.cached_property
+    def fit(self) -> ProfileFit:
+        return fit_analytic_profile(self.energy, self.eigenvalues)
+
+    @functools.cached_property
+    def whitening(self) -> Whitening:
+        return whitening_spreads(self.energy, self.eigenvalues)
+
+    @functools.cached_property
+    def colour(self) -> ColourSplit | None:
+        """The profiled bank split into luminance and opponent parts (3-channel stems only)."""
+        if self.stem.in_chans != 3:
+            return None
+        return colour_split(self.filters, self.basis.eigenvectors, self.stem.kernel_size, self.peak)
+
+    @functools.cached_property
+    def colour_init(self) -> ColourSplit | None:
+        """The initialisation's colour split, where it is known (3-channel stems only)."""
+        if self.stem.in_chans != 3 or self.init_filters is None:
+            return None
+        return colour_split(self.init_filters, self.basis.eigenvectors, self.stem.kernel_size, 1.0)
+
+    @functools.cached_property
+    def image_space(self) -> ImageSpace:
+        """Output-map autocorrelation (data, init, trained stem) and the profile's colour split.
+
+        The autocorrelation is of the maps the stem really produces, so it uses the trained weights W (not W - W0).
+        """
+        covariance, cross = self.basis.covariance, self.basis.cross_covariances
+        init = self.init_filters
+        return ImageSpace(
+            offsets=self.basis.offsets,
+            autocorrelation_data=output_autocorrelation(np.eye(self.basis.dimension), covariance, cross),
+            autocorrelation_trained=output_autocorrelation(self.stem.filters(subtract_init=False), covariance, cross),
+            autocorrelation_init=output_autocorrelation(init, covariance, cross) if init is not None else None,
+            energy_luminance=self.colour.energy_luminance if self.colour else None,
+            energy_opponent=self.colour.energy_opponent if self.colour else None,
         )
 
 
@@ -134,8 +157,7 @@ def skipped_analysis(spec: CheckpointSpec, status: str, stem: Stem | None = None
         out_channels=stem.out_channels if stem is not None and stem.weight.size else None,
         stride=stem.stride if stem is not None else None,
         init_known=bool(stem is not None and stem.init is not None), init_subtracted=False,
-        eigenvalues=empty, energy=empty, energy_init=None, fit=None, whitening=None,
-        stem_meta=stem.meta if stem is not None else {},
+        eigenvalues=empty, energy=empty, energy_init=None, stem_meta=stem.meta if stem is not None else {},
     )
 
 
@@ -146,8 +168,8 @@ def no_basis_reason(spec: CheckpointSpec, stem: Stem) -> str:
         return (f"skipped: {spec.uri}: stem takes {stem.in_chans} input channel(s) per filter, the {spec.dataset} "
                 f"preprocessing gives {data_chans}: a stem for {stem.in_chans}-channel images or a grouped conv; "
                 "no patch basis fits")
-    return (f"skipped: {spec.uri}: the stem's geometry could not be read when the study was planned; "
-            "run snakemake again to plan its basis")
+    return (f"skipped: {spec.uri}: the stem's geometry was not known when the study was planned (unreadable "
+            "then, or listed by a job since); run snakemake again to plan its basis")
 
 
 def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,
@@ -206,6 +228,7 @@ def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtrac
     energy_init = None
     if stem.init is not None:
         energy_init = normalise(energy_profile(stem.init.reshape(stem.init.shape[0], -1), basis.eigenvectors))
+    profiled = Profiled(stem, basis, filters, float(np.max(raw)), energy, energy_init)
     return CheckpointAnalysis(
         checkpoint=spec,
         status="ok",
@@ -216,39 +239,12 @@ def _analyse(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None, subtrac
         eigenvalues=basis.eigenvalues,
         energy=energy,
         energy_init=energy_init,
-        fit=fit_analytic_profile(energy, basis.eigenvalues),
-        whitening=whitening_spreads(energy, basis.eigenvalues),
+        measures=measure(profiled),
         stem_meta=stem.meta,
-        image_space=measure_image_space(stem, basis, filters, float(np.max(raw))),
+        image_space=profiled.image_space,
         filters_kept=stem.weight[:FILTERS_KEPT].astype(np.float32),
         init_filters_kept=stem.init[:FILTERS_KEPT].astype(np.float32) if stem.init is not None else None,
     )
-
-
-def measure_image_space(stem: Stem, basis: PatchBasis, profiled: np.ndarray, peak: float) -> ImageSpace:
-    """Output-map autocorrelation (data, init, trained stem) and the colour split of the profiled filters.
-
-    The autocorrelation is of the maps the stem really produces, so it uses the
-    trained weights W (not W - W0); the colour split follows the profile (`profiled`, its raw peak `peak`).
-    """
-    covariance, cross = basis.covariance, basis.cross_covariances
-    init = stem.init.reshape(stem.init.shape[0], -1) if stem.init is not None else None
-    measured = ImageSpace(
-        offsets=basis.offsets,
-        autocorrelation_data=output_autocorrelation(np.eye(basis.dimension), covariance, cross),
-        autocorrelation_trained=output_autocorrelation(stem.filters(subtract_init=False), covariance, cross),
-        autocorrelation_init=output_autocorrelation(init, covariance, cross) if init is not None else None,
-    )
-    if stem.in_chans != 3:
-        return measured
-    split = colour_split(profiled, basis.eigenvectors, stem.kernel_size, peak)
-    measured.energy_luminance = split.energy_luminance
-    measured.energy_opponent = split.energy_opponent
-    measured.colour_energy = split.colour_energy
-    measured.colour_variance_data = colour_variance_fraction(covariance, stem.kernel_size)
-    if init is not None:
-        measured.colour_energy_init = colour_split(init, basis.eigenvectors, stem.kernel_size, 1.0).colour_energy
-    return measured
 
 
 def require_ok(spec: CheckpointSpec, status: str) -> None:

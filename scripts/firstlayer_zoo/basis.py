@@ -1,4 +1,8 @@
-"""A dataset's patch basis: mean, covariance, its eigendecomposition and cross-covariances, stored as .npz."""
+"""A dataset's patch basis: mean, covariance, its eigendecomposition and cross-covariances, stored as .npz.
+
+A file holds one basis (`PatchBasis.save`), or the bases of one (dataset, preprocessing) at several kernel
+sizes, computed in one reading of its images (`save_bases`); `PatchBasis.load` reads either, one basis at a time.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .atomic import read_npz, write_npz
+from .atomic import write_npz
 
 
 # The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
@@ -45,18 +49,34 @@ class PatchBasis:
 
     ARRAYS = ("mean", "covariance", "eigenvalues", "eigenvectors", "offsets", "cross_covariances")
 
+    def header(self) -> dict:
+        return {"kernel_size": self.kernel_size, "in_chans": self.in_chans, "n_patches": self.n_patches,
+                "n_images": self.n_images, "meta": self.meta, "moments": self.moments}
+
     def save(self, path: str | Path) -> None:
-        header = {"kernel_size": self.kernel_size, "in_chans": self.in_chans, "n_patches": self.n_patches,
-                  "n_images": self.n_images, "meta": self.meta, "moments": self.moments}
-        write_npz(path, header, **{name: getattr(self, name) for name in self.ARRAYS})
+        write_npz(path, self.header(), **{name: getattr(self, name) for name in self.ARRAYS})
 
     @classmethod
-    def load(cls, path: str | Path) -> "PatchBasis":
+    def load(cls, path: str | Path, kernel_size: int | None = None) -> "PatchBasis":
+        """The basis in `path`; in a file of several (save_bases), the one at `kernel_size` (needed when several)."""
         with np.load(path, allow_pickle=False) as data:
             if "header" not in data.files:
-                return cls._load_first_format(data)
-        header, arrays = read_npz(path)
-        return cls(**header, **arrays)
+                basis = cls._load_first_format(data)
+            else:
+                header = json.loads(str(data["header"]))
+                if "bases" in header:
+                    sizes = [entry["kernel_size"] for entry in header["bases"]]
+                    if kernel_size is None and len(sizes) == 1:
+                        kernel_size = sizes[0]
+                    if kernel_size not in sizes:
+                        raise ValueError(f"{path} holds the bases of kernel sizes {sizes}, not {kernel_size}")
+                    prefix = _set_prefix(kernel_size)
+                    header = header["bases"][sizes.index(kernel_size)]
+                    return cls(**header, **{name: data[prefix + name] for name in cls.ARRAYS})
+                basis = cls(**header, **{name: data[name] for name in cls.ARRAYS if name in data.files})
+        if kernel_size is not None and basis.kernel_size != kernel_size:
+            raise ValueError(f"{path} holds the basis of kernel size {basis.kernel_size}, not {kernel_size}")
+        return basis
 
     @classmethod
     def _load_first_format(cls, data) -> "PatchBasis":
@@ -79,6 +99,16 @@ class PatchBasis:
             cross_covariances=(data["cross_covariances"] if "cross_covariances" in data
                                else np.zeros((0, 0, 0))),
         )
+
+
+def _set_prefix(kernel_size: int) -> str:
+    return f"k{kernel_size}_"
+
+
+def save_bases(path: str | Path, bases: list[PatchBasis]) -> None:
+    """Bases of one (dataset, preprocessing) at several kernel sizes in one file, written atomically."""
+    arrays = {_set_prefix(basis.kernel_size) + name: getattr(basis, name) for basis in bases for name in basis.ARRAYS}
+    write_npz(path, {"bases": [basis.header() for basis in bases]}, **arrays)
 
 
 def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

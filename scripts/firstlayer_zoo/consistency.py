@@ -15,24 +15,15 @@ most `max_pairs`, otherwise a seeded sample drawn uniformly from each relation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
+
+from .settings import ConsistencySettings
 
 # Metadata whose agreement names a relation; a missing value makes the pair's state "unknown".
 RELATION_GROUPS = ("arch", "labels", "seed", "step")
 # Checkpoints averaged together in the group matrix: seeds are what a group pools.
 MATRIX_GROUPS = ("arch", "labels", "step")
-
-
-@dataclass(frozen=True)
-class ConsistencyLimits:
-    max_pairs: int = 2_000_000  # above this many pairs in a basis, pairs are sampled, not enumerated
-    sample_pairs: int = 20_000  # pairs sampled per relation for its quantiles
-    neighbours: int = 0  # nearest neighbours kept per checkpoint when pairs are not all kept (0: none)
-    max_groups: int = 200  # rows of the group matrix per basis, before coarsening
-    seed: int = 0
 
 
 def standardised(profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,13 +157,13 @@ def sample_relation_pairs(codes: np.ndarray, code: int, n_pairs: int, size: int,
     return np.concatenate(kept_a)[:size], np.concatenate(kept_b)[:size]
 
 
-def relation_summary(z: np.ndarray, codes: np.ndarray, groups: tuple[str, ...], limits: ConsistencyLimits,
+def relation_summary(z: np.ndarray, codes: np.ndarray, groups: tuple[str, ...], settings: ConsistencySettings,
                      all_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[dict]:
     """Rows of (relation, n_pairs, mean_r, median_r, min_r, max_r, n_sampled) for one basis.
 
     `all_pairs` (rows_a, rows_b, r) when every pair was enumerated; otherwise the quantiles come from samples.
     """
-    rng = np.random.default_rng(limits.seed)
+    rng = np.random.default_rng(settings.seed)
     rows = []
     if all_pairs is not None:
         relations = pair_relations(codes, all_pairs[0], all_pairs[1])
@@ -180,7 +171,7 @@ def relation_summary(z: np.ndarray, codes: np.ndarray, groups: tuple[str, ...], 
         if all_pairs is not None:
             r = all_pairs[2][relations == code]
         else:
-            rows_a, rows_b = sample_relation_pairs(codes, code, count, min(count, limits.sample_pairs), rng)
+            rows_a, rows_b = sample_relation_pairs(codes, code, count, min(count, settings.sample_pairs), rng)
             r = np.einsum("ij,ij->i", z[rows_a], z[rows_b])
         rows.append({"relation": relation_name(code, groups), "n_pairs": count, "mean_r": total / count,
                      "median_r": float(np.median(r)) if r.size else None,
@@ -218,7 +209,7 @@ def nearest_neighbours(z: np.ndarray, k: int, block: int = 512) -> tuple[np.ndar
     return rows, neighbours, np.einsum("ij,ij->i", z[rows], z[neighbours])
 
 
-def group_labels(checkpoints: pd.DataFrame, limits: ConsistencyLimits) -> np.ndarray:
+def group_labels(checkpoints: pd.DataFrame, settings: ConsistencySettings) -> np.ndarray:
     """Each checkpoint's group, e.g. "arch=resnet18, labels=true, step=400" (seeds pooled).
 
     Past `max_groups` groups the step, then the labels are pooled too, so the matrix stays readable.
@@ -232,7 +223,7 @@ def group_labels(checkpoints: pd.DataFrame, limits: ConsistencyLimits) -> np.nda
         labels = parts[0]
         for part in parts[1:]:
             labels = labels + ", " + part
-        if labels.nunique() <= limits.max_groups:
+        if labels.nunique() <= settings.max_groups:
             return labels.to_numpy(dtype=object)
         groups = groups[:-1]
 

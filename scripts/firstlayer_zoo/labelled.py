@@ -6,14 +6,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset_source import DatasetSource
+from .dataset_sources.base import DatasetSource
 from .preprocessing import Preprocessing
 
 
 def load_labelled(source: DatasetSource, root: str | Path, indices: np.ndarray | None,
                   preprocessing: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 (N, c, H, W) after the resize and crop of `preprocessing`, class of each image) of the
-    images `indices` (a job reads those its dataset's manifest lists: dataset_source.prepared_indices; None: the
+    images `indices` (a job reads those its dataset's manifest lists: dataset_sources.base.prepared_indices; None: the
     source's own selection)."""
     root = Path(root)
     indices = source.indices(root) if indices is None else indices

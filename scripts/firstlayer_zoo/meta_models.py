@@ -38,6 +38,6 @@ def model_stem_geometry(arch: str, model_kwargs: dict, in_chans: int) -> dict:
 
 
 def cached_stem_geometry(cache, arch: str, model_kwargs: dict, in_chans: int) -> dict:
-    """model_stem_geometry, kept in the study's zoo_source.GeometryCache: building a model costs seconds."""
+    """model_stem_geometry, kept in the study's zoo_sources.base.GeometryCache: building a model costs seconds."""
     key = json.dumps(["timm", arch, model_kwargs, in_chans], sort_keys=True)
     return cache.get(key, lambda: model_stem_geometry(arch, model_kwargs, in_chans))

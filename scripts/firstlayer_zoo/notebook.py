@@ -134,9 +134,9 @@ def _file_stem(path: Path, dataset: str, preprocessing, stem_key: str | None, na
                cache: Path) -> tuple[Stem, CheckpointSpec]:
     """The stem of one file, read by the zoo source that claims its format, as a job of the workflow reads it."""
     from .checkpoint_io import load_torch_state_dict, safetensors_header, sniff
-    from .zoo_source import GeometryCache, ZOO_SOURCES
+    from .zoo_sources.base import GeometryCache, ZOO_SOURCES
     from .zoo_sources import extract_stem
-    from .zoo_sources.local import FolderSource, LocalFiles
+    from .zoo_sources.local_files import FolderSource, LocalFiles
 
     if not path.is_file():
         raise StemError(f"{path}: no such file")

@@ -1,15 +1,27 @@
-"""The numbers Chowers & Weiss (ICML 2023) report, beside the same quantities measured in a study.
+"""The numbers Chowers & Weiss (ICML 2023) report, beside the same quantities measured in any study.
 
-The paper's values live in one file, workflow/resources/paper_values.csv, each
-with the table or passage it comes from. A study's dataset stands for one of
-the paper's datasets (cifar10, cifar100, celeba, imagenet) when its source or
-its name is that name. Every quantity is measured on each run's last kept
-checkpoint, in one patch basis; a quantity whose checkpoints the study lacks
-(an architecture, a label regime, a second width) has no row.
+The paper's values live in one file, workflow/resources/paper_values.csv: each
+quantity (other seed, other width, other architecture, trained vs its
+initialisation, true vs random labels, the analytic fit's r), the paper's
+setting (its architecture, labels, what is correlated), its dataset, and the
+table or passage it comes from. A study's dataset stands for one of the
+paper's datasets (cifar10, cifar100, celeba, imagenet) when its source or its
+name is that name; any other dataset is set beside the paper's CIFAR-10
+numbers, its main experiments, and its rows say so.
+
+A row is there wherever the study has its ingredients (seeds of one
+architecture, true and random labels, two architectures in one basis, a known
+initialisation, fits); a quantity whose checkpoints the study lacks has no
+row. Where the study trained the paper's own architecture (VGG-11 and ResNet-18
+in CIFAR form, or torchvision's ResNet-18 on ImageNet) the row measures that
+one; otherwise each of the study's architectures stands in for it, named in
+the row's setting beside the paper's. Every quantity is measured on each run's
+last kept checkpoint, in one patch basis.
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Callable
 
@@ -17,13 +29,15 @@ import numpy as np
 import pandas as pd
 
 from .paths import PAPER_VALUES
-from .plots import draw_nothing_to_show, last_checkpoint_of_each_run, plt, save
+from .plots import last_checkpoint_of_each_run
 from .tables import schema_frame
 
-# The paper's CIFAR nets, by their names in cifar_nets.CIFAR_NETS, and torchvision's ResNet-18.
+# The paper's architectures by their names here: its CIFAR nets (cifar_nets.CIFAR_NETS) and torchvision's ResNet-18.
 VGG11, RESNET18_CIFAR, RESNET18_IMAGENET = "vgg11_bn_cifar", "resnet18_cifar", "resnet18"
 # The paper's "random labels" are a permutation of the true ones; uniform draws are compared too, said so.
 RANDOM_REGIMES = ("permuted", "random")
+# The paper's numbers a dataset that is none of the paper's is set beside: its main experiments.
+REFERENCE_DATASET = "cifar10"
 
 
 def paper_datasets(datasets: dict[str, dict], paper_values: pd.DataFrame) -> dict[str, str]:
@@ -40,6 +54,11 @@ def paper_datasets(datasets: dict[str, dict], paper_values: pd.DataFrame) -> dic
 
 def read_paper_values(path: str | Path = PAPER_VALUES) -> pd.DataFrame:
     return pd.read_csv(path)
+
+
+def paper_archs(paper_dataset: str) -> tuple[str, tuple[str, str]]:
+    """The paper's architecture for the quantities of one architecture, and its pair for `other architecture`."""
+    return (RESNET18_IMAGENET if paper_dataset == "imagenet" else VGG11), (VGG11, RESNET18_CIFAR)
 
 
 class Basis:
@@ -82,62 +101,84 @@ def _other(values: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]
     return lambda first, second: values[first] != values[second]
 
 
-def measured_quantities(basis: Basis) -> list[tuple[str, str, np.ndarray]]:
+def _described(values: pd.Series, what: str) -> str:
+    """`true labels`, `labels unknown`, or the values seen: how a group of checkpoints' labels read."""
+    seen = sorted(set(values.dropna()))
+    unknown = " or unknown" if values.isna().any() and seen else ""
+    return f"{' or '.join(seen)}{unknown} {what}" if seen else f"{what} unknown"
+
+
+def measured_quantities(basis: Basis, paper_dataset: str) -> list[tuple[str, str, np.ndarray]]:
     """(quantity as paper_values.csv names it, what was measured, the values averaged) for one basis."""
+    members = basis.members
+    archs = sorted(set(members["arch"].dropna()))
+    single, pair = paper_archs(paper_dataset)
     width = np.nan_to_num(basis.column("width").astype(float), nan=1.0)  # no width: the architecture's own
     seed = basis.column("seed")
-    vgg_true = basis.select(VGG11, ("true",), init_subtracted=True)
-    resnet_true = basis.select(RESNET18_CIFAR, ("true",), init_subtracted=True)
+    seed_known = members["seed"].notna().to_numpy()
+    labels = members["labels"]
+    not_random = ~labels.isin(RANDOM_REGIMES).to_numpy()
+    subtracted = members["init_subtracted"].fillna(False).to_numpy(dtype=bool)
     fit_r, r_init = basis.fits["fit_r"].to_numpy(), basis.fits["r_init"].to_numpy(dtype=float)
     every = lambda first, second: np.ones(len(first), dtype=bool)  # noqa: E731
-    found = [
-        ("VGG-11, other seed", f"{VGG11}, true labels, pairs of the same width and other seeds",
-         basis.pairs(vgg_true, vgg_true, lambda f, s: _same(width)(f, s) & _other(seed)(f, s))),
-        ("VGG-11, other width", f"{VGG11}, true labels, pairs of other widths",
-         basis.pairs(vgg_true, vgg_true, _other(width))),
-        ("VGG-11 vs ResNet-18", f"{VGG11} vs {RESNET18_CIFAR}, true labels, every pair",
-         basis.pairs(vgg_true, resnet_true, every)),
-        ("VGG-11, trained vs its initialisation", f"{VGG11}, true labels, W - W0 vs W0, per checkpoint",
-         r_init[vgg_true]),
-        ("VGG-11, fit r of the analytic profile", f"{VGG11}, true labels, W - W0, per checkpoint",
-         fit_r[vgg_true]),
-        ("ResNet-18, fit r of the analytic profile", f"{RESNET18_IMAGENET}, per checkpoint",
-         fit_r[basis.select(RESNET18_IMAGENET, None, init_subtracted=False)]),
-        ("ImageNet models, fit r of the analytic profile", "every model not trained on random labels",
-         fit_r[~basis.members["labels"].isin(RANDOM_REGIMES).to_numpy()]),
-    ]
-    for regime in RANDOM_REGIMES:
-        vgg_random = basis.select(VGG11, (regime,), init_subtracted=True)
+    other_seed = lambda f, s: _same(width)(f, s) & seed_known[f] & seed_known[s] & _other(seed)(f, s)  # noqa: E731
+    found = []
+    for arch in [single] if single in archs else archs:
+        true = basis.select(arch, ("true",), init_subtracted=True)
+        of_arch = (members["arch"] == arch).to_numpy()
+        same_width = " of the same width" if len(set(width[of_arch])) > 1 else ""
+        fitted = of_arch & not_random
+        profile = "W - W0" if subtracted[fitted].all() else "W" if not subtracted[fitted].any() else "W - W0 or W"
         found += [
-            ("VGG-11, random labels, trained vs its initialisation",
-             f"{VGG11}, {regime} labels, W - W0 vs W0, per checkpoint", r_init[vgg_random]),
-            ("VGG-11, true vs random labels", f"{VGG11}, true vs {regime} labels, pairs of the same width",
-             basis.pairs(vgg_true, vgg_random, _same(width))),
+            ("other seed", f"{arch}, true labels, pairs{same_width} of other seeds",
+             basis.pairs(true, true, other_seed)),
+            ("other width", f"{arch}, true labels, pairs of other widths", basis.pairs(true, true, _other(width))),
+            ("trained vs its initialisation", f"{arch}, true labels, W - W0 vs W0", r_init[true]),
+            ("fit r of the analytic profile", f"{arch}, {_described(labels[fitted], 'labels')}, {profile}",
+             fit_r[fitted]),
         ]
+        for regime in RANDOM_REGIMES:
+            random = basis.select(arch, (regime,), init_subtracted=True)
+            found += [
+                ("random labels: trained vs its initialisation", f"{arch}, {regime} labels, W - W0 vs W0",
+                 r_init[random]),
+                ("true vs random labels", f"{arch}, true vs {regime} labels, {'pairs' + same_width if same_width else 'every pair'}",
+                 basis.pairs(true, random, _same(width))),
+            ]
+    for first, second in [pair] if set(pair) <= set(archs) else itertools.combinations(archs, 2):
+        found.append(("other architecture", f"{first} vs {second}, true labels, every pair",
+                      basis.pairs(basis.select(first, ("true",), init_subtracted=True),
+                                  basis.select(second, ("true",), init_subtracted=True), every)))
+    found.append(("fit r of the analytic profile, models pooled",
+                  f"{len(archs)} architectures, {_described(labels[not_random], 'labels')}", fit_r[not_random]))
     return [(quantity, setting, values[~np.isnan(values)]) for quantity, setting, values in found]
 
 
 def paper_comparison(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd.DataFrame,
                      paper_values: pd.DataFrame, datasets: dict[str, str]) -> pd.DataFrame:
-    """Rows (quantity, setting, paper_value, paper_std, measured, measured_std, n), one per quantity the paper
-    reports for a basis' dataset and the study measured there; `datasets` maps config datasets to the paper's.
+    """Rows (quantity, paper_setting, setting, paper_value, paper_std, measured, measured_std, n), one per quantity
+    the paper reports and the study measured in a basis; `datasets` maps config datasets to the paper's, and any
+    other dataset is set beside the paper's REFERENCE_DATASET.
 
     measured is the mean over the n values (checkpoints, or pairs of them), measured_std their standard deviation
     (ddof 1; null for one value).
     """
     last = last_checkpoint_of_each_run(checkpoints)
-    last = last[last["dataset"].isin(list(datasets)) & last["checkpoint"].isin(fits["checkpoint"])]
+    last = last[last["checkpoint"].isin(fits["checkpoint"])]
     paper = paper_values.set_index(["quantity", "dataset"])
     rows = []
     for basis_slug, members in last.groupby("basis", sort=True):
-        paper_dataset = datasets[members["dataset"].iloc[0]]
-        for quantity, setting, values in measured_quantities(Basis(members, profiles, fits)):
+        dataset = members["dataset"].iloc[0]
+        paper_dataset = datasets.get(dataset, REFERENCE_DATASET)
+        ours = dataset if dataset in datasets else f"{dataset}, none of the paper's datasets"
+        for quantity, setting, values in measured_quantities(Basis(members, profiles, fits), paper_dataset):
             if (quantity, paper_dataset) not in paper.index or not values.size:
                 continue
             reported = paper.loc[(quantity, paper_dataset)]
             rows.append({
-                "quantity": f"{quantity} ({paper_dataset})",
-                "setting": f"{basis_slug}: {setting}; each run's last checkpoint",
+                "quantity": quantity,
+                "paper_setting": f"{reported['paper_setting']}; {paper_dataset}; {reported['source']}",
+                "setting": f"{setting}; {ours}; basis {basis_slug}, each run's last checkpoint",
                 "paper_value": reported["paper_value"],
                 "paper_std": reported["paper_std"] if pd.notna(reported["paper_std"]) else None,
                 "measured": float(values.mean()),
@@ -145,23 +186,3 @@ def paper_comparison(checkpoints: pd.DataFrame, profiles: pd.DataFrame, fits: pd
                 "n": int(values.size),
             })
     return schema_frame(rows, "paper_comparison")
-
-
-def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
-    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n)."""
-    if table.empty:
-        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(its datasets, VGG-11, ResNet-18 or their runs)")
-        return
-    figure, axis = plt.subplots(figsize=(8, 0.55 * len(table) + 1.2))
-    rows = np.arange(len(table))[::-1]
-    axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
-                  capsize=3, label="paper")
-    axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
-                  capsize=3, label="this study")
-    axis.set_yticks(rows, [f"{quantity}\n{setting.split(':')[0]}, n = {n}" for quantity, setting, n
-                           in zip(table["quantity"], table["setting"], table["n"])], fontsize=7)
-    axis.axvline(0, color="grey", linewidth=0.5)
-    axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
-    axis.legend(loc="lower left", fontsize=8)
-    axis.set_title("The paper's numbers beside this study's", fontsize=9)
-    save(figure, path)

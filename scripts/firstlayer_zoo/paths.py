@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 # The study's tables (each `tables/<name>.parquet`, columns in tables.SCHEMAS) and study-wide figures.
@@ -30,6 +31,19 @@ HF_STEM_TABLE = RESOURCES / "hf_stems.csv"
 HF_PROCESSOR_TABLE = RESOURCES / "hf_image_processors.csv"
 # The numbers the paper reports, each with the table or passage it comes from (paper_comparison reads it).
 PAPER_VALUES = RESOURCES / "paper_values.csv"
+
+
+# A basis file's name: the kernel sizes it holds (kernel_label) and the channels.
+BASIS_NAME = re.compile(r"k(?P<kernels>\d+(?:-\d+)*)_c(?P<c>\d+)\.npz")
+
+
+def kernel_label(sizes) -> str:
+    """Kernel sizes as a basis file names them: 3-7-14."""
+    return "-".join(str(size) for size in sorted(set(sizes)))
+
+
+def kernel_sizes(label: str) -> tuple[int, ...]:
+    return tuple(int(size) for size in label.split("-"))
 
 
 def checkpoint_stem(unit: str, position: int) -> str:
@@ -61,9 +75,20 @@ class StudyPaths:
     def manifest(self, dataset: str = "{dataset}") -> str:
         return f"{self.dataset_root(dataset)}/manifest.json"
 
-    def basis(self, dataset: str = "{dataset}", preprocessing: str = "{prep}", kernel_size="{k}",
+    def basis(self, dataset: str = "{dataset}", preprocessing: str = "{prep}", kernel_sizes="{kernels}",
               in_chans="{c}") -> str:
-        return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_size}_c{in_chans}.npz"
+        """Patch bases of one (dataset, preprocessing), one per kernel size of `kernel_sizes` (kernel_label)."""
+        return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_sizes}_c{in_chans}.npz"
+
+    def existing_bases(self, dataset: str, preprocessing: str, in_chans: int) -> dict[str, tuple[int, ...]]:
+        """The basis files of one (dataset, preprocessing) already on disk, with the kernel sizes each holds."""
+        found = {}
+        for path in sorted(Path(self.outdir, "bases", dataset, preprocessing).glob(f"k*_c{in_chans}.npz")):
+            match = BASIS_NAME.fullmatch(path.name)
+            if match:
+                found[str(Path(self.basis(dataset, preprocessing, match["kernels"], in_chans)))] = \
+                    kernel_sizes(match["kernels"])
+        return found
 
     def cached_basis(self, key: str) -> str:
         """A basis the notebook API computed, by the SHA-1 of `key` (all the basis depends on)."""
@@ -73,14 +98,16 @@ class StudyPaths:
         """A `train` zoo's run: its checkpoint files (checkpoint_file)."""
         return f"{self.outdir}/zoos/{zoo}/runs/{run}"
 
-    def archive_root(self, zoo: str = "{zoo}") -> str:
-        """An `archive` zoo's unpacked archive."""
-        return f"{self.outdir}/zoos/{zoo}/archive"
+    def zoo_listing(self, zoo: str = "{zoo}") -> str:
+        """The checkpoints of a zoo listed by a job (rule list_zoo), one JSON entry each, as the job found them."""
+        return f"{self.outdir}/zoos/{zoo}/listing.json"
 
-    def archive_index(self, zoo: str = "{zoo}") -> str:
-        return f"{self.outdir}/zoos/{zoo}/archive_index.json"
+    def zoo_listed_files(self, zoo: str = "{zoo}") -> str:
+        """What the listing job keeps for its checkpoints to be read from (an `archive` zoo's unpacked archive)."""
+        return f"{self.outdir}/zoos/{zoo}/listed"
 
     def archive_download(self, zoo: str = "{zoo}") -> str:
+        """An `archive` zoo's downloaded archive (kept across runs: a partial download resumes)."""
         return f"{self.outdir}/zoos/{zoo}/download"
 
     def analyses(self, zoo: str = "{zoo}", shard: str = "{shard}") -> str:
@@ -113,5 +140,5 @@ class StudyPaths:
 
     @property
     def geometry_cache(self) -> str:
-        """Stem geometry kept across invocations (zoo_source.GeometryCache)."""
+        """Stem geometry kept across invocations (zoo_sources.base.GeometryCache)."""
         return f"{self.outdir}/.plan/stem_geometry.json"

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
-from .paths import NAME_LIMIT, StudyPaths
+from .paths import NAME_LIMIT, StudyPaths, kernel_label
 from .records import BasisKey, CheckpointSpec
+from .settings import AnalysisSettings, ConsistencySettings, PlotSettings
 from .shards import assign_shards
 from .train_runs import TrainRun
-from .zoo_source import GeometryCache, ZooSource
+from .zoo_sources.base import GeometryCache, ZooSource
 from .zoo_sources import ZOO_SOURCES
 
 # Zoo and dataset names become folders under outdir: no separators, no `.`/`..`, not hidden, not too long.
@@ -60,10 +61,19 @@ REMOVED_OPTIONS = {
 }
 
 
+# Config keys that were renamed, with the new name and what it sets: refused in one line that gives the new name.
+RENAMED_OPTIONS = {
+    ("analysis", "device"): ("statistics_device", "where the patch statistics run"),
+}
+
+
 def refuse_removed_options(config: dict) -> None:
     for (section, key), why in REMOVED_OPTIONS.items():
         if key in (config.get(section) or {}):
             raise ValueError(f"{section}.{key} was removed: {why}")
+    for (section, key), (new, what) in RENAMED_OPTIONS.items():
+        if key in (config.get(section) or {}):
+            raise ValueError(f"{section}.{key} was renamed {section}.{new} (it sets {what}): rename the key")
 
 
 def refuse_outdir(outdir: str, roots: dict[str, Path]) -> None:
@@ -103,33 +113,41 @@ class Study:
     """Everything the DAG needs, resolved once from the config."""
 
     def __init__(self, config: dict, cache_path: str | Path | None = None):
-        self.config = config
         self.outdir = config["outdir"]
         self.paths = StudyPaths(self.outdir)
         self.datasets: dict[str, dict] = config["datasets"]
         for name in self.datasets:
             check_name("datasets", name)
         self.limits = Limits.from_dict(config.get("limits"))
+        # What the jobs are tuned with: the rules read these, never the config.
+        self.analysis = AnalysisSettings.from_dict(config.get("analysis"))
+        self.consistency = ConsistencySettings.from_dict(config.get("consistency"))
+        self.plots = PlotSettings.from_dict(config.get("plots"))
         for dataset_name, options in self.datasets.items():
             DATASET_SOURCES[options["source"]].check_options(dataset_name, options)
         cache = GeometryCache(cache_path or self.paths.geometry_cache)
         self.checkpoints: dict[str, CheckpointSpec] = {}
         self.runs: dict[tuple[str, str], TrainRun] = {}
         self.sources: dict[str, ZooSource] = {}
-        self._indexed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
-        self.shard_size: int = config["analysis"]["shard_size"]
+        self._listed: dict[str, tuple[int, dict[str, list[CheckpointSpec]]]] = {}
         with applied(self.limits):
             self._plan(config["zoos"], cache)
         # Before anything is written under it (the geometry cache, even in a dry run).
         refuse_outdir(self.outdir, self.read_roots())
         cache.save()
         self._shards = {
-            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo], self.shard_size)
-            for zoo in config["zoos"] if zoo not in self.listed_after_download
+            zoo: assign_shards([spec for spec in self.checkpoints.values() if spec.zoo == zoo],
+                                self.analysis.shard_size)
+            for zoo in self.sources if zoo not in self.listed_by_job
         }
-        planned = [*self.checkpoints.values(), *(zoo.planned_spec() for zoo in self.listed_after_download.values())]
+        # A zoo listed by a job plans the bases its config declares, and once listed those of its listing too.
+        planned = [*self.checkpoints.values(),
+                   *(spec for source in self.listed_by_job.values() for spec in source.planned_specs()),
+                   *(spec for zoo in self.listed_by_job if self.listed(zoo)
+                     for specs in self.shards(zoo).values() for spec in specs)]
         self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
+        self.basis_files = self._basis_files()
 
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
@@ -142,9 +160,10 @@ class Study:
                     )
             source = ZOO_SOURCES[options["source"]](zoo_name, options, self.outdir, cache)
             self.sources[zoo_name] = source
-            if source.listed_after_download:
-                self._refuse_planned_misfit(zoo_name, source.planned_spec())
-            for spec in source.checkpoints():
+            if source.listed_by_job:
+                for spec in source.planned_specs():
+                    self._refuse_planned_misfit(zoo_name, spec)
+            for spec in map(source.check_spec, source.checkpoints()):
                 if spec.id in self.checkpoints:
                     first = self.checkpoints[spec.id].uri
                     if first != spec.uri:
@@ -185,30 +204,68 @@ class Study:
         return roots
 
     @property
-    def listed_after_download(self) -> dict[str, ZooSource]:
-        """The zoos whose checkpoints are known only after a download (a Snakemake checkpoint lists them)."""
-        return {zoo: source for zoo, source in self.sources.items() if source.listed_after_download}
+    def listed_by_job(self) -> dict[str, ZooSource]:
+        """The zoos whose checkpoints are known only once a job has listed them (rule list_zoo, a Snakemake
+        checkpoint)."""
+        return {zoo: source for zoo, source in self.sources.items() if source.listed_by_job}
 
-    def _indexed_shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
-        """A zoo's checkpoints by shard, from the index its download job wrote."""
-        # Keyed by the index's mtime: a rerun of the checkpoint in the same invocation rewrites it.
-        stamp = Path(self.sources[zoo].index_path).stat().st_mtime_ns
-        if zoo not in self._indexed or self._indexed[zoo][0] != stamp:
-            specs = self.sources[zoo].indexed_checkpoints()
-            self._indexed[zoo] = (stamp, assign_shards(specs, self.shard_size))
-        return self._indexed[zoo][1]
+    def listed(self, zoo: str) -> bool:
+        """Whether a zoo listed by a job has its listing."""
+        return Path(self.sources[zoo].listing_path).is_file()
+
+    def _listed_shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
+        """A zoo's checkpoints by shard, from the listing its job wrote; declared stems that cannot fit the data
+        are refused as at planning."""
+        # Keyed by the listing's mtime: a rerun of the job in the same invocation rewrites it.
+        stamp = Path(self.sources[zoo].listing_path).stat().st_mtime_ns
+        if zoo not in self._listed or self._listed[zoo][0] != stamp:
+            specs = [self._fitted(spec) for spec in self.sources[zoo].listed_checkpoints()]
+            self._listed[zoo] = (stamp, assign_shards(specs, self.analysis.shard_size))
+        return self._listed[zoo][1]
 
     def shards(self, zoo: str) -> dict[str, list[CheckpointSpec]]:
-        """A zoo's checkpoints by shard (one listed after a download only once its index exists)."""
-        return self._indexed_shards(zoo) if self.sources[zoo].listed_after_download else self._shards[zoo]
+        """A zoo's checkpoints by shard (one listed by a job only once its listing exists)."""
+        return self._listed_shards(zoo) if self.sources[zoo].listed_by_job else self._shards[zoo]
 
     def shard_input_files(self, zoo: str, shard: str) -> list[str]:
-        """The files one shard's job depends on, as its zoo's source says."""
+        """The files one shard's job depends on, as its zoo's source says, and the listing of a zoo listed by a
+        job."""
         source = self.sources[zoo]
-        if source.listed_after_download:
-            return [source.index_path]
-        return source.input_files(self.shards(zoo)[shard])
+        files = source.input_files(self.shards(zoo)[shard])
+        return [source.listing_path, *files] if source.listed_by_job else files
+
+    def shard_bases(self, zoo: str, shard: str) -> dict[str, str]:
+        """The planned patch bases of a shard's checkpoints by slug; a checkpoint without one is skipped, saying
+        why (no basis fits, or it was listed after the bases were planned)."""
+        planned = set(self._bases)
+        return {spec.basis.slug: self.basis_files[spec.basis] for spec in self.shards(zoo)[shard]
+                if spec.basis in planned}
 
     @property
     def bases(self) -> list[BasisKey]:
         return self._bases
+
+    def _basis_files(self) -> dict[BasisKey, str]:
+        """The file each basis is read from.
+
+        The bases of one (dataset, preprocessing) are computed together, in one reading of its images, into
+        one file named by their kernel sizes. A kernel size that a file on disk already holds is read from
+        that file: adding a kernel size to a known preprocessing computes only the new one (Snakemake keeps
+        every such file up to date like any output, so reading it is always right).
+        """
+        by_preprocessing: dict[tuple[str, str, int], list[BasisKey]] = {}
+        for key in self._bases:
+            by_preprocessing.setdefault((key.dataset, key.preprocessing, key.in_chans), []).append(key)
+        files = {}
+        for (dataset, preprocessing, in_chans), keys in by_preprocessing.items():
+            existing = self.paths.existing_bases(dataset, preprocessing, in_chans)
+            missing = []
+            for key in keys:
+                found = [path for path, sizes in existing.items() if key.kernel_size in sizes]
+                if found:
+                    files[key] = found[0]
+                else:
+                    missing.append(key)
+            label = kernel_label(key.kernel_size for key in missing)
+            files.update({key: self.paths.basis(dataset, preprocessing, label, in_chans) for key in missing})
+        return files

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -24,9 +25,13 @@ GROUPS = ["arch", "labels", "seed"]
 LEGEND_VALUES = 12  # values of each group named in the consistency legend; the rest are counted
 
 
+# How every figure is written (tests render a figure the same way to compare it with a run's file).
+SAVE_OPTIONS = {"format": "png", "dpi": 110, "bbox_inches": "tight"}
+
+
 def save(figure, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        figure.savefig(tmp, **SAVE_OPTIONS)
     plt.close(figure)
 
 
@@ -283,7 +288,7 @@ def plot_training_time(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str 
     data["labels"] = _known(data["labels"], "unknown")
     figure, axis = plt.subplots(figsize=(6, 4))
     sns.lineplot(data=data, x="step", y="tau_s1", hue="arch", style="labels", marker="o",
-                 errorbar=("pi", 100), ax=axis)
+                 estimator="median", errorbar=("pi", 100), ax=axis)
     axis.set(xscale="log", yscale="log", xlabel="training step", ylabel="fitted tau * s1")
     _step_ticks(axis, sorted(data["step"].unique()))
     if len(axis.get_legend_handles_labels()[0]) > 12:
@@ -382,6 +387,17 @@ def plot_autocorrelation(checkpoints: pd.DataFrame, autocorrelation: pd.DataFram
     save(figure, path)
 
 
+@contextmanager
+def _seeded_global_rng(seed: int):
+    """numpy's global RNG seeded for a block, and given back its state after it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path) -> None:
     """Fraction of each stem's energy on colour-opponent channels, trained vs initialisation vs the data's variance."""
     data = fits.merge(last_checkpoint_of_each_run(checkpoints)[["checkpoint", "basis", "arch"]], on="checkpoint")
@@ -399,8 +415,9 @@ def plot_colour(checkpoints: pd.DataFrame, fits: pd.DataFrame, path: str | Path)
     figure, axes = _basis_panels(len(bases), width=4.6)
     for axis, basis in zip(axes, bases):
         members = long[long["basis"] == basis]
-        sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
-                      palette={"trained": "C0", "initialisation": "0.55"})
+        with _seeded_global_rng(0):  # seaborn jitters with numpy's global RNG: the same tables, the same figure
+            sns.stripplot(data=members, x="arch", y="fraction", hue="kind", dodge=True, size=4, ax=axis,
+                          palette={"trained": "C0", "initialisation": "0.55"})
         variance = data.loc[data["basis"] == basis, "colour_variance_data"].iloc[0]
         axis.axhline(variance, color="k", ls="--", lw=1, label=f"data's patch variance: {variance:.3f}")
         axis.axhline(2 / 3, color="k", ls=":", lw=0.8, label="random isotropic filters: 2/3")
@@ -425,7 +442,7 @@ def choose_for_pictures(analyses: list, count: int) -> list:
     """A bounded, repeatable selection: each run's last step, one per architecture first, then the rest by id."""
     last: dict = {}
     for analysis in analyses:
-        if not analysis.ok or analysis.filters_kept is None:
+        if not analysis.ok or not analysis.has_filters:
             continue
         spec = analysis.checkpoint
         in_run = spec.run is not None and spec.step is not None
@@ -461,3 +478,77 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
         line[0].set_title(label, fontsize=6, loc="left", x=0.0)
     figure.suptitle(f"{basis}: filters as pictures ({len(chosen)} checkpoints; grey is zero)", fontsize=8)
     save(figure, path)
+
+
+def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
+    """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n), each
+    row naming both settings: the paper's checkpoints and dataset, and the study's own."""
+    if table.empty:
+        draw_nothing_to_show(path, "none of the paper's quantities in this study\n(seeds of one architecture, true "
+                                   "and random labels,\ntwo architectures, a known initialisation, fits)")
+        return
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(table) + 1.2))
+    rows = np.arange(len(table))[::-1]
+    axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
+                  capsize=3, label="paper, in its setting")
+    axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
+                  capsize=3, label="this study, in its own")
+    labels = [f"{quantity}\npaper: {paper.rsplit('; ', 1)[0]}\nhere: {ours.rsplit('; ', 1)[0]}; n = {n}"
+              for quantity, paper, ours, n in zip(table["quantity"], table["paper_setting"], table["setting"],
+                                                  table["n"])]
+    axis.set_yticks(rows, labels, fontsize=6)
+    axis.set_ylim(-0.6, len(table) - 0.4)
+    axis.axvline(0, color="grey", linewidth=0.5)
+    axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
+    axis.legend(loc="best", fontsize=7)
+    axis.set_title("The paper's numbers beside this study's (each row: the paper's setting, then this study's)",
+                   fontsize=9)
+    save(figure, path)
+
+
+def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
+               bases: dict[str, tuple[str, int]], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
+               filter_checkpoints: int) -> dict[str, tuple[int, int]]:
+    """Per basis (slug: its file and kernel size), the consistency heatmap and the filters as pictures, to
+    outputs[slug] = (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
+
+    Filters are chosen from every analysis read without its filter arrays; only the chosen few's shards are
+    read again, with them.
+    """
+    from .analysis import FILTER_ARRAYS
+    from .basis import PatchBasis
+    from .shards import load_analyses
+
+    by_basis: dict[str, dict] = {slug: {} for slug in bases}
+    for path in analyses:
+        for analysis in load_analyses(path, skip=FILTER_ARRAYS):
+            basis = analysis.checkpoint.basis
+            if basis is not None and basis.slug in by_basis:
+                by_basis[basis.slug][analysis.checkpoint.id] = (path, analysis)
+    counts = {}
+    for slug, (basis_path, kernel_size) in bases.items():
+        heatmap, pictures = outputs[slug]
+        plot_consistency(checkpoints, consistency, groups, slug, heatmap, heatmap_checkpoints)
+        members = by_basis[slug]
+        chosen = {analysis.checkpoint.id for analysis in choose_for_pictures(
+            [analysis for _, analysis in members.values()], filter_checkpoints)}
+        with_filters = [analysis for path in sorted({members[name][0] for name in chosen})
+                        for analysis in load_analyses(path) if analysis.checkpoint.id in chosen]
+        basis = PatchBasis.load(basis_path, kernel_size)
+        plot_filters(with_filters, basis.eigenvectors, basis.kernel_size, basis.in_chans, slug, filter_checkpoints,
+                     pictures)
+        counts[slug] = (len(members), len(with_filters))
+    return counts
+
+
+def plot_study(tables: dict[str, pd.DataFrame], outputs: dict[str, str], fit_examples: int) -> None:
+    """The study-wide figures from its tables, each to outputs[name] (the names of rule plot_study's outputs)."""
+    checkpoints, fits = tables["checkpoints"], tables["fits"]
+    plot_profiles(checkpoints, tables["profiles"], outputs["profiles"])
+    plot_fit_examples(checkpoints, tables["profiles"], fits, fit_examples, outputs["fits"])
+    plot_fit_quality(checkpoints, fits, outputs["fit_quality"])
+    plot_training_time(checkpoints, fits, outputs["training_time"])
+    plot_whitening(checkpoints, fits, outputs["whitening"])
+    plot_autocorrelation(checkpoints, tables["autocorrelation"], outputs["autocorrelation"])
+    plot_colour(checkpoints, fits, outputs["colour"])
+    plot_paper_comparison(tables["paper_comparison"], outputs["paper_comparison"])

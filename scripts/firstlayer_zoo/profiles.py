@@ -180,3 +180,11 @@ def colour_variance_fraction(covariance: np.ndarray, kernel_size: int) -> float:
     """Fraction of the data's patch variance in the opponent channels: tr(P_O C) / tr(C)."""
     _, opponent = colour_projectors(kernel_size)
     return float(np.trace(opponent @ covariance) / np.trace(covariance))
+
+
+def at_largest_offset(offsets: np.ndarray, curve: np.ndarray | None):
+    """A curve over the measured offsets at the largest of them (fits.parquet's headline); None when there is no
+    curve or no offset was measured."""
+    if curve is None or not len(offsets):
+        return None
+    return curve[int(np.argmax(offsets))]

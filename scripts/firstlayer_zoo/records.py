@@ -3,9 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
-from .paths import StudyPaths
 from .preprocessing import Preprocessing
+
+
+class FieldError(TypeError):
+    """A zoo source wrote a field it did not declare, or one of another type than declared: a bug in the source,
+    which fails its job rather than becoming one checkpoint's `skipped:` row."""
+
+
+def is_kind(value: object, kind: type) -> bool:
+    """Whether a field's value has its declared kind; None (unknown) always does, an int is a float, a bool is
+    neither an int nor a float."""
+    if value is None:
+        return True
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def check_fields(where: str, declared: Mapping[str, type], values: Mapping) -> None:
+    """Refuse a field of `values` that `declared` does not name, or whose value is not of its declared kind."""
+    for name, value in values.items():
+        if name not in declared:
+            raise FieldError(f"{where} wrote the field {name!r}, which it does not declare ({sorted(declared)}); "
+                             "declare it, with its type, or stop writing it")
+        if not is_kind(value, declared[name]):
+            raise FieldError(f"{where} wrote {name!r} as {type(value).__name__}, declared "
+                             f"{declared[name].__name__}; fix the source or its declaration")
 
 
 @dataclass(frozen=True)
@@ -18,9 +44,6 @@ class BasisKey:
     @property
     def slug(self) -> str:
         return f"{self.dataset}-{self.preprocessing}-k{self.kernel_size}c{self.in_chans}"
-
-    def path(self, paths: StudyPaths) -> str:
-        return paths.basis(self.dataset, self.preprocessing, self.kernel_size, self.in_chans)
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,8 @@ class CheckpointSpec:
     seed: int | None = None
     labels: str | None = None
     run: str | None = None
+    # The source's own fields (what its reader needs, what it knows of the checkpoint), each declared with its type
+    # in its ZooSource.spec_fields; checked at planning and before the checkpoint is read.
     extra: dict = field(default_factory=dict)
     # The order the model takes colour channels in; "bgr" stems are read as the RGB stem they equal.
     channel_order: str = "rgb"

@@ -12,7 +12,7 @@ from typing import Sequence
 from .analysis import CheckpointAnalysis, analyse_stem, require_ok, skipped_analysis
 from .basis import PatchBasis
 from .downloads import DownloadError
-from .records import CheckpointSpec
+from .records import CheckpointSpec, FieldError
 from . import zoo_sources
 
 
@@ -24,14 +24,16 @@ def analyse_shard(specs: Sequence[CheckpointSpec], basis_paths: dict[str, str], 
     """
     from tqdm import tqdm
 
-    bases = {slug: PatchBasis.load(path) for slug, path in basis_paths.items()}
+    kernel_sizes = {spec.basis.slug: spec.basis.kernel_size for spec in specs if spec.basis is not None}
+    bases = {slug: PatchBasis.load(path, kernel_sizes[slug]) for slug, path in basis_paths.items()}
     analyses = []
     for spec in tqdm(specs, desc="checkpoints", unit="ckpt", disable=not progress, mininterval=2):
         try:
             stem = zoo_sources.extract_stem(spec)
             analysis = analyse_stem(spec, stem, bases.get(spec.basis.slug) if spec.basis else None, subtract_init)
-        except DownloadError:
+        except (DownloadError, FieldError):
             # A download may work next time: the shard's job fails (naming the URL), no skipped row is kept.
+            # A field its source did not declare is the source's bug: the job fails naming the field.
             raise
         except Exception as error:  # noqa: BLE001 - the one place a checkpoint's failure must stay its own
             # The message of an unforeseen error may quote the file's bytes: the log gets the traceback,

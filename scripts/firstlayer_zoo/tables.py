@@ -1,4 +1,5 @@
-"""The study's tables: their columns are declared here, once, and checked on write."""
+"""The study's tables, their columns declared once and checked on write: those of checkpoints and fits in
+checkpoint_record (whose rows this module copies), the others here."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pyarrow.parquet as pq
 
 from .analysis import CheckpointAnalysis
 from .atomic import atomic_path
+from .checkpoint_record import CHECKPOINTS, FITS, checkpoint_row, fits_row
 from .consistency import (
     RELATION_GROUPS,
-    ConsistencyLimits,
     all_pairs,
     checkpoint_means,
     group_labels,
@@ -25,39 +26,13 @@ from .consistency import (
     relation_summary,
     standardised,
 )
-from .profiles import pearson
+from .settings import ConsistencySettings
+
+# Each column kind of checkpoint_record as Arrow stores it.
+ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 
 SCHEMAS: dict[str, pa.Schema] = {
-    "checkpoints": pa.schema([
-        ("checkpoint", pa.string()),
-        ("zoo", pa.string()),
-        ("source", pa.string()),
-        ("arch", pa.string()),
-        ("uri", pa.string()),
-        ("first_conv", pa.string()),
-        ("kernel_size", pa.int64()),
-        ("in_chans", pa.int64()),
-        ("out_channels", pa.int64()),
-        ("stride", pa.int64()),
-        ("dataset", pa.string()),
-        ("preprocessing", pa.string()),
-        ("basis", pa.string()),
-        ("init_known", pa.bool_()),
-        ("init_subtracted", pa.bool_()),
-        ("step", pa.int64()),
-        ("seed", pa.int64()),
-        ("labels", pa.string()),
-        ("run", pa.string()),
-        ("status", pa.string()),
-        ("dataset_tag", pa.string()),
-        ("bytes_fetched", pa.int64()),
-        ("file_size", pa.int64()),
-        ("hyperparameters", pa.string()),
-        ("width", pa.float64()),
-        ("train_loss", pa.float64()),
-        ("train_accuracy", pa.float64()),
-        ("test_accuracy", pa.float64()),
-    ]),
+    "checkpoints": pa.schema([(column.name, ARROW[column.kind]) for column in CHECKPOINTS]),
     "profiles": pa.schema([
         ("checkpoint", pa.string()),
         ("component", pa.int64()),
@@ -67,25 +42,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("energy_luminance", pa.float64()),
         ("energy_opponent", pa.float64()),
     ]),
-    "fits": pa.schema([
-        ("checkpoint", pa.string()),
-        ("tau", pa.float64()),
-        ("tau_s1", pa.float64()),
-        ("fit_r", pa.float64()),
-        ("frac_whitened", pa.float64()),
-        ("input_spread", pa.float64()),
-        ("output_spread", pa.float64()),
-        ("r_init", pa.float64()),
-        ("mean_r", pa.float64()),
-        ("mean_r_group", pa.float64()),
-        ("autocorr_offset", pa.int64()),
-        ("autocorr_data", pa.float64()),
-        ("autocorr_init", pa.float64()),
-        ("autocorr_trained", pa.float64()),
-        ("colour_energy", pa.float64()),
-        ("colour_energy_init", pa.float64()),
-        ("colour_variance_data", pa.float64()),
-    ]),
+    "fits": pa.schema([("checkpoint", pa.string()), *((column.name, ARROW[column.kind]) for column in FITS)]),
     "autocorrelation": pa.schema([
         ("checkpoint", pa.string()),
         ("offset", pa.int64()),
@@ -112,6 +69,7 @@ SCHEMAS: dict[str, pa.Schema] = {
     ]),
     "paper_comparison": pa.schema([
         ("quantity", pa.string()),
+        ("paper_setting", pa.string()),
         ("setting", pa.string()),
         ("paper_value", pa.float64()),
         ("paper_std", pa.float64()),
@@ -131,38 +89,7 @@ TRAINED_VS_INIT = "trained vs its own initialisation"
 
 
 def checkpoints_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
-    rows = []
-    for analysis in analyses:
-        spec = analysis.checkpoint
-        rows.append({
-            "checkpoint": spec.id,
-            "zoo": spec.zoo,
-            "source": spec.source,
-            "arch": spec.arch,
-            "uri": spec.uri,
-            "first_conv": spec.first_conv,
-            "kernel_size": spec.kernel_size or None,
-            "in_chans": spec.in_chans or None,
-            "out_channels": analysis.out_channels,
-            "stride": analysis.stride,
-            "dataset": spec.dataset,
-            "preprocessing": spec.preprocessing.key,
-            "basis": spec.basis.slug if spec.basis is not None else None,
-            "init_known": analysis.init_known,
-            "init_subtracted": analysis.init_subtracted,
-            "step": spec.step,
-            "seed": spec.seed,
-            "labels": spec.labels,
-            "run": spec.run,
-            "status": analysis.status,
-            "dataset_tag": spec.extra.get("dataset_tag"),
-            "bytes_fetched": analysis.stem_meta.get("bytes_fetched"),
-            "file_size": analysis.stem_meta.get("file_size"),
-            "hyperparameters": spec.extra.get("hyperparameters"),
-            "width": spec.extra.get("width"),
-            **{name: analysis.stem_meta.get(name) for name in ("train_loss", "train_accuracy", "test_accuracy")},
-        })
-    return schema_frame(rows, "checkpoints")
+    return schema_frame([checkpoint_row(analysis) for analysis in analyses], "checkpoints")
 
 
 def profiles_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -193,45 +120,16 @@ def _ids(analyses: list[CheckpointAnalysis]) -> np.ndarray:
     return np.array([analysis.checkpoint.id for analysis in analyses], dtype=object)
 
 
-def fits_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
-    rows = []
-    for analysis in analyses:
-        if not analysis.ok:
-            continue
-        rows.append({
-            "checkpoint": analysis.checkpoint.id,
-            "tau": analysis.fit.tau,
-            "tau_s1": analysis.fit.tau_s1,
-            "fit_r": analysis.fit.fit_r,
-            "frac_whitened": analysis.fit.frac_whitened,
-            "input_spread": analysis.whitening.input_spread,
-            "output_spread": analysis.whitening.output_spread,
-            "r_init": pearson(analysis.energy, analysis.energy_init) if analysis.energy_init is not None else None,
-            "mean_r": None,
-            "mean_r_group": None,
-            **_headline_image_space(analysis.image_space),
-        })
-    return schema_frame(rows, "fits")
+def fits_table(analyses: Iterable[CheckpointAnalysis], means: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The analysed checkpoints' measures, with their consistency `means` (consistency_tables' checkpoint_means:
+    checkpoint, mean_r, mean_r_group) where given."""
+    by_checkpoint = means.set_index("checkpoint").to_dict("index") if means is not None else {}
+    return schema_frame([fits_row(analysis, by_checkpoint.get(analysis.checkpoint.id, {}))
+                         for analysis in analyses if analysis.ok], "fits")
 
 
 def _or(values, missing):
     return values if values is not None else missing
-
-
-def _headline_image_space(measured) -> dict:
-    """fits.parquet's image-space columns: the autocorrelation at the largest offset measured, and colour."""
-    if measured is None:
-        return {}
-    columns = {"colour_energy": measured.colour_energy, "colour_energy_init": measured.colour_energy_init,
-               "colour_variance_data": measured.colour_variance_data}
-    if len(measured.offsets):
-        last = int(np.argmax(measured.offsets))
-        init = measured.autocorrelation_init
-        columns.update({"autocorr_offset": int(measured.offsets[last]),
-                        "autocorr_data": measured.autocorrelation_data[last],
-                        "autocorr_init": init[last] if init is not None else None,
-                        "autocorr_trained": measured.autocorrelation_trained[last]})
-    return columns
 
 
 def autocorrelation_table(analyses: Iterable[CheckpointAnalysis]) -> pd.DataFrame:
@@ -265,17 +163,17 @@ def profiles_by_basis(analyses: Iterable[CheckpointAnalysis]) -> dict[str, tuple
 
 
 def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], checkpoints: pd.DataFrame,
-                       fits: pd.DataFrame, limits: ConsistencyLimits) -> dict[str, pd.DataFrame]:
+                       init_correlations: pd.DataFrame, settings: ConsistencySettings) -> dict[str, pd.DataFrame]:
     """Pair correlations within each basis (`profiles_by_basis`): pairs, relation summary and group matrix.
 
-    `consistency` holds every pair while a basis has at most `limits.max_pairs`
-    of them, otherwise each checkpoint's `limits.neighbours` nearest neighbours
+    `consistency` holds every pair while a basis has at most `settings.max_pairs`
+    of them, otherwise each checkpoint's `settings.neighbours` nearest neighbours
     (`rank` 1, 2, ...; none by default: the search costs a pass over every pair).
     A relation names, for each of arch, labels, seed and step, whether the pair
     shares it ("same seed") or not ("other seed", also when either value is
     unknown); its mean r is exact at any size, its median, min and max come
     from all pairs or from `n_sampled` of them. Trained-vs-init rows come from
-    each checkpoint's r against its own initialisation.
+    each checkpoint's r against its own initialisation (`init_correlations`: checkpoint, r_init).
     """
     metadata = checkpoints.set_index("checkpoint")
     groups = tuple(group for group in RELATION_GROUPS if checkpoints[group].notna().any())
@@ -287,22 +185,23 @@ def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], check
         rows = metadata.loc[ids]
         codes = metadata_codes(rows, groups)
         every_pair = None
-        if len(ids) * (len(ids) - 1) // 2 <= limits.max_pairs:
+        if len(ids) * (len(ids) - 1) // 2 <= settings.max_pairs:
             every_pair = all_pairs(z)
             rows_a, rows_b, r = every_pair
             rank = None
         else:
-            rows_a, rows_b, r = nearest_neighbours(z, limits.neighbours)
+            rows_a, rows_b, r = nearest_neighbours(z, settings.neighbours)
             rank = np.tile(np.arange(1, len(rows_a) // max(len(ids), 1) + 1), len(ids)) if len(rows_a) else None
         pairs.append(pd.DataFrame({"basis": basis, "checkpoint_a": ids[rows_a], "checkpoint_b": ids[rows_b],
                                    "r": r, "rank": rank}))
-        grouped = label_sums(z, group_labels(rows, limits))
+        grouped = label_sums(z, group_labels(rows, settings))
         mean_all, mean_group = checkpoint_means(z, grouped)
         means.append(pd.DataFrame({"checkpoint": ids, "mean_r": mean_all, "mean_r_group": mean_group}))
         if len(ids) > 1:
-            summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, limits, every_pair)]
+            summary += [{"basis": basis, **row} for row in relation_summary(z, codes, groups, settings, every_pair)]
             matrices.append(group_matrix(grouped).assign(basis=basis))
-        init = fits.loc[fits["checkpoint"].isin(all_ids), "r_init"].dropna().to_numpy()
+        known = init_correlations["checkpoint"].isin(all_ids)
+        init = init_correlations.loc[known, "r_init"].dropna().to_numpy()
         if init.size:
             summary.append({"basis": basis, "relation": TRAINED_VS_INIT, "n_pairs": init.size,
                             "mean_r": init.mean(), "median_r": np.median(init), "min_r": init.min(),
@@ -335,18 +234,16 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def build_tables(analyses: list[CheckpointAnalysis],
-                 limits: ConsistencyLimits = ConsistencyLimits()) -> dict[str, pd.DataFrame]:
-    tables = {
-        "checkpoints": checkpoints_table(analyses),
+                 settings: ConsistencySettings = ConsistencySettings()) -> dict[str, pd.DataFrame]:
+    checkpoints = checkpoints_table(analyses)
+    init_correlations = pd.DataFrame([{"checkpoint": analysis.checkpoint.id, "r_init": analysis.measures["r_init"]}
+                                      for analysis in analyses if analysis.ok], columns=["checkpoint", "r_init"])
+    consistency = consistency_tables(profiles_by_basis(analyses), checkpoints, init_correlations, settings)
+    return {
+        "checkpoints": checkpoints,
         "profiles": profiles_table(analyses),
-        "fits": fits_table(analyses),
+        # Each checkpoint's mean r with its basis and its group goes beside its measures.
+        "fits": fits_table(analyses, consistency.pop("checkpoint_means")),
         "autocorrelation": autocorrelation_table(analyses),
+        **consistency,
     }
-    consistency = consistency_tables(profiles_by_basis(analyses), tables["checkpoints"], tables["fits"], limits)
-    # Each checkpoint's mean r with its basis and its group goes beside its fit.
-    means = consistency.pop("checkpoint_means").set_index("checkpoint")
-    fits = tables["fits"].set_index("checkpoint")
-    fits.update(means)
-    tables["fits"] = schema_frame(fits.reset_index(), "fits")
-    tables.update(consistency)
-    return tables

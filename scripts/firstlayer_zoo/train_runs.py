@@ -15,6 +15,8 @@ from .preprocessing import Preprocessing
 LABEL_REGIMES = ("true", "permuted", "random")
 # What names a run; everything else in its config entry is a hyperparameter.
 RUN_IDENTITY = ("zoo", "arch", "model_kwargs", "seed", "labels", "dataset", "preprocessing", "steps")
+# What training.py measures when it keeps a checkpoint, in its header's "evaluation" (the `train` source reads them).
+EVALUATION = ("train_loss", "train_accuracy", "test_accuracy")
 
 
 def hyperparameters(run: dict) -> dict:

@@ -27,8 +27,8 @@ rule build_tables:
         PATHS.log("build_tables"),
     params:
         logs=PATHS.logs,
-        limits=config["consistency"],
-        datasets=config["datasets"],
+        consistency=STUDY.consistency.to_dict(),
+        datasets=STUDY.datasets,
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -65,7 +65,7 @@ rule plot_study:
     log:
         PATHS.log("plot_study"),
     params:
-        examples=config["plots"]["fit_examples"],
+        examples=STUDY.plots.fit_examples,
     conda:
         "../../envs/analysis.yaml"
     threads: 1
@@ -81,7 +81,7 @@ rule plot_bases:
         checkpoints=PATHS.table("checkpoints"),
         consistency=PATHS.table("consistency"),
         groups=PATHS.table("consistency_groups"),
-        bases=[basis.path(PATHS) for basis in STUDY.bases],
+        bases=study_basis_files(),
         analyses=all_analyses,
     output:
         consistency=[
@@ -106,8 +106,9 @@ rule plot_bases:
         PATHS.log("plot_bases"),
     params:
         slugs=[basis.slug for basis in STUDY.bases],
-        heatmap_checkpoints=config["plots"]["heatmap_checkpoints"],
-        filter_checkpoints=config["plots"]["filter_checkpoints"],
+        kernel_sizes=[basis.kernel_size for basis in STUDY.bases],
+        heatmap_checkpoints=STUDY.plots.heatmap_checkpoints,
+        filter_checkpoints=STUDY.plots.filter_checkpoints,
     conda:
         "../../envs/analysis.yaml"
     threads: 1

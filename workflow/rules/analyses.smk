@@ -9,9 +9,11 @@ rule analyse_checkpoints:
     params:
         specs=shard_specs,
         bases=shard_bases,
-        subtract_init=config["analysis"]["subtract_init"],
-        strict=config["analysis"]["strict"],
+        subtract_init=STUDY.analysis.subtract_init,
+        strict=STUDY.analysis.strict,
         limits=STUDY.limits.to_dict(),
+        # A new layout of the shard files reruns every shard.
+        layout=SHARD_LAYOUT,
     conda:
         "../../envs/torch.yaml"
     threads: 1

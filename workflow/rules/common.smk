@@ -7,9 +7,10 @@ from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from firstlayer_zoo.paths import PLOTS, TABLES  # noqa: E402
+from firstlayer_zoo.paths import PLOTS, TABLES, kernel_sizes  # noqa: E402
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
+from firstlayer_zoo.shards import SHARD_LAYOUT  # noqa: E402
 
 try:
     refuse_oversized_config(config)
@@ -30,6 +31,8 @@ wildcard_constraints:
     shard=r"\d{4}-of-\d{4}",
     run=r"[^/]+",
     prep=r"[^/]+",
+    kernels=r"\d+(-\d+)*",
+    c=r"\d+",
 
 
 def dataset_manifest(wildcards):
@@ -83,20 +86,25 @@ def shard_checkpoint_files(wildcards):
 
 
 def shard_bases(wildcards):
-    """The patch bases of a shard's checkpoints by slug; a checkpoint planned without one is skipped, saying why."""
-    return {spec.basis.slug: spec.basis.path(PATHS) for spec in shard_members(wildcards) if spec.basis is not None}
+    """The planned patch bases of a shard's checkpoints by slug; a checkpoint without one is skipped, saying why."""
+    return STUDY.shard_bases(wildcards.zoo, wildcards.shard)
 
 
 def shard_basis_files(wildcards):
     return sorted(set(shard_bases(wildcards).values()))
 
 
+def listed(zoo):
+    """Wait for the listing of a zoo listed by a job: Snakemake runs checkpoint list_zoo, then asks again."""
+    if zoo in STUDY.listed_by_job:
+        checkpoints.list_zoo.get(zoo=zoo)
+
+
 def all_analyses(wildcards=None):
-    """Every shard's analyses; an archive zoo's shards are known once its unpack checkpoint has run."""
+    """Every shard's analyses; a zoo listed by a job has its shards once its listing exists."""
     files = []
-    for zoo in STUDY.config["zoos"]:
-        if zoo in STUDY.listed_after_download:
-            checkpoints.unpack_archive.get(zoo=zoo)
+    for zoo in STUDY.sources:
+        listed(zoo)
         files += [PATHS.analyses(zoo, shard) for shard in STUDY.shards(zoo)]
     return files
 
@@ -105,7 +113,15 @@ def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
 
 
-def archive_options(wildcards):
+def basis_kernel_sizes(wildcards):
+    return list(kernel_sizes(wildcards.kernels))
+
+
+def study_basis_files():
+    return [STUDY.basis_files[basis] for basis in STUDY.bases]
+
+
+def zoo_options(wildcards):
     return STUDY.sources[wildcards.zoo].options
 
 
@@ -122,23 +138,13 @@ def study_outputs():
     )
 
 
-def statistics_device():
-    device = config["analysis"]["device"]
-    return None if device == "auto" else device
-
-
-def statistics_gpus():
-    """One GPU for the patch statistics when the config asks for cuda; a cluster then gets `--gpus=1`."""
-    return 1 if config["analysis"]["device"] == "cuda" else 0
-
-
-def remote_inputs():
-    """What the study reads over the network: remote datasets, archives, remote checkpoints' weights."""
-    return (
-        [PATHS.manifest(name) for name, options in STUDY.datasets.items()
-         if DATASET_SOURCES[options["source"]].remote]
-        + [zoo.index_path for zoo in STUDY.listed_after_download.values()]
-        + [PATHS.fetched(zoo, shard) for zoo, source in STUDY.sources.items()
-           if not source.listed_after_download and source.remote
-           for shard in STUDY.shards(zoo)]
-    )
+def remote_inputs(wildcards):
+    """What the study reads over the network: remote datasets, the listings of zoos listed by a job (a download,
+    a Hub listing), and the weights of remote checkpoints (those of a listed zoo once it is listed)."""
+    files = [PATHS.manifest(name) for name, options in STUDY.datasets.items()
+             if DATASET_SOURCES[options["source"]].remote]
+    for zoo, source in STUDY.sources.items():
+        listed(zoo)
+        files += [source.listing_path] if source.listed_by_job else []
+        files += [PATHS.fetched(zoo, shard) for shard in STUDY.shards(zoo)] if source.remote else []
+    return files

@@ -26,4 +26,4 @@ rule fetch_checkpoints:
 # input of the study: datasets, archives, and the weights remote checkpoints are read from.
 rule fetch_remote:
     input:
-        remote_inputs(),
+        remote_inputs,

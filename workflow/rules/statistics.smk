@@ -4,24 +4,25 @@ rule patch_statistics:
     output:
         PATHS.basis(),
     log:
-        PATHS.log("patch_statistics", "{dataset}", "{prep}", "k{k}_c{c}"),
+        PATHS.log("patch_statistics", "{dataset}", "{prep}", "k{kernels}_c{c}"),
     params:
         options=dataset_options,
         root=dataset_root,
         preprocessing=basis_preprocessing,
-        device=statistics_device(),
-        autocorrelation_offsets=config["analysis"]["autocorrelation_offsets"],
-        moments=config["analysis"]["moments"],
+        kernel_sizes=basis_kernel_sizes,
+        device=STUDY.analysis.statistics_torch_device,
+        autocorrelation_offsets=STUDY.analysis.autocorrelation_offsets,
+        moments=STUDY.analysis.moments,
     conda:
         "../../envs/torch.yaml"
     # Every shard waits for its bases: compute them while checkpoints are still being trained or fetched.
     priority: 10
-    threads: config["analysis"]["statistics_threads"]
+    threads: STUDY.analysis.statistics_threads
     resources:
         mem_mb=8000,
         runtime=240,
         # Schedulers place the job on a GPU only when the config asks for cuda
         # (the SLURM executor turns gpu=1 into --gpus=1).
-        gpu=statistics_gpus(),
+        gpu=STUDY.analysis.statistics_gpus,
     script:
         "../../scripts/patch_statistics.py"

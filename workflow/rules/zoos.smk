@@ -19,3 +19,26 @@ rule train_run:
         gpu=train_run_gpus,
     script:
         "../../scripts/train_run.py"
+
+
+# A zoo whose checkpoints are known only once a job has listed them (a download, an unpack, a Hub listing; any
+# source with listed_by_job): the job keeps what they are read from in the zoo's listed/ folder and writes their
+# listing, which the planner then reads (all_analyses waits for it: a Snakemake checkpoint).
+checkpoint list_zoo:
+    output:
+        listing=PATHS.zoo_listing(),
+        files=directory(PATHS.zoo_listed_files()),
+    log:
+        PATHS.log("list_zoo", "{zoo}"),
+    params:
+        options=zoo_options,
+        outdir=PATHS.outdir,
+        limits=STUDY.limits.to_dict(),
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    script:
+        "../../scripts/list_zoo.py"

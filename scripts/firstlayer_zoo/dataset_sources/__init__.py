@@ -1,6 +1,6 @@
 """Every dataset source, registered in DATASET_SOURCES on import, and the dataset's preparation.
 
-A new source is one module here that subclasses dataset_source.DatasetSource
+A new source is one module here that subclasses base.DatasetSource
 and decorates it with `@register` (every module of this package is imported
 below), and its block in workflow/schemas/config.schema.yaml
 (tests/test_sources.py checks the names match).
@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ..atomic import write_text
-from ..dataset_source import DATASET_SOURCES, DatasetSource
+from .base import DATASET_SOURCES, DatasetSource
 from ..registry import import_modules
 
 import_modules(__name__, __path__)

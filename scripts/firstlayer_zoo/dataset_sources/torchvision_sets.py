@@ -29,7 +29,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..dataset_source import DatasetSource, register
+from .base import DatasetSource, register
 from ..downloads import FETCH_FIRST, DownloadError, NetworkError, download, file_digest
 from ..limits import current as current_limits
 from ..rule_io import ClearError

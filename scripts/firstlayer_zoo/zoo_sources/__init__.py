@@ -1,6 +1,6 @@
 """Every zoo source, registered in ZOO_SOURCES on import, and the dispatch from a spec to its source's reader.
 
-A new source is one module here that subclasses zoo_source.ZooSource and
+A new source is one module here that subclasses base.ZooSource and
 decorates it with `@register` (every module of this package is imported
 below), and its block in workflow/schemas/config.schema.yaml
 (tests/test_sources.py checks that the schema's `source` names equal the
@@ -10,10 +10,10 @@ registry's).
 from __future__ import annotations
 
 from ..downloads import DownloadError
-from ..records import CheckpointSpec
+from ..records import CheckpointSpec, FieldError
 from ..registry import import_modules
 from ..stems import Stem, StemError
-from ..zoo_source import ZOO_SOURCES
+from .base import ZOO_SOURCES
 
 import_modules(__name__, __path__)
 
@@ -22,20 +22,23 @@ def extract_stem(spec: CheckpointSpec) -> Stem:
     """The stem of one checkpoint (in RGB channel order), or a skipped Stem saying why it cannot be analysed.
 
     Whatever one checkpoint's bytes do to the readers becomes its skipped
-    reason; only a failed download (a rerun may succeed) and interrupts escape.
+    reason; only a failed download (a rerun may succeed), a field the source
+    did not declare (records.FieldError, a bug) and interrupts escape.
     A checkpoint refused at planning is not read at all.
     """
+    source = ZOO_SOURCES[spec.source]
+    source.check_spec(spec)
     if spec.refused:
         return Stem.skipped(spec.refused, spec.first_conv)
     # Said before reading: if the file is rewritten under a memory map, the job dies of SIGBUS, and this line
     # (with faulthandler's trace, see rule_io.logged) is what names the file in its log.
     print(f"{spec.id}: reading {spec.uri}", flush=True)
     try:
-        stem = ZOO_SOURCES[spec.source].load_stem(spec)
+        stem = source.check_stem(spec, source.load_stem(spec))
         return stem.in_rgb_order(spec.uri) if spec.channel_order == "bgr" else stem
     except StemError as error:
         reason = str(error)
-    except DownloadError:
+    except (DownloadError, FieldError):
         raise
     except Exception as error:  # noqa: BLE001 - one checkpoint's bytes must never stop the study
         reason = unreadable_reason(spec.uri, error)

@@ -1,9 +1,10 @@
 """The `archive` source: a published population of trained models (e.g. Schürholt et al.'s Model Zoos).
 
-The archive is downloaded (checksum verified) and unpacked by a Snakemake
-checkpoint, which writes an index of its checkpoints with their metadata;
-the checkpoints are known only then. Stem geometry and preprocessing come
-from the config, so the patch bases are planned at start-up as for any zoo.
+The checkpoints are known only once the archive is downloaded (checksum
+verified) and unpacked: the source is listed by a job (rule list_zoo, as any
+source with listed_by_job), which lists its checkpoints with their metadata.
+Stem geometry and preprocessing come from the config, so the patch bases are
+planned at start-up as for any zoo.
 
 The archive's format is read from its bytes, not its URL. Before anything is
 unpacked, every member is checked: no absolute or climbing paths, no links
@@ -19,7 +20,6 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from ..atomic import write_text
 from ..downloads import download
 from ..limits import Limits, current as current_limits, refuse_over
 from ..preprocessing import Preprocessing
@@ -28,7 +28,7 @@ from ..checkpoint_io import read_conv_weight
 from ..paths import checkpoint_stem
 from ..rule_io import ClearError
 from ..stems import Stem, StemError
-from ..zoo_source import ZooSource, name_pattern, register
+from .base import ZooSource, name_pattern, register
 
 
 class ArchiveError(StemError, ClearError):
@@ -152,15 +152,8 @@ def flatten(values: dict, prefix: str = "") -> dict:
 @register
 class ArchiveSource(ZooSource):
     source = "archive"
-    listed_after_download = True  # checkpoints come from the index the unpack checkpoint writes
-
-    @property
-    def root(self) -> str:
-        return self.paths.archive_root(self.name)
-
-    @property
-    def index_path(self) -> str:
-        return self.paths.archive_index(self.name)
+    listed_by_job = True  # its checkpoints are known once the archive is unpacked
+    spec_fields = {"hyperparameters": str}  # the run's params file, flattened, as JSON
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -175,8 +168,8 @@ class ArchiveSource(ZooSource):
         pattern = self.options.get("step_pattern")
         return name_pattern(f"zoos.{self.name}.step_pattern", pattern) if pattern else None
 
-    def planned_spec(self, name: str = "", **fields) -> CheckpointSpec:
-        """A spec with the config's geometry; the index fills in name, path and metadata."""
+    def spec(self, name: str = "", **fields) -> CheckpointSpec:
+        """A spec with the config's geometry; a listing's entry fills in name, path and metadata."""
         return CheckpointSpec(
             zoo=self.name, name=name, source=self.source, arch=self.options.get("arch"),
             locator=fields.pop("locator", self.options["url"]), stride=self.options.get("stride"),
@@ -185,27 +178,22 @@ class ArchiveSource(ZooSource):
             dataset=self.options["dataset"], preprocessing=self.preprocessing,
             channel_order=self.options.get("channel_order", "rgb"), **fields)
 
-    def indexed_checkpoints(self) -> list[CheckpointSpec]:
-        """The checkpoints listed by the index (only once the unpack checkpoint has run)."""
-        entries = json.loads(Path(self.index_path).read_text())
-        return [self.planned_spec(**self.spec_fields(entry)) for entry in entries]
+    def planned_specs(self) -> list[CheckpointSpec]:
+        """Every checkpoint of the archive has the config's geometry: one spec plans their basis."""
+        return [self.spec()]
 
-    @staticmethod
-    def spec_fields(entry: dict) -> dict:
-        """An index entry's CheckpointSpec fields; indexes written before `locator` name the files `uri`, `init_uri`
-        (read as they are: unpacking an archive again costs its download)."""
-        renamed = {"uri": "locator", "init_uri": "init_locator"}
-        return {renamed.get(key, key): value for key, value in entry.items()}
+    def listed_spec(self, entry: dict) -> CheckpointSpec:
+        return self.spec(**entry)
 
-    def fetch_and_index(self, log=print) -> list[dict]:
-        """Download (verified), unpack into the archive folder, and return the index entries."""
+    def list_checkpoints(self, log=print) -> list[dict]:
+        """Download (verified), unpack into listed_files, and return the entries of its checkpoints."""
         options = self.options
         archive_dir = Path(self.paths.archive_download(self.name))
         filename = PurePosixPath(options["url"].split("?")[0]).name or "archive"
         result = download(options["url"], archive_dir / filename, sha256=options.get("sha256"),
                           md5=options.get("md5"), log=log)
         log(f"{options['url']}: {result.size} bytes, {result.bytes_fetched} fetched in {result.attempts} attempt(s)")
-        root = Path(self.root)
+        root = self.listed_files
         if root.exists():
             shutil.rmtree(root)
         staging = root.with_name(root.name + ".unpacking")
@@ -260,9 +248,6 @@ class ArchiveSource(ZooSource):
         if duplicates:
             raise ArchiveError(f"zoos.{self.name}: checkpoints {duplicates[:3]} share a name; set step_pattern")
         return entries
-
-    def write_index(self, entries: list[dict]) -> None:
-        write_text(self.index_path, json.dumps(entries, indent=1))
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:

@@ -11,8 +11,8 @@ from pathlib import Path
 from ..keras_io import keras_stem, read_keras_stem
 from ..records import CheckpointSpec
 from ..stems import Stem, validate_conv_weight
-from ..zoo_source import register
-from .local import LocalFiles, square_geometry
+from .base import register
+from .local_files import LocalFiles, square_geometry
 
 
 @register
@@ -22,6 +22,7 @@ class KerasSource(LocalFiles):
     source = "keras"
     default_patterns = ["**/*.h5", "**/*.keras"]
     formats = ("keras",)
+    stem_fields = {"layer_class": str}  # Conv2D, SeparableConv2D, ...
 
     def read_geometry(self, path: Path) -> dict:
         stem = keras_stem(path)

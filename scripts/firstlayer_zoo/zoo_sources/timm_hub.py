@@ -14,7 +14,7 @@ from ..stems import Stem, StemError, validate_conv_weight
 from ..timm_table import eval_preprocessing, load_timm_table, table_number
 from ..timm_table_build import build_row
 from ..weight_standardisation import SCALED, effective_filters
-from ..zoo_source import ZooSource, register
+from .base import ZooSource, register
 
 
 @register
@@ -28,6 +28,10 @@ class TimmSource(ZooSource):
 
     source = "timm"
     remote = True
+    # From the committed stem table (what the reader needs to read and standardise the stem) and the Hub file.
+    spec_fields = {"hf_hub_filename": str, "revision": str, "module_type": str, "kernel_size": int, "in_chans": int,
+                   "std_eps": float, "std_scale": float, "dataset_tag": str, "patch_layout": str, "table_status": str}
+    stem_fields = {"file_size": int, "bytes_fetched": int, "filename": str, "commit": str, "etag": str, "fetch": str}
 
     def _resolve(self) -> list[dict]:
         table = load_timm_table(self.options.get("table") or TIMM_STEM_TABLE)

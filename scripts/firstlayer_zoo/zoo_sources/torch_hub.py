@@ -13,7 +13,7 @@ from ..meta_models import conv_geometry, on_meta_device
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, torch_conv_stem, torch_stem, validate_conv_weight
-from ..zoo_source import ZooSource, register
+from .base import ZooSource, register
 
 TORCHVISION_DOWNLOADS = "https://download.pytorch.org/models/"
 
@@ -60,6 +60,8 @@ class TorchvisionWeightsSource(ZooSource):
 
     source = "torchvision"
     remote = True
+    spec_fields = {"dataset_tag": str}
+    stem_fields = {"file_size": int, "bytes_fetched": int}
 
     def checkpoints(self) -> list[CheckpointSpec]:
         mirror = self.options.get("mirror")
@@ -138,6 +140,7 @@ class TorchHubSource(ZooSource):
 
     source = "torchhub"
     remote = True
+    spec_fields = {"hub_source": str, "trust_repo": bool, "kwargs": dict, "dataset_tag": str}
 
     def checkpoints(self) -> list[CheckpointSpec]:
         specs = []

@@ -10,8 +10,8 @@ from ..paths import checkpoint_file, checkpoint_stem
 from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem
-from ..train_runs import TrainRun
-from ..zoo_source import ZooSource, register
+from ..train_runs import EVALUATION, TrainRun
+from .base import ZooSource, register
 
 
 @register
@@ -20,6 +20,9 @@ class TrainSource(ZooSource):
 
     source = "train"
     dataset_options = ("dataset", "test_dataset")
+    spec_fields = {"width": float, "hyperparameters": str}
+    # Measured when the checkpoint was kept (training.py), read from its header.
+    stem_fields = {name: float for name in EVALUATION}
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -97,4 +100,5 @@ class TrainSource(ZooSource):
         weight, init = read_conv_weight(spec.locator, key), read_conv_weight(spec.init_locator, key)
         # Losses and accuracies measured when the checkpoint was kept (none in checkpoints trained before them).
         evaluation = json.loads(safetensors_metadata(spec.locator).get("evaluation", "{}"))
-        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv, meta=evaluation)
+        return Stem(weight=weight, init=init, stride=spec.stride, first_conv=spec.first_conv,
+                    meta={name: evaluation[name] for name in EVALUATION if name in evaluation})

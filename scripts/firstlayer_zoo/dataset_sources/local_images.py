@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from ..dataset_source import DatasetSource, register
+from .base import DatasetSource, register
 from ..photos import COLOUR_PHOTOS, SHORTER_SIDES, check_image_names
-from ..zoo_sources.local import inside
+from ..zoo_sources.local_files import inside
 
 if TYPE_CHECKING:
     from PIL import Image

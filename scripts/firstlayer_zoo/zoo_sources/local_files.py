@@ -29,7 +29,7 @@ from ..preprocessing import Preprocessing
 from ..records import CheckpointSpec
 from ..stems import Stem, StemError, validate_conv_weight
 from ..paths import NAME_LIMIT
-from ..zoo_source import ZooSource, name_pattern, register
+from .base import ZooSource, name_pattern, register
 
 # Metadata fields the workflow reads, with their types; others are kept as they are in spec.extra.
 FIELD_TYPES = {"seed": int, "step": int, "stride": int, "labels": str, "run": str, "arch": str, "init": str}
@@ -89,6 +89,10 @@ class LocalFiles(ZooSource):
 
     default_patterns: ClassVar[list[str]]
     formats: ClassVar[tuple[str, ...]]  # what checkpoint_io.sniff calls the files it reads
+    # stem: how the reader finds the stem; metadata: the file's other metadata, as found; root, init_in_root and
+    # refused: the root's boundary; stat: [size, mtime] of the file and its init, which plan its shard's job.
+    spec_fields = {"stem": dict, "metadata": dict, "planning_error": str, "refused": str, "root": str,
+                   "init_in_root": bool, "stat": dict}
 
     @property
     def root(self) -> Path:
@@ -289,6 +293,7 @@ class FolderSource(LocalFiles):
     source = "folder"
     default_patterns = ["**/*.safetensors", "**/*.pt", "**/*.pth", "**/*.bin", "**/*.ckpt"]
     formats = ("safetensors", "torch")
+    stem_fields = {"key": str}  # the state dict's key the stem was read from
 
     def arch_geometry(self) -> dict | None:
         """The timm model's stem geometry, when the arch (not a stem_key) locates the stem."""
@@ -354,6 +359,7 @@ class OnnxSource(LocalFiles):
     source = "onnx"
     default_patterns = ["**/*.onnx"]
     formats = ("onnx",)
+    stem_fields = {"weight": str}  # the initializer the stem's weight was read from
 
     def read_geometry(self, path: Path) -> dict:
         stem = onnx_stem(path)

@@ -1,11 +1,11 @@
-"""The dataset-source interface and its registry; the sources themselves are in dataset_sources/.
+"""The dataset-source interface and its registry; the sources themselves are the other modules of this package.
 
 A source prepares its files under a root folder (downloading and verifying
 where it has to) and then yields uint8 images. The workflow records what it
 prepared in a manifest so that statistics rerun only when the data changes.
 Any source can be cut to a seeded random sample of its images
 (`subsample: {count, seed}`); the sample is recorded in the manifest.
-This module imports no source (see zoo_source.py for the same shape).
+This module imports no source (zoo_sources/base.py has the same shape).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
-from .registry import Registry
+from ..registry import Registry
 
 DATASET_SOURCES = Registry("dataset")
 register = DATASET_SOURCES.register

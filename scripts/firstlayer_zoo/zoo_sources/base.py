@@ -1,9 +1,9 @@
-"""The zoo-source interface and its registry; the sources themselves are in zoo_sources/.
+"""The zoo-source interface and its registry; the sources themselves are the other modules of this package.
 
 A source turns its config entry into CheckpointSpecs at start-up, cheaply and
 deterministically; the bytes of a checkpoint are read later, in its own job.
 This module imports no source: each source module imports it and registers
-its class, and zoo_sources/__init__.py imports every source module.
+its class, and the package's __init__.py imports every source module.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Mapping
 
-from .atomic import write_text
-from .paths import StudyPaths
-from .records import CheckpointSpec
-from .registry import Registry
-from .stems import Stem
-from .train_runs import TrainRun
+from ..atomic import write_text
+from ..paths import StudyPaths
+from ..records import CheckpointSpec, check_fields
+from ..registry import Registry
+from ..stems import Stem
+from ..train_runs import TrainRun
 
 ZOO_SOURCES = Registry("zoo")
 register = ZOO_SOURCES.register
@@ -75,12 +75,18 @@ class ZooSource:
     """One config entry under `zoos:`; a subclass per `source`, registered with `@register`."""
 
     source: ClassVar[str]
+    # The fields it writes, with their types: in each CheckpointSpec's `extra` at planning (spec_fields), in each
+    # Stem's `meta` when its reader reads one (stem_fields). A field named like a provenance column
+    # (checkpoint_record.PROVENANCE: dataset_tag, bytes_fetched, ...) fills that column of checkpoints.parquet;
+    # the others stay in the shard files. Writing a field it does not declare fails the job (records.FieldError).
+    spec_fields: ClassVar[Mapping[str, type]] = {}
+    stem_fields: ClassVar[Mapping[str, type]] = {}
     remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
-    # Its checkpoints are known only once a job has downloaded them (a Snakemake checkpoint lists them):
-    # such a source lists nothing in `checkpoints` and implements index_path, planned_spec and indexed_checkpoints.
-    # The Snakemake checkpoint that writes the index is `unpack_archive` (archives.smk), made for the `archive`
-    # source; another source listed after a download brings its own checkpoint rule beside it.
-    listed_after_download: ClassVar[bool] = False
+    # Its checkpoints are known only once a job has listed them (a download, an unpack, a Hub listing). Rule
+    # list_zoo (a Snakemake checkpoint, zoos.smk) runs list_checkpoints() for any such source, keeping its entries
+    # in the zoo's listing; the planner then makes each entry a spec (listed_spec), and plans the patch bases at
+    # start-up from planned_specs(). Such a source lists nothing in checkpoints().
+    listed_by_job: ClassVar[bool] = False
     # Its config keys that name a dataset of the config (the planner checks each one it is given).
     dataset_options: ClassVar[tuple[str, ...]] = ("dataset",)
 
@@ -106,30 +112,64 @@ class ZooSource:
         """The files the job reading `specs` depends on: replacing one reruns it, a rule that makes one runs first.
 
         By default the checkpoint files (and inits) that exist on disk; a missing init is the job's to report.
-        A remote source's locators (Hub ids, URLs, hub entries) name no local file, whatever lies on disk.
+        A remote source's locators (Hub ids, URLs, hub entries) name no local file, whatever lies on disk; a source
+        listed by a job has none either: the job's listing, which the shard's job depends on, stands for them.
         """
-        if self.remote:
+        if self.remote or self.listed_by_job:
             return []
         return sorted({path for spec in specs for path in (spec.locator, spec.init_locator)
                        if path and Path(path).is_file()})
 
+    # Sources listed by a job (listed_by_job) implement these three.
+
+    def list_checkpoints(self) -> list[dict]:
+        """Rule list_zoo's work: fetch whatever says which checkpoints there are (keeping the files they are read
+        from under listed_files), and return one entry (a JSON object) per checkpoint."""
+        raise NotImplementedError
+
+    def listed_spec(self, entry: dict) -> CheckpointSpec:
+        """The spec of one entry of list_checkpoints, with what the config says of it now."""
+        raise NotImplementedError
+
+    def planned_specs(self) -> list[CheckpointSpec]:
+        """What the config says of the checkpoints before they are listed: a spec per patch basis they need, so
+        that the bases are planned at start-up. A listed checkpoint whose basis none of them plans is profiled
+        without one in that run (its row says to run snakemake again, which plans it from the listing)."""
+        raise NotImplementedError
+
     @property
-    def index_path(self) -> str:
-        """Where the download job lists the checkpoints (sources listed after a download only)."""
-        raise NotImplementedError
+    def listing_path(self) -> str:
+        """Where rule list_zoo keeps the entries (sources listed by a job)."""
+        return self.paths.zoo_listing(self.name)
 
-    def planned_spec(self) -> CheckpointSpec:
-        """A spec with what the config says of every checkpoint (its basis), before the download lists them."""
-        raise NotImplementedError
+    @property
+    def listed_files(self) -> Path:
+        """The folder rule list_zoo gives the source for the files its checkpoints are read from."""
+        return Path(self.paths.zoo_listed_files(self.name))
 
-    def indexed_checkpoints(self) -> list[CheckpointSpec]:
-        """The checkpoints the download job listed in index_path."""
-        raise NotImplementedError
+    def write_listing(self, entries: list[dict]) -> None:
+        write_text(self.listing_path, json.dumps(entries, indent=1))
+
+    def listed_checkpoints(self) -> list[CheckpointSpec]:
+        """The checkpoints rule list_zoo listed (only once it has run)."""
+        return [self.check_spec(self.listed_spec(entry)) for entry in json.loads(Path(self.listing_path).read_text())]
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
         """Read the stem (and its init, where known) of one checkpoint; raise StemError if unusable."""
         raise NotImplementedError
+
+    @classmethod
+    def check_spec(cls, spec: CheckpointSpec) -> CheckpointSpec:
+        """The spec, once its `extra` holds only the fields this source declares (records.FieldError otherwise)."""
+        check_fields(f"zoo source {cls.source!r} (checkpoint {spec.id})", cls.spec_fields, spec.extra)
+        return spec
+
+    @classmethod
+    def check_stem(cls, spec: CheckpointSpec, stem: Stem) -> Stem:
+        """The stem, once its `meta` holds only the fields this source declares (records.FieldError otherwise)."""
+        check_fields(f"zoo source {cls.source!r} reading {spec.id}", cls.stem_fields, stem.meta)
+        return stem
 
     @classmethod
     def fetch(cls, spec: CheckpointSpec) -> dict:
