@@ -18,9 +18,9 @@ from firstlayer_zoo.downloads import DownloadError, NetworkError, RetryPolicy
 from firstlayer_zoo.hf_resolve import HubRequest, fetch_whole, read_stem, resolve
 from firstlayer_zoo.limits import Limits, applied
 from firstlayer_zoo.weight_standardisation import effective_filters
-from firstlayer_zoo.zoo_source import GeometryCache
+from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import extract_stem
-from firstlayer_zoo.zoo_sources.local import FolderSource
+from firstlayer_zoo.zoo_sources.local_files import FolderSource
 from hf_families import load_fixtures, safetensors_bytes, serve, tiny_state
 from loopback import HubImitation
 
@@ -97,7 +97,7 @@ def test_each_family_is_read_and_profiled_as_the_same_file_in_a_folder(hub, tmp_
                                              first_conv=local.first_conv), basis, subtract_init=False)
     assert remote_profile.status == local_profile.status == "ok"
     np.testing.assert_array_equal(remote_profile.energy, local_profile.energy)
-    assert remote_profile.fit == local_profile.fit
+    assert remote_profile.measures == local_profile.measures
 
 
 @pytest.mark.parametrize("weights", ["sharded", "pickle"])
