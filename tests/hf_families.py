@@ -246,3 +246,35 @@ def populate(hub, count: int, *, seed: int = 0, first: int = 0) -> dict[str, dic
         made[repo] = {"family": family, "base": base, "stem": stem, "size": len(hub.repos[repo]["files"][
             weights_filename(fixture)])}
     return made
+
+
+def fine_tuned(state: dict[str, np.ndarray], seed: int, step: float = 0.05) -> dict[str, np.ndarray]:
+    """A fine-tune's weights: its base's plus a small seeded step in every tensor."""
+    rng = np.random.default_rng(seed)
+    return {name: (array + step * rng.standard_normal(array.shape)).astype(np.float32)
+            for name, array in state.items()}
+
+
+# A small Hub of tiny repositories for the source's tests and the README's studies: two base models with
+# fine-tunes of each, a BGR model, a fine-tune whose base is missing, a model type the table does not know.
+BASES = {"google/vit-base-patch16-224-in21k": "vit", "microsoft/resnet-50": "resnet"}
+FINE_TUNES = {"ana/vit-cats": "google/vit-base-patch16-224-in21k", "bo/vit-dogs": "google/vit-base-patch16-224-in21k",
+              "cy/vit-birds": "google/vit-base-patch16-224-in21k", "dee/resnet-flowers": "microsoft/resnet-50"}
+
+
+def small_hub(hub) -> dict[str, dict[str, np.ndarray]]:
+    """Serve the small Hub (downloads falling in the order written here); returns each repository's weights."""
+    fixtures = load_fixtures()
+    made, downloads = {}, iter(range(10_000, 0, -100))
+    for index, (repo, family) in enumerate(BASES.items()):
+        made[repo] = serve(hub, fixtures[family], repo, seed=100 + index, downloads=next(downloads))
+    for index, (repo, base) in enumerate(FINE_TUNES.items()):
+        made[repo] = serve(hub, fixtures[BASES[base]], repo, state=fine_tuned(made[base], 200 + index),
+                           card_data={"base_model": base}, downloads=next(downloads))
+    made["apple/mobilevit-small"] = serve(hub, fixtures["mobilevit"], "apple/mobilevit-small", seed=300,
+                                          downloads=next(downloads))
+    made["eve/vit-lost"] = serve(hub, fixtures["vit"], "eve/vit-lost", seed=301,
+                                 card_data={"base_model": "nobody/missing"}, downloads=next(downloads))
+    custom = {**fixtures["vit"], "tiny_config": {**fixtures["vit"]["tiny_config"], "model_type": "my_vit"}}
+    made["fay/custom-vit"] = serve(hub, custom, "fay/custom-vit", seed=302, downloads=next(downloads))
+    return made

@@ -242,6 +242,12 @@ class HubImitation(LoopbackServer):
         commit = hashlib.sha1(f"{repo_id}:{len(commits)}".encode()).hexdigest()
         commits[commit] = dict(files)
         author = repo_id.split("/")[0]
+        # The Hub tags a repository whose card declares a base model base_model:<id> and
+        # base_model:<relation>:<id> (finetune where the card gives no base_model_relation).
+        base = (card_data or {}).get("base_model")
+        relation = (card_data or {}).get("base_model_relation") or "finetune"
+        tags = (*tags, *(tag for one in ([base] if isinstance(base, str) else base or [])
+                         for tag in (f"base_model:{one}", f"base_model:{relation}:{one}")))
         self.repos[repo_id] = {"commit": commit, "files": commits[commit], "commits": commits, "info": {
             "_id": hashlib.md5(repo_id.encode()).hexdigest()[:24], "id": repo_id, "modelId": repo_id,
             "author": author, "private": False, "disabled": False, "gated": gated,

@@ -31,7 +31,7 @@ from .hub_api import (Fetched, HubSearch, RepositoryUnavailable, download_file, 
 from .preprocessing import Preprocessing
 from .stems import Stem, StemError, validate_conv_weight
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the search's own listing kept (`listed`), for pinned reruns
 # A repository's weights, in the order they are preferred: safetensors (read in ranges) before pickles.
 WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -95,14 +95,21 @@ class HubRequest:
         return any(fnmatch.fnmatchcase(repo, pattern) for pattern in self.exclude)
 
 
-def resolve(request: HubRequest, previous: dict | None = None, *, policy: RetryPolicy = RetryPolicy(),
-            workers: int = 8, log=print) -> dict:
+def resolve(request: HubRequest, previous: dict | None = None, *, pinned: bool = False,
+            policy: RetryPolicy = RetryPolicy(), workers: int = 8, log=print) -> dict:
     """The index of every repository the request names or its search lists (see the module's docstring).
+
+    pinned: the previous index stands where the request has not changed: the search it listed is not listed again,
+    and a repository it resolved (at the same revision and options) is not asked again, so its commit stays.
+    Otherwise (a refresh) the search is listed again and every repository's commit asked; only those whose commit
+    or options changed are resolved again.
 
     Raises DownloadError (NetworkError where the Hub cannot be reached): the listing, or any repository's
     transfer, failing for a reason a rerun may not share fails the whole resolution.
     """
     fetched = Fetched()
+    previous_entries = _reusable(previous, request)
+    kept = previous_entries if pinned else {}
     candidates: dict[str, tuple[RepoRequest, dict | None]] = {}
     excluded = []
     for wanted in request.models:
@@ -110,25 +117,40 @@ def resolve(request: HubRequest, previous: dict | None = None, *, policy: RetryP
             excluded.append(wanted.repo)
         else:
             candidates.setdefault(wanted.repo, (_with_stem_key(wanted, request), None))
+    listed: list[str] = []
     if request.search is not None:
-        for info in list_models(request.search, policy=policy, fetched=fetched):
-            repo = info["id"]
+        search = request.search.to_dict()
+        if pinned and previous_entries and (previous.get("request") or {}).get("search") == search:
+            found = [(repo, None) for repo in previous.get("listed", [])]
+        else:
+            found = [(info["id"], info) for info in list_models(request.search, policy=policy, fetched=fetched)]
+        for repo, info in found:
+            listed.append(repo)
             if request.excluded(repo):
                 excluded.append(repo)
             elif repo not in candidates:
                 candidates[repo] = (_with_stem_key(RepoRequest(repo), request), info)
-    previous_entries = _reusable(previous, request)
     entries = _in_parallel(workers, [
-        (_resolve_one, (wanted, info, request, previous_entries.get(wanted.repo), policy, log))
+        (_kept_or_resolved, (wanted, info, request, previous_entries.get(wanted.repo), kept, policy, log))
         for wanted, info in candidates.values()])
-    index = {"version": INDEX_VERSION, "request": request.to_dict(), "order": list(candidates),
+    index = {"version": INDEX_VERSION, "request": request.to_dict(), "order": list(candidates), "listed": listed,
              "entries": {entry["repo"]: entry for entry in entries}, "excluded": sorted(set(excluded)), "bases": {}}
     if request.init_base_model:
-        _resolve_bases(index, request, previous_entries, policy, workers, log)
+        _resolve_bases(index, request, previous_entries, kept, policy, workers, log)
     now = [entry for entry in [*index["entries"].values(), *index["bases"].values()] if not entry.get("reused")]
     index["bytes_fetched"] = fetched.total + sum(entry["bytes_fetched"] for entry in now)
     index["resolved"] = len(now)
     return index
+
+
+def _kept_or_resolved(wanted: RepoRequest, info: dict | None, request: HubRequest, previous: dict | None,
+                      kept: dict[str, dict], policy: RetryPolicy, log) -> dict:
+    """The pinned entry of a repository (`kept`, asked for at the same revision and options), or it resolved."""
+    prior = kept.get(wanted.repo)
+    if prior is not None and not prior.get("unavailable") and prior.get("revision") == (wanted.revision or "main") \
+            and prior.get("options") == wanted.options():
+        return {**prior, "reused": True}
+    return _resolve_one(wanted, info, request, previous, policy, log)
 
 
 def _with_stem_key(wanted: RepoRequest, request: HubRequest) -> RepoRequest:
@@ -174,6 +196,8 @@ def _resolve_one(wanted: RepoRequest, info: dict | None, request: HubRequest, pr
         entry.update(_resolve_files(wanted, info, entry["commit"], request, policy, fetched))
     except StemError as error:  # LayoutError, RepositoryUnavailable, a header past limits or corrupt
         entry["status"] = f"skipped: {_named(wanted.repo, error)}"
+        if isinstance(error, RepositoryUnavailable):
+            entry["unavailable"] = True  # the Hub's refusal (a token, a name), not its files: asked again next time
     except DownloadError:
         raise
     except Exception as error:  # noqa: BLE001 - one repository's files must never stop the resolution
@@ -295,12 +319,13 @@ def _preprocessing(wanted: RepoRequest, request: HubRequest, layout: str | None,
         return EvalPreprocessing(request.preprocessing), "config (zoo preprocessing)"
 
 
-def _resolve_bases(index: dict, request: HubRequest, previous: dict, policy: RetryPolicy, workers: int, log) -> None:
+def _resolve_bases(index: dict, request: HubRequest, previous: dict, kept: dict, policy: RetryPolicy, workers: int,
+                   log) -> None:
     """Each fine-tune's declared base model, resolved the same way, and the init it gives (or why none)."""
     wanted = sorted({entry["base_model"] for entry in index["entries"].values()
                      if entry["status"] == "ok" and entry.get("base_model")} - set(index["entries"]))
-    bases = _in_parallel(workers, [(_resolve_one, (_with_stem_key(RepoRequest(repo), request), None, request,
-                                                   previous.get(repo), policy, log)) for repo in wanted])
+    bases = _in_parallel(workers, [(_kept_or_resolved, (_with_stem_key(RepoRequest(repo), request), None, request,
+                                                        previous.get(repo), kept, policy, log)) for repo in wanted])
     index["bases"] = {entry["repo"]: entry for entry in bases}
     for entry in index["entries"].values():
         entry["init"] = init_of(entry, {**index["entries"], **index["bases"]})
