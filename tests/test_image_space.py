@@ -8,7 +8,8 @@ from conftest import direct_patches
 from firstlayer_zoo.analysis import FILTER_ARRAYS, analyse_stem
 from firstlayer_zoo.patchstats import dataset_basis
 from firstlayer_zoo.preprocessing import Preprocessing
-from firstlayer_zoo.profiles import OPPONENT_BASIS, colour_split, colour_variance_fraction, output_autocorrelation
+from firstlayer_zoo.profiles import (OPPONENT_BASIS, colour_split, colour_variance_fraction, data_autocorrelation,
+                                     output_autocorrelation)
 from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.shards import load_analyses, save_analyses
 from firstlayer_zoo.stems import Stem
@@ -75,6 +76,13 @@ def test_data_autocorrelation_is_that_of_the_pixels_themselves(photos, photo_bas
         assert data[i] == pytest.approx(_explicit_autocorrelation(photos, prep, identity, offset), rel=1e-8)
     # Photographs are correlated far out, less so the further (here 48 px small, so 10 px is a fifth of one).
     assert data[0] > data[1] > data[2] > 0.3
+    # What analyses use: the same values from the diagonals, without the identity bank's products.
+    np.testing.assert_allclose(data_autocorrelation(basis.covariance, basis.cross_covariances), data, rtol=1e-14)
+    flat = basis.covariance.copy()
+    flat[0, 0] = 0.0  # a coordinate without variance is left out, as output_autocorrelation leaves out a dead filter
+    np.testing.assert_allclose(data_autocorrelation(flat, basis.cross_covariances),
+                               output_autocorrelation(np.eye(basis.dimension), flat, basis.cross_covariances),
+                               rtol=1e-14)
 
 
 def _spec():

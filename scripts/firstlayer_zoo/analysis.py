@@ -14,6 +14,7 @@ from .profiles import (
     ProfileFit,
     Whitening,
     colour_split,
+    data_autocorrelation,
     energy_profile,
     fit_analytic_profile,
     normalise,
@@ -142,7 +143,7 @@ class Profiled:
         init = self.init_filters
         return ImageSpace(
             offsets=self.basis.offsets,
-            autocorrelation_data=output_autocorrelation(np.eye(self.basis.dimension), covariance, cross),
+            autocorrelation_data=data_autocorrelation(covariance, cross),
             autocorrelation_trained=output_autocorrelation(self.stem.filters(subtract_init=False), covariance, cross),
             autocorrelation_init=output_autocorrelation(init, covariance, cross) if init is not None else None,
             energy_luminance=self.colour.energy_luminance if self.colour else None,
