@@ -131,7 +131,8 @@ def output_autocorrelation(filters: np.ndarray, covariance: np.ndarray, cross_co
     if len(cross_covariances) == 0:
         return np.zeros(0)  # a basis measured at no offset (analysis.autocorrelation_offsets: [])
     filters = np.asarray(filters, dtype=np.float64)
-    variance = np.einsum("kp,pq,kq->k", filters, covariance, filters)
+    # Through a matrix product too: the three-operand einsum loops over k, p, q in C (0.4 s at p = 768).
+    variance = np.einsum("kq,kq->k", filters @ covariance, filters)
     live = variance > RELATIVE_EIGENVALUE_FLOOR * variance.max(initial=0.0)
     if not np.any(live):
         return np.full(len(cross_covariances), np.nan)
