@@ -47,11 +47,11 @@ def run(tmp_path_factory):
     tables = {name: read_table(workdir, name) for name in
               ("checkpoints", "profiles", "fits", "autocorrelation", "paper_comparison", "consistency",
                "consistency_groups")}
-    paths, config = study.paths, study.config
+    paths, settings = study.paths, study.plots
     drawn = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(plots, "save", lambda figure, path: drawn.__setitem__(str(path), figure))
-        plots.plot_study(tables, {name: paths.plot(name) for name in STUDY_FIGURES}, config["plots"]["fit_examples"])
+        plots.plot_study(tables, {name: paths.plot(name) for name in STUDY_FIGURES}, settings.fit_examples)
         slugs = [basis.slug for basis in study.bases]
         counts = plots.plot_bases(
             tables["checkpoints"], tables["consistency"], tables["consistency_groups"],
@@ -59,7 +59,7 @@ def run(tmp_path_factory):
             {slug: (str(workdir / study.basis_files[basis]), basis.kernel_size)
              for slug, basis in zip(slugs, study.bases)},
             {slug: (paths.basis_plot("consistency", slug), paths.basis_plot("filters", slug)) for slug in slugs},
-            config["plots"]["heatmap_checkpoints"], config["plots"]["filter_checkpoints"])
+            settings.heatmap_checkpoints, settings.filter_checkpoints)
     yield workdir, study, tables, drawn, counts
     plots.plt.close("all")
 
@@ -112,7 +112,7 @@ def _rows_of_pictures(figure) -> dict[str, list]:
 def test_the_filters_figure_draws_its_chosen_checkpoints_trained_and_initial(run):
     workdir, study, tables, drawn, counts = run
     checkpoints = tables["checkpoints"].set_index("checkpoint")
-    wanted = study.config["plots"]["filter_checkpoints"]
+    wanted = study.plots.filter_checkpoints
     for basis in study.bases:
         figure = drawn[study.paths.basis_plot("filters", basis.slug)]
         members = checkpoints[checkpoints["basis"] == basis.slug]
@@ -188,7 +188,7 @@ def test_the_fit_figures_show_the_fits_table(run):
     # Examples: one per (arch, labels), each titled with its checkpoint and its fit's r.
     examples = [axis for axis in drawn[study.paths.plot("fits")].axes if axis.axison]
     groups = _ok_last(checkpoints).groupby(["arch", "labels"]).ngroups
-    assert len(examples) == min(study.config["plots"]["fit_examples"], groups) == 6
+    assert len(examples) == min(study.plots.fit_examples, groups) == 6
     for axis in examples:
         name, r = axis.get_title().split("\nr = ")
         assert float(r) == pytest.approx(fits.at[name, "fit_r"], abs=5e-4)

@@ -155,10 +155,13 @@ def listing_refresh(wildcards):
 def study_outputs():
     # The per-basis figures are two folders (plots/consistency/<basis>.png, plots/filters/<basis>.png): the
     # bases of a zoo listed by a job are known only once it has run.
+    # The listings too: Snakemake runs no checkpoint whose consumers' outputs exist, so without them a new zoo
+    # listed by a job, in an outdir holding another study's tables, would never be listed (nothing to be done).
     return (
         [PATHS.table(table) for table in TABLES]
         + [PATHS.plot(plot) for plot in PLOTS]
         + [PATHS.basis_plots(kind) for kind in BASIS_PLOTS]
+        + [PATHS.zoo_listing(zoo) for zoo in STUDY.listed_by_job]
     )
 
 
