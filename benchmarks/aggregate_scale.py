@@ -108,7 +108,7 @@ import sys
 from types import SimpleNamespace
 
 sys.path.insert(0, {scripts!r})
-from firstlayer_zoo.paths import PLOTS, TABLES, StudyPaths
+from firstlayer_zoo.paths import BASIS_PLOTS, PLOTS, TABLES, StudyPaths
 from firstlayer_zoo.records import BasisKey
 from firstlayer_zoo.settings import ConsistencySettings, PlotSettings
 
@@ -124,6 +124,18 @@ def all_analyses(wildcards=None):
     return {shards!r}
 
 
+def study_basis_files(wildcards=None):
+    return [PATHS.basis(key.dataset, key.preprocessing, key.kernel_size, key.in_chans) for key in STUDY.bases]
+
+
+def basis_slugs(wildcards=None):
+    return [key.slug for key in STUDY.bases]
+
+
+def basis_kernel_sizes_by_slug(wildcards=None):
+    return [key.kernel_size for key in STUDY.bases]
+
+
 include: {aggregate!r}
 
 
@@ -131,7 +143,7 @@ rule all:
     input:
         [PATHS.table(table) for table in TABLES],
         [PATHS.plot(plot) for plot in PLOTS],
-        [PATHS.basis_plot(kind, basis.slug) for kind in ("consistency", "filters") for basis in STUDY.bases],
+        [PATHS.basis_plots(kind) for kind in BASIS_PLOTS],
 """
 
 
@@ -156,7 +168,8 @@ def main() -> None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         bases = sorted({spec.basis for spec in specs}, key=lambda key: key.slug)
         for key in bases:
-            synthetic_basis(key).save(key.path(StudyPaths(str(outdir))))
+            synthetic_basis(key).save(StudyPaths(str(outdir)).basis(key.dataset, key.preprocessing, key.kernel_size,
+                                                                   key.in_chans))
         snakefile = workdir / "Snakefile"
         # The workflow's own aggregate rules; only the list of shard files is given here, not planned.
         snakefile.write_text(AGGREGATE_SNAKEFILE.format(

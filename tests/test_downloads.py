@@ -12,8 +12,10 @@ from firstlayer_zoo.downloads import (
     RangeNotSupported,
     RetryPolicy,
     download,
+    fetch_bytes,
     read_range,
 )
+from firstlayer_zoo.limits import LimitExceeded
 from firstlayer_zoo.limits import Limits, applied
 from loopback import LoopbackServer
 
@@ -183,3 +185,53 @@ def test_read_range_refuses_a_server_without_ranges(server):
     server.ignore_range.add("/f.bin")
     with pytest.raises(RangeNotSupported):
         read_range(url, 0, 10, policy=FAST)
+
+
+@pytest.mark.parametrize("how", ["download", "read_range", "fetch_bytes"])
+def test_a_429_is_retried_after_the_wait_its_retry_after_asks(server, tmp_path, how):
+    import time
+
+    url = server.add("/f.bin", DATA)
+    server.retry_after = 1
+    server.faults["/f.bin"] = ["429"]
+    started = time.monotonic()
+    if how == "download":
+        download(url, tmp_path / "f.bin", sha256=SHA256, policy=FAST, log=lambda _: None)
+    elif how == "read_range":
+        assert read_range(url, 10, 20, policy=FAST)[0] == DATA[10:20]
+    else:
+        assert fetch_bytes(url, len(DATA), "download_gb", policy=FAST)[0] == DATA
+    assert time.monotonic() - started >= 1.0  # the backoff alone would be 0.01 s
+    assert len(server.requests) == 2
+
+
+def test_the_token_stays_with_its_host_across_a_redirect(server):
+    with LoopbackServer() as other:
+        target = other.add("/f.bin", DATA)
+        seen = []
+
+        def redirect(handler, head):
+            seen.append(handler.headers.get("Authorization"))
+            handler.send_response(302)
+            handler.send_header("Location", target if handler.path == "/away" else server.url + "/f.bin")
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return True
+
+        server.handle_hook = lambda handler, head: redirect(handler, head) if handler.path in ("/away", "/here") \
+            else False
+        server.add("/f.bin", DATA)
+        headers = {"Authorization": "Bearer hf_secret"}
+        assert fetch_bytes(server.url + "/away", len(DATA), "download_gb", headers=headers, policy=FAST)[0] == DATA
+        assert read_range(server.url + "/here", 0, 5, headers=headers, policy=FAST)[0] == DATA[:5]
+        other_seen = []
+        other.handle_hook = lambda handler, head: other_seen.append(handler.headers.get("Authorization")) or False
+        fetch_bytes(server.url + "/away", len(DATA), "download_gb", headers=headers, policy=FAST)
+    assert seen == ["Bearer hf_secret"] * 3 and other_seen == [None]
+
+
+def test_fetch_bytes_refuses_an_answer_past_its_limit_naming_the_key(server):
+    url = server.add("/big.json", b"x" * 5000)
+    with pytest.raises(LimitExceeded, match=r"announces 5,000 bytes, over the limit of 4,096 "
+                                            r"\(limits.safetensors_header_mb\)"):
+        fetch_bytes(url, 4096, "safetensors_header_mb", policy=FAST)

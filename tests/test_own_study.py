@@ -5,7 +5,6 @@ import re
 import stat
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import yaml
@@ -15,7 +14,6 @@ from snakemake.utils import validate
 from firstlayer_zoo import plots
 from firstlayer_zoo.analysis import analyse_stem
 from firstlayer_zoo.atomic import write_text
-from firstlayer_zoo.basis import PatchBasis
 from firstlayer_zoo.plan import Study
 from firstlayer_zoo.tables import build_tables
 from firstlayer_zoo.zoo_sources import extract_stem

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 from matplotlib.collections import PathCollection, QuadMesh
 
 from firstlayer_zoo import plots

@@ -1,8 +1,10 @@
-"""The README's "Your own study" configs, run as written: taken from the README itself, on files the test makes.
+"""The README's study configs, run as written: taken from the README itself, on files the test makes.
 
 The folder, ONNX and Keras studies run for real, and so does the README's `python -m firstlayer_zoo
 inspect` line; the timm study is fetched from an imitation of the Hub (`fetch_remote`) and then run with
-HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells a cluster user to.
+HF_HUB_OFFLINE=1 and the Hub unreachable, as the README tells a cluster user to. The two studies of the
+`hf` source run against the imitation serving a small Hub (tests/hf_families.py small_hub): the most
+downloaded classifiers online, every fine-tune of a base model fetched first and then run offline.
 """
 
 import os
@@ -23,6 +25,7 @@ import firstlayer_zoo
 from firstlayer_zoo.shards import load_analyses
 from hostile_corpus import onnx_conv_model
 from keras_files import functional_keras, sequential_h5
+from hf_families import FINE_TUNES, small_hub
 from loopback import HubImitation
 from workflow_helpers import ROOT, snakemake
 
@@ -35,11 +38,12 @@ def readme_studies() -> dict[str, str]:
     return {name: body for body, name in re.findall(r"```yaml\n(# own-study: (\S+\.yaml).*?)```", text, re.DOTALL)}
 
 
-def test_the_readme_holds_the_four_studies():
+def test_the_readme_holds_the_six_studies():
     studies = readme_studies()
-    assert set(studies) == {"folder.yaml", "onnx.yaml", "keras.yaml", "timm.yaml"}
+    assert set(studies) == {"folder.yaml", "onnx.yaml", "keras.yaml", "timm.yaml", "hub_classifiers.yaml",
+                            "hub_finetunes.yaml"}
     assert [yaml.safe_load(body)["zoos"].popitem()[1]["source"] for body in studies.values()] == \
-        ["folder", "onnx", "keras", "timm"]
+        ["folder", "onnx", "keras", "timm", "hf", "hf"]
 
 
 def stem(seed: int) -> torch.Tensor:
@@ -173,3 +177,59 @@ def test_without_network_the_remote_job_fails_alone_with_one_clear_line(workdir)
     shards = list((workdir / "results_mixed" / "analyses" / "mine").glob("*.npz"))
     analysed = {analysis.checkpoint.name: analysis.status for path in shards for analysis in load_analyses(path)}
     assert all(analysed.get(name) == "ok" for name in ("resnet_a.pt", "resnet_b.pth", "resnet_c.pt")), analysed
+
+
+def unreachable_endpoint() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_hub_classifiers_study_as_written(workdir):
+    with HubImitation() as hub:
+        small_hub(hub)
+        result = snakemake(workdir, "--cores", "2", config=workdir / "hub_classifiers.yaml",
+                           env={"HF_ENDPOINT": hub.url, "HF_HOME": str(workdir / "hf_home_classifiers")})
+        served = [repo for repo, held in hub.repos.items() if held["info"]["pipeline_tag"] == "image-classification"]
+    found = tables(workdir)
+    checkpoints = found["checkpoints"].set_index("checkpoint")
+    assert sorted(checkpoints.index) == sorted(f"classifiers/{repo.replace('/', '--')}" for repo in served)
+    assert (checkpoints["source"] == "hf").all()
+    assert checkpoints.loc["classifiers/fay--custom-vit", "status"].startswith(
+        "skipped: fay/custom-vit: model type 'my_vit' is not in hf_stems.csv; set stem_key")
+    ok = checkpoints[checkpoints["status"] == "ok"]
+    assert len(ok) == len(served) - 1 and set(ok["arch"]) == {"vit", "resnet", "mobilevit"}
+    assert ok["init_note"].isna().all() and not ok["init_known"].any()  # no init asked for
+    assert (ok["bytes_fetched"] < ok["file_size"]).all()  # the stem's bytes, not the files
+    assert len(found["fits"]) == len(ok) and checkpoints["basis"].nunique() == 3
+    assert f"zoo classifiers (hf): {len(served)} checkpoint(s), {len(ok)} ok, 1 skipped" in \
+        result.stdout + result.stderr
+
+
+def test_hub_finetunes_study_fetched_with_network_then_run_without(workdir):
+    hf_home = workdir / "hf_home_finetunes"
+    study = yaml.safe_load(readme_studies()["hub_finetunes.yaml"])["zoos"]["vit_finetunes"]
+    (base,) = study["models"]
+    with HubImitation() as hub:
+        small_hub(hub)
+        fetched = snakemake(workdir, "--cores", "2", "fetch_remote", config=workdir / "hub_finetunes.yaml",
+                            env={"HF_ENDPOINT": hub.url, "HF_HOME": str(hf_home)})
+    assert "list_zoo" in fetched.stdout + fetched.stderr
+    result = snakemake(workdir, "--cores", "2", config=workdir / "hub_finetunes.yaml",
+                       env={"HF_ENDPOINT": unreachable_endpoint(), "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"})
+    found = tables(workdir)
+    checkpoints = found["checkpoints"].set_index("checkpoint")
+    tunes = [f"vit_finetunes/{repo.replace('/', '--')}" for repo, of in FINE_TUNES.items() if of == base]
+    assert sorted(checkpoints.index) == sorted([f"vit_finetunes/{base.replace('/', '--')}", *tunes])
+    assert (checkpoints["status"] == "ok").all()
+    assert checkpoints.loc[tunes, "init_known"].all() and (checkpoints.loc[tunes, "base_model"] == base).all()
+    assert checkpoints.loc[tunes, "init_note"].str.startswith(f"base model {base}@").all()
+    assert checkpoints.loc[f"vit_finetunes/{base.replace('/', '--')}", "init_note"] == \
+        "none: its card names no base_model"
+    fits = found["fits"].set_index("checkpoint")
+    assert fits.loc[tunes, "r_init"].notna().all()  # trained versus base: what fine-tuning moved
+    summary = found["consistency_summary"]
+    assert (summary["relation"] == "trained vs its own initialisation").any()
+    assert (summary["relation"] == "same arch, same base model").any()
+    assert f"zoo vit_finetunes (hf): {len(tunes) + 1} checkpoint(s), {len(tunes) + 1} ok" in \
+        result.stdout + result.stderr

@@ -177,6 +177,49 @@ def folder_zoo_of_one_file(tmp_path):
     return FolderSource("local", options, str(tmp_path / "results"), GeometryCache(tmp_path / "g.json"))
 
 
+def test_a_basis_keeps_its_file_when_a_listing_adds_a_kernel_size_of_its_preprocessing(tmp_path, monkeypatch):
+    """Jobs planned before a listing was written read their bases' files: the bases the listing adds get files of
+    their own, so the study never asks for one basis in two files (and computes it twice) in one run."""
+    from safetensors.torch import save_file
+
+    from firstlayer_zoo.plan import Study
+    from firstlayer_zoo.records import CheckpointSpec
+    from firstlayer_zoo.zoo_sources.local_files import FolderSource
+    from hostile_corpus import STEM_KEY, stem_weights
+
+    class ListedFolder(FolderSource):
+        source = "listed_folder_k3"
+        listed_by_job = True
+
+        def checkpoints(self):
+            return []
+
+        def list_checkpoints(self):
+            return [spec.to_dict() for spec in super().checkpoints()]
+
+        def listed_spec(self, entry):
+            return CheckpointSpec.from_dict(entry)
+
+    monkeypatch.setitem(ZOO_SOURCES, ListedFolder.source, ListedFolder)
+    for folder, shape in (("k5", (8, 3, 5, 5)), ("k3", (8, 3, 3, 3))):
+        (tmp_path / folder).mkdir()
+        save_file({STEM_KEY: stem_weights(0, shape)}, str(tmp_path / folder / "net.safetensors"))
+    zoo = {"dataset": "photos", "stem_key": STEM_KEY, "preprocessing": {"resize": 64}}
+    config = {"outdir": str(tmp_path / "results"), "datasets": {"photos": {"source": "skimage"}},
+              "zoos": {"plain": {**zoo, "source": "folder", "root": str(tmp_path / "k5")},
+                       "listed": {**zoo, "source": ListedFolder.source, "root": str(tmp_path / "k3")}}}
+    study = Study(config, cache_path=tmp_path / "g.json")
+    (k5,) = study.bases
+    assert study.basis_files[k5].endswith("/k5_c3.npz")
+    study.sources["listed"].write_listing(study.sources["listed"].list_checkpoints())
+    k3, same = study.bases
+    assert (k3.kernel_size, same) == (3, k5) and k3.preprocessing == k5.preprocessing
+    assert study.basis_files[k5].endswith("/k5_c3.npz") and study.basis_files[k3].endswith("/k3_c3.npz")
+    # A later run plans both at start-up, into one file, unless a file on disk already holds one.
+    assert {path.rsplit("/", 1)[1] for path in Study(config, cache_path=tmp_path / "g.json").basis_files.values()} \
+        == {"k3-5_c3.npz"}
+
+
 def test_a_source_writing_a_field_it_does_not_declare_fails_naming_it(tmp_path, monkeypatch):
     """What a source knows of a checkpoint is declared, with types: an undeclared field fails planning and the
     reading job (a bug in the source, not one file's skipped row); a value of another type fails the same way."""
@@ -228,8 +271,8 @@ def test_every_provenance_field_a_source_declares_has_its_columns_kind_and_one_p
 
 def test_any_source_listed_by_a_job_is_planned_from_its_listing_with_no_rule_of_its_own(tmp_path, monkeypatch):
     """The generic mechanism (ZooSource.listed_by_job, rule list_zoo): a source whose checkpoints and even their
-    geometry are known only after its job is planned from its listing; its shards depend on the listing; a basis
-    the config could not declare is planned by the next start, and meanwhile its checkpoints get no basis."""
+    geometry are known only after its job is planned from its listing; its shards depend on the listing; the bases
+    the config could not declare are planned from the listing once it is written, in the same process."""
     import runpy
     from types import SimpleNamespace
 
@@ -270,7 +313,10 @@ def test_any_source_listed_by_a_job_is_planned_from_its_listing_with_no_rule_of_
     ((shard, (spec,)),) = study.shards("found").items()
     assert spec.id == "found/good.safetensors" and spec.basis is not None
     assert study.shard_input_files("found", shard) == [study.sources["found"].listing_path]
-    assert study.shard_bases("found", shard) == {}  # listed after the bases were planned: the next start plans it
+    # Its basis is planned from the listing by the same Study (Snakemake asks again after list_zoo), as the next
+    # start would plan it.
+    assert study.bases == [spec.basis] and study.shard_bases("found", shard) == {
+        spec.basis.slug: study.basis_files[spec.basis]}
+    assert study.preprocessing[spec.preprocessing.key] == spec.preprocessing
     again = Study(config, cache_path=tmp_path / "g.json")
-    assert again.bases == [spec.basis] and again.shard_bases("found", shard) == {
-        spec.basis.slug: again.basis_files[spec.basis]}
+    assert again.bases == [spec.basis] and again.basis_files == study.basis_files

@@ -170,7 +170,7 @@ def no_basis_reason(spec: CheckpointSpec, stem: Stem) -> str:
                 f"preprocessing gives {data_chans}: a stem for {stem.in_chans}-channel images or a grouped conv; "
                 "no patch basis fits")
     return (f"skipped: {spec.uri}: the stem's geometry was not known when the study was planned (unreadable "
-            "then, or listed by a job since); run snakemake again to plan its basis")
+            "then); run snakemake again to plan its basis")
 
 
 def analyse_stem(spec: CheckpointSpec, stem: Stem, basis: PatchBasis | None,

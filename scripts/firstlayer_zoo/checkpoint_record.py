@@ -60,6 +60,8 @@ PROVENANCE = (
     Field("train_loss", float),  # over the training images under the run's labels, when the checkpoint was kept
     Field("train_accuracy", float),
     Field("test_accuracy", float),  # on the zoo's test_dataset, true labels
+    Field("base_model", str),  # the model a fine-tune started from, as its Hub card declares it
+    Field("init_note", str),  # where its initialisation comes from (a base model and its commit), or why none
 )
 
 

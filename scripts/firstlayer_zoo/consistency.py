@@ -8,7 +8,7 @@ metadata are exact without forming a single pair. Relations ("same arch,
 other seed, ...") are exact sets of metadata agreements; their sums come from
 group sums by inclusion-exclusion over the groups a pair agrees on.
 A pair is "same", "other" or "unknown" (either value missing) for each of
-arch, labels, seed and step.
+arch, labels, seed, step and base model (a Hub fine-tune's declared base).
 Quantiles (median, min, max) need pairs: all of them while the basis has at
 most `max_pairs`, otherwise a seeded sample drawn uniformly from each relation.
 """
@@ -21,7 +21,9 @@ import pandas as pd
 from .settings import ConsistencySettings
 
 # Metadata whose agreement names a relation; a missing value makes the pair's state "unknown".
-RELATION_GROUPS = ("arch", "labels", "seed", "step")
+RELATION_GROUPS = ("arch", "labels", "seed", "step", "base_model")
+# How a relation names a group, where not by its column's name.
+GROUP_WORDS = {"base_model": "base model"}
 # Checkpoints averaged together in the group matrix: seeds are what a group pools.
 MATRIX_GROUPS = ("arch", "labels", "step")
 
@@ -48,7 +50,8 @@ OTHER, SAME, UNKNOWN = 0, 1, 2
 
 
 def relation_name(code: int, groups: tuple[str, ...]) -> str:
-    words = [(f"other {group}", f"same {group}", f"{group} unknown") for group in groups]
+    names = [GROUP_WORDS.get(group, group) for group in groups]
+    words = [(f"other {name}", f"same {name}", f"{name} unknown") for name in names]
     return ", ".join(choices[code // 3**position % 3] for position, choices in enumerate(words))
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .limits import current as current_limits
+from .limits import LimitExceeded, current as current_limits
 from .rule_io import ClearError
 
 CHUNK = 1 << 16
@@ -154,7 +154,27 @@ class Download:
 
 
 class _Transient(Exception):
-    """A failure worth another attempt."""
+    """A failure worth another attempt; `retry_after` is the wait the server asked for (429/503 Retry-After)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(headers) -> float | None:
+    """The wait a Retry-After header asks for, in seconds (delay-seconds or an HTTP date); None without one."""
+    value = (headers.get("Retry-After") or "").strip() if headers is not None else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    import email.utils
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class _Unreachable(_Transient):
@@ -230,7 +250,23 @@ class _Watchdog:
             def do_open(self, http_class, request, **kwargs):
                 return super().do_open(watched(http_class), request, **kwargs)
 
-        return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+        return urllib.request.build_opener(HTTPHandler, HTTPSHandler, TokenKeepingRedirects)
+
+
+class TokenKeepingRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib's redirects, except that credentials stay with the host they were meant for.
+
+    urllib copies every header onto the redirected request; the Hub sends large files to a CDN on another host,
+    whose signed URL must not receive the token (huggingface_hub strips it too).
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urllib.parse.urlsplit(newurl).netloc != urllib.parse.urlsplit(req.full_url).netloc:
+            for name in list(new.headers):
+                if name.lower() == "authorization":
+                    del new.headers[name]
+        return new
 
 
 def _open(url: str, headers: dict[str, str], policy: RetryPolicy, watchdog: _Watchdog):
@@ -239,7 +275,7 @@ def _open(url: str, headers: dict[str, str], policy: RetryPolicy, watchdog: _Wat
         return watchdog.opener().open(request, timeout=policy.read_timeout_s)
     except urllib.error.HTTPError as error:
         if error.code == 429 or error.code >= 500:
-            raise _Transient(f"HTTP {error.code} {error.reason}") from error
+            raise _Transient(f"HTTP {error.code} {error.reason}", retry_after_seconds(error.headers)) from error
         raise ClientDownloadError(url, error.code, error.reason) from None
     except TRANSIENT_ERRORS as error:
         unreachable = connection_failure(error)
@@ -296,7 +332,7 @@ def _download(url: str, dest: Path, partial: Path, sha256: str | None, md5: str 
     for attempt in range(policy.attempts):
         if attempt:
             log(f"{url}: attempt {attempt + 1}/{policy.attempts} after {last_error}")
-            _wait_within(watchdog, policy, attempt - 1, url, fetched)
+            _wait_within(watchdog, policy, attempt - 1, url, fetched, last_error)
         offset = partial.stat().st_size if partial.exists() else 0
         if size is not None and offset > size:
             partial.unlink()
@@ -372,11 +408,18 @@ def _check_deadline(watchdog: _Watchdog, url: str, received: int) -> None:
         raise DownloadDeadline(url, watchdog.minutes, received)
 
 
-def _wait_within(watchdog: _Watchdog, policy: RetryPolicy, attempt: int, url: str, received: int) -> None:
-    """Back off before another attempt, unless the wait itself would pass the deadline."""
-    if watchdog.left() <= policy.delay(attempt):
+def _wait_within(watchdog: _Watchdog, policy: RetryPolicy, attempt: int, url: str, received: int,
+                 last_error: object = None) -> None:
+    """Back off before another attempt (as long as a 429's Retry-After asks, if longer), unless the wait itself
+    would pass the deadline."""
+    asked = getattr(last_error, "retry_after", None)
+    delay = max(policy.delay(attempt), asked or 0.0)
+    if watchdog.left() <= delay:
         raise DownloadDeadline(url, watchdog.minutes, received)
-    policy.wait(attempt)
+    if asked is not None and asked > policy.delay(attempt):
+        time.sleep(asked)
+    else:
+        policy.wait(attempt)
     _check_deadline(watchdog, url, received)
 
 
@@ -399,7 +442,7 @@ def _read_range(url: str, start: int, end: int, request_headers: dict[str, str],
     last_error = None
     for attempt in range(policy.attempts):
         if attempt:
-            _wait_within(watchdog, policy, attempt - 1, url, 0)
+            _wait_within(watchdog, policy, attempt - 1, url, 0, last_error)
         try:
             response = _open(url, request_headers, policy, watchdog)
         except _Unreachable as error:
@@ -428,6 +471,54 @@ def _read_range(url: str, start: int, end: int, request_headers: dict[str, str],
             return body, total
         last_error = f"got {len(body)} bytes of {end - start}"
     raise DownloadError(f"{url}: bytes {start}-{end - 1} failed after {policy.attempts} attempts (last: {last_error})")
+
+
+def fetch_bytes(url: str, limit: int, limit_key: str, *, headers: dict[str, str] | None = None,
+                policy: RetryPolicy = RetryPolicy()):
+    """The whole body of a small resource (a JSON answer or file) and the answer's headers; retried like `download`.
+
+    A body past `limit` bytes, announced or streamed, is refused naming `limits.<limit_key>`; 4xx answers raise
+    ClientDownloadError (the caller knows whether a 404 means "absent").
+    """
+    with _Watchdog(current_limits().download_minutes) as watchdog:
+        last_error = None
+        for attempt in range(policy.attempts):
+            if attempt:
+                _wait_within(watchdog, policy, attempt - 1, url, 0, last_error)
+            try:
+                response = _open(url, dict(headers or {}), policy, watchdog)
+            except _Unreachable as error:
+                _give_up_if_unreachable(url, error, attempt, policy)
+                last_error = error
+                continue
+            except _Transient as error:
+                _check_deadline(watchdog, url, 0)
+                last_error = error
+                continue
+            with response:
+                _check_deadline(watchdog, url, 0)
+                announced = response.headers.get("Content-Length")
+                if announced is not None and announced.isdigit() and int(announced) > limit:
+                    raise LimitExceeded(f"{url}: the answer announces {int(announced):,} bytes, over the limit of "
+                                        f"{limit:,} (limits.{limit_key}); raise limits.{limit_key} in the config if "
+                                        "you trust the server")
+                try:
+                    body = response.read(limit + 1)
+                except TRANSIENT_ERRORS as error:
+                    _check_deadline(watchdog, url, 0)
+                    last_error = _Transient(_reason(error, policy))
+                    continue
+                answer_headers = response.headers
+            _check_deadline(watchdog, url, len(body))
+            if len(body) > limit:
+                raise LimitExceeded(f"{url}: the answer runs past the limit of {limit:,} bytes (limits.{limit_key}); "
+                                    f"raise limits.{limit_key} in the config if you trust the server")
+            if announced is not None and announced.isdigit() and len(body) != int(announced):
+                last_error = _Transient(f"got {len(body)} bytes, expected {announced}")
+                continue
+            return body, answer_headers
+    raise DownloadError(f"{url}: gave up after {policy.attempts} attempts (last: {last_error}); check the network "
+                        "or the server, then rerun")
 
 
 def _give_up_if_unreachable(url: str, error: _Unreachable, attempt: int, policy: RetryPolicy) -> None:

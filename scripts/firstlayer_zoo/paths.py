@@ -19,18 +19,29 @@ TABLES = ("checkpoints", "profiles", "fits", "consistency", "consistency_summary
           "autocorrelation", "paper_comparison")
 PLOTS = ("profiles", "fits", "fit_quality", "training_time", "whitening", "autocorrelation", "colour",
          "paper_comparison")
+# The per-basis figures: a folder of each kind, a file a basis in it (StudyPaths.basis_plot).
+BASIS_PLOTS = ("consistency", "filters")
 # Zoo, dataset and run names each become one folder name under the outdir, beside hidden temporaries with a
 # prefix and a suffix; file systems allow 255 bytes a name. Checkpoint names (paths under a root) are held to it too.
 NAME_LIMIT = 200
 RESOURCES = Path(__file__).resolve().parents[2] / "workflow" / "resources"
 # The committed stem table of timm's pretrained tags (scripts/dev/build_timm_stem_table.py writes it).
 TIMM_STEM_TABLE = RESOURCES / "timm_stems.csv"
+# Hub repositories in the transformers and OpenCLIP formats: the stem of each model type, and how each image
+# processor's preprocessor_config.json gives the eval preprocessing (hf_table.py reads both).
+HF_STEM_TABLE = RESOURCES / "hf_stems.csv"
+HF_PROCESSOR_TABLE = RESOURCES / "hf_image_processors.csv"
 # The numbers the paper reports, each with the table or passage it comes from (paper_comparison reads it).
 PAPER_VALUES = RESOURCES / "paper_values.csv"
 
 
 # A basis file's name: the kernel sizes it holds (kernel_label) and the channels.
 BASIS_NAME = re.compile(r"k(?P<kernels>\d+(?:-\d+)*)_c(?P<c>\d+)\.npz")
+
+
+def basis_plot_in(folder: str | Path, basis_slug: str) -> str:
+    """A basis' figure in the folder of its kind (rule plot_bases writes into the folders it is given)."""
+    return f"{folder}/{basis_slug}.png"
 
 
 def kernel_label(sizes) -> str:
@@ -102,6 +113,11 @@ class StudyPaths:
         """What the listing job keeps for its checkpoints to be read from (an `archive` zoo's unpacked archive)."""
         return f"{self.outdir}/zoos/{zoo}/listed"
 
+    def hub_index(self, zoo: str = "{zoo}") -> str:
+        """A `hf` zoo's pinned index: every repository's commit, stem and preprocessing, or why it is
+        skipped (written by its listing job, and kept: the next listing starts from it)."""
+        return f"{self.outdir}/zoos/{zoo}/hub_index.json"
+
     def archive_download(self, zoo: str = "{zoo}") -> str:
         """An `archive` zoo's downloaded archive (kept across runs: a partial download resumes)."""
         return f"{self.outdir}/zoos/{zoo}/download"
@@ -122,9 +138,13 @@ class StudyPaths:
     def plot(self, name: str) -> str:
         return f"{self.outdir}/plots/{name}.png"
 
+    def basis_plots(self, kind: str) -> str:
+        """The folder of one kind of per-basis figure (BASIS_PLOTS), one file a basis (basis_plot)."""
+        return f"{self.outdir}/plots/{kind}"
+
     def basis_plot(self, kind: str, basis_slug: str) -> str:
         """A per-basis figure: `consistency` (the heatmap) or `filters`."""
-        return f"{self.outdir}/plots/{kind}/{basis_slug}.png"
+        return basis_plot_in(self.basis_plots(kind), basis_slug)
 
     @property
     def logs(self) -> str:

@@ -140,14 +140,15 @@ class Study:
                                 self.analysis.shard_size)
             for zoo in self.sources if zoo not in self.listed_by_job
         }
-        # A zoo listed by a job plans the bases its config declares, and once listed those of its listing too.
-        planned = [*self.checkpoints.values(),
-                   *(spec for source in self.listed_by_job.values() for spec in source.planned_specs()),
-                   *(spec for zoo in self.listed_by_job if self.listed(zoo)
-                     for specs in self.shards(zoo).values() for spec in specs)]
-        self.preprocessing = {spec.preprocessing.key: spec.preprocessing for spec in planned}
-        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
-        self.basis_files = self._basis_files()
+        # The patch bases, planned now from what is known (every zoo but those listed by a job, what the config says
+        # of those, and the listings already written), and planned again whenever a listing is written or
+        # rewritten (_replan): Snakemake asks again after rule list_zoo, so a first run plans and computes the
+        # bases of the checkpoints it lists.
+        self._listing_stamps: dict[str, int | None] | None = None
+        self._bases: list[BasisKey] = []
+        self._preprocessing: dict = {}
+        self._basis_files: dict[BasisKey, str] = {}
+        self._replan()
 
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
         for zoo_name, options in zoos.items():
@@ -229,24 +230,59 @@ class Study:
 
     def shard_input_files(self, zoo: str, shard: str) -> list[str]:
         """The files one shard's job depends on, as its zoo's source says, and the listing of a zoo listed by a
-        job."""
+        job (unless the listing pins its checkpoints: then the shard's specs, a param of its job, stand for it)."""
         source = self.sources[zoo]
         files = source.input_files(self.shards(zoo)[shard])
-        return [source.listing_path, *files] if source.listed_by_job else files
+        return [source.listing_path, *files] if source.listed_by_job and not source.pinned_listing else files
 
     def shard_bases(self, zoo: str, shard: str) -> dict[str, str]:
-        """The planned patch bases of a shard's checkpoints by slug; a checkpoint without one is skipped, saying
-        why (no basis fits, or it was listed after the bases were planned)."""
-        planned = set(self._bases)
-        return {spec.basis.slug: self.basis_files[spec.basis] for spec in self.shards(zoo)[shard]
-                if spec.basis in planned}
+        """The patch bases of a shard's checkpoints by slug (a checkpoint without one is skipped, saying why)."""
+        files = self.basis_files
+        return {spec.basis.slug: files[spec.basis] for spec in self.shards(zoo)[shard] if spec.basis in files}
+
+    def _listing_stamp(self, zoo: str) -> int | None:
+        path = Path(self.sources[zoo].listing_path)
+        return path.stat().st_mtime_ns if path.is_file() else None
+
+    def _replan(self) -> None:
+        """Plan the bases again if a listing was written or rewritten since they were last planned.
+
+        A basis keeps the file it was given for the rest of the process (jobs planned before a listing read it);
+        the bases a listing adds get files of their own, or those on disk that hold them.
+        """
+        stamps = {zoo: self._listing_stamp(zoo) for zoo in self.listed_by_job}
+        if stamps == self._listing_stamps:
+            return
+        planned = [*self.checkpoints.values(),
+                   *(spec for source in self.listed_by_job.values() for spec in source.planned_specs()),
+                   *(spec for zoo, stamp in stamps.items() if stamp is not None
+                     for specs in self.shards(zoo).values() for spec in specs)]
+        self._preprocessing = {**self._preprocessing,
+                               **{spec.preprocessing.key: spec.preprocessing for spec in planned}}
+        self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
+        self._basis_files.update(self._files_of([key for key in self._bases if key not in self._basis_files]))
+        self._listing_stamps = stamps
 
     @property
     def bases(self) -> list[BasisKey]:
+        """Every patch basis the study needs, by slug (those of listed zoos once their listing exists)."""
+        self._replan()
         return self._bases
 
-    def _basis_files(self) -> dict[BasisKey, str]:
-        """The file each basis is read from.
+    @property
+    def basis_files(self) -> dict[BasisKey, str]:
+        """The file each basis of `bases` is read from."""
+        self._replan()
+        return {key: self._basis_files[key] for key in self._bases}
+
+    @property
+    def preprocessing(self) -> dict:
+        """Every preprocessing a basis is computed with, by its key."""
+        self._replan()
+        return self._preprocessing
+
+    def _files_of(self, keys: list[BasisKey]) -> dict[BasisKey, str]:
+        """The file each of these bases is read from.
 
         The bases of one (dataset, preprocessing) are computed together, in one reading of its images, into
         one file named by their kernel sizes. A kernel size that a file on disk already holds is read from
@@ -254,7 +290,7 @@ class Study:
         every such file up to date like any output, so reading it is always right).
         """
         by_preprocessing: dict[tuple[str, str, int], list[BasisKey]] = {}
-        for key in self._bases:
+        for key in keys:
             by_preprocessing.setdefault((key.dataset, key.preprocessing, key.in_chans), []).append(key)
         files = {}
         for (dataset, preprocessing, in_chans), keys in by_preprocessing.items():

@@ -39,10 +39,19 @@ def _decode(raw: bytes, dtype: str, shape: list[int], name: str, url: str) -> np
     return array.reshape(shape).astype(np.float64)
 
 
-def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str] | None = None,
-                            policy: RetryPolicy = RetryPolicy(), optional: tuple[str, ...] = ()) -> RemoteTensors:
-    """Read `keys` (and those of `optional` present) from a remote safetensors file with Range requests."""
-    first, total = read_range(url, 0, FIRST_READ, headers=headers, policy=policy)
+@dataclass
+class RemoteHeader:
+    header: dict[str, dict]  # name -> dtype, shape, data_offsets (relative to data_start)
+    metadata: dict[str, str]
+    data_start: int  # where the tensors' bytes begin in the file: 8 + the header's length
+    file_size: int | None
+    bytes_fetched: int
+
+
+def read_remote_header(url: str, *, headers: dict[str, str] | None = None,
+                       policy: RetryPolicy = RetryPolicy(), first_read: int = FIRST_READ) -> RemoteHeader:
+    """The header of a remote safetensors file, in one Range request (two when it is longer than `first_read`)."""
+    first, total = read_range(url, 0, first_read, headers=headers, policy=policy)
     fetched = len(first)
     header_len = safetensors_header_length(first, total, url)
     if 8 + header_len > len(first):
@@ -50,16 +59,32 @@ def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str
         fetched += len(rest)
         first += rest
     header, metadata = parse_safetensors_header(first[8:8 + header_len], url)
+    return RemoteHeader(header, metadata, 8 + header_len, total, fetched)
+
+
+def read_remote_tensor(url: str, entry: dict, data_start: int, name: str, *, headers: dict[str, str] | None = None,
+                       policy: RetryPolicy = RetryPolicy()) -> tuple[np.ndarray, int]:
+    """One tensor of a remote safetensors file whose header entry is known: one Range request; (array, bytes)."""
+    start, end = entry["data_offsets"]
+    raw, _ = read_range(url, data_start + start, data_start + end, headers=headers, policy=policy)
+    if len(raw) != end - start:
+        raise StemError(f"{url}: tensor {name!r} is cut short ({len(raw)} of {end - start} bytes); the file is "
+                        "truncated or not the one the index pinned")
+    return _decode(raw, entry["dtype"], entry["shape"], name, url), len(raw)
+
+
+def read_remote_safetensors(url: str, keys: list[str], *, headers: dict[str, str] | None = None,
+                            policy: RetryPolicy = RetryPolicy(), optional: tuple[str, ...] = ()) -> RemoteTensors:
+    """Read `keys` (and those of `optional` present) from a remote safetensors file with Range requests."""
+    remote = read_remote_header(url, headers=headers, policy=policy)
+    header, fetched = remote.header, remote.bytes_fetched
     missing = [key for key in keys if key not in header]
     if missing:
         stems = sorted(name for name in header if name.endswith(".weight"))[:5]
         raise StemError(f"{url}: no tensor named {missing[0]!r} (the file's first weights: {stems})")
-    base = 8 + header_len
     tensors = {}
     for key in [*keys, *(key for key in optional if key in header)]:
-        entry = header[key]
-        start, end = entry["data_offsets"]
-        raw, _ = read_range(url, base + start, base + end, headers=headers, policy=policy)
-        fetched += len(raw)
-        tensors[key] = _decode(raw, entry["dtype"], entry["shape"], key, url)
-    return RemoteTensors(tensors, total, fetched, metadata)
+        tensors[key], size = read_remote_tensor(url, header[key], remote.data_start, key, headers=headers,
+                                                policy=policy)
+        fetched += size
+    return RemoteTensors(tensors, remote.file_size, fetched, remote.metadata)

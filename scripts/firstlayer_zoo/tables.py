@@ -169,14 +169,14 @@ def consistency_tables(profiles: dict[str, tuple[np.ndarray, np.ndarray]], check
     `consistency` holds every pair while a basis has at most `settings.max_pairs`
     of them, otherwise each checkpoint's `settings.neighbours` nearest neighbours
     (`rank` 1, 2, ...; none by default: the search costs a pass over every pair).
-    A relation names, for each of arch, labels, seed and step, whether the pair
+    A relation names, for each of arch, labels, seed, step and base model, whether the pair
     shares it ("same seed") or not ("other seed", also when either value is
     unknown); its mean r is exact at any size, its median, min and max come
     from all pairs or from `n_sampled` of them. Trained-vs-init rows come from
     each checkpoint's r against its own initialisation (`init_correlations`: checkpoint, r_init).
     """
     metadata = checkpoints.set_index("checkpoint")
-    groups = tuple(group for group in RELATION_GROUPS if checkpoints[group].notna().any())
+    groups = tuple(group for group in RELATION_GROUPS if group in checkpoints and checkpoints[group].notna().any())
     pairs, summary, matrices, means = [], [], [], []
     for basis, (all_ids, energies) in profiles.items():
         z, valid = standardised(energies)

@@ -81,32 +81,30 @@ rule plot_bases:
         checkpoints=PATHS.table("checkpoints"),
         consistency=PATHS.table("consistency"),
         groups=PATHS.table("consistency_groups"),
-        bases=study_basis_files(),
+        bases=study_basis_files,
         analyses=all_analyses,
     output:
-        consistency=[
-            report(
-                PATHS.basis_plot("consistency", basis.slug),
-                caption="../report/consistency.rst",
-                category="Consistency",
-                subcategory=basis.slug,
-            )
-            for basis in STUDY.bases
-        ],
-        filters=[
-            report(
-                PATHS.basis_plot("filters", basis.slug),
-                caption="../report/filters.rst",
-                category="Filters",
-                subcategory=basis.slug,
-            )
-            for basis in STUDY.bases
-        ],
+        # One figure a basis in each folder, <basis slug>.png: a folder, as a zoo listed by a job adds bases
+        # once its listing exists.
+        consistency=report(
+            directory(PATHS.basis_plots("consistency")),
+            patterns=["{basis}.png"],
+            caption="../report/consistency.rst",
+            category="Consistency",
+            subcategory="{basis}",
+        ),
+        filters=report(
+            directory(PATHS.basis_plots("filters")),
+            patterns=["{basis}.png"],
+            caption="../report/filters.rst",
+            category="Filters",
+            subcategory="{basis}",
+        ),
     log:
         PATHS.log("plot_bases"),
     params:
-        slugs=[basis.slug for basis in STUDY.bases],
-        kernel_sizes=[basis.kernel_size for basis in STUDY.bases],
+        slugs=basis_slugs,
+        kernel_sizes=basis_kernel_sizes_by_slug,
         heatmap_checkpoints=STUDY.plots.heatmap_checkpoints,
         filter_checkpoints=STUDY.plots.filter_checkpoints,
     conda:

@@ -1,13 +1,15 @@
 # Config -> paths and parameters. The study (checkpoints, runs, bases) is resolved
 # once here by the package; the other .smk files hold rules only.
+import os
 import sys
+import time
 from pathlib import Path
 
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 
-from firstlayer_zoo.paths import PLOTS, TABLES, kernel_sizes  # noqa: E402
+from firstlayer_zoo.paths import BASIS_PLOTS, PLOTS, TABLES, kernel_sizes  # noqa: E402
 from firstlayer_zoo.plan import Study, refuse_oversized_config, refuse_removed_options  # noqa: E402
 from firstlayer_zoo.dataset_sources import DATASET_SOURCES  # noqa: E402
 from firstlayer_zoo.shards import SHARD_LAYOUT  # noqa: E402
@@ -131,24 +133,49 @@ def basis_threads(wildcards, input):
                               STUDY.analysis.statistics_threads)
 
 
-def study_basis_files():
-    return [STUDY.basis_files[basis] for basis in STUDY.bases]
+def all_listed():
+    """Wait for every zoo listed by a job: the bases its checkpoints need are planned from its listing."""
+    for zoo in STUDY.listed_by_job:
+        listed(zoo)
+
+
+def study_basis_files(wildcards=None):
+    """The file of every basis, in STUDY.bases' order (with those of listed zoos: asked again after list_zoo)."""
+    all_listed()
+    files = STUDY.basis_files
+    return [files[basis] for basis in STUDY.bases]
+
+
+def basis_slugs(wildcards=None):
+    return [basis.slug for basis in STUDY.bases]
+
+
+def basis_kernel_sizes_by_slug(wildcards=None):
+    return [basis.kernel_size for basis in STUDY.bases]
 
 
 def zoo_options(wildcards):
     return STUDY.sources[wildcards.zoo].options
 
 
-def basis_plots(kind):
-    return [PATHS.basis_plot(kind, basis.slug) for basis in STUDY.bases]
+# Differs in every invocation of snakemake: a param of rule list_zoo for the zoos that list again on every run.
+INVOCATION = f"{time.time_ns()}-{os.getpid()}"
+
+
+def listing_refresh(wildcards):
+    return INVOCATION if STUDY.sources[wildcards.zoo].lists_every_run else None
 
 
 def study_outputs():
+    # The per-basis figures are two folders (plots/consistency/<basis>.png, plots/filters/<basis>.png): the
+    # bases of a zoo listed by a job are known only once it has run.
+    # The listings too: Snakemake runs no checkpoint whose consumers' outputs exist, so without them a new zoo
+    # listed by a job, in an outdir holding another study's tables, would never be listed (nothing to be done).
     return (
         [PATHS.table(table) for table in TABLES]
         + [PATHS.plot(plot) for plot in PLOTS]
-        + basis_plots("consistency")
-        + basis_plots("filters")
+        + [PATHS.basis_plots(kind) for kind in BASIS_PLOTS]
+        + [PATHS.zoo_listing(zoo) for zoo in STUDY.listed_by_job]
     )
 
 

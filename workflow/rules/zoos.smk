@@ -34,6 +34,8 @@ checkpoint list_zoo:
         options=zoo_options,
         outdir=PATHS.outdir,
         limits=STUDY.limits.to_dict(),
+        # A zoo that lists again on every run (refresh: true) gets a new value each invocation.
+        refresh=listing_refresh,
     conda:
         "../../envs/torch.yaml"
     threads: 1

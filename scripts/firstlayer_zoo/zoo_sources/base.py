@@ -84,9 +84,14 @@ class ZooSource:
     remote: ClassVar[bool] = False  # its checkpoints are read over the network (see fetch)
     # Its checkpoints are known only once a job has listed them (a download, an unpack, a Hub listing). Rule
     # list_zoo (a Snakemake checkpoint, zoos.smk) runs list_checkpoints() for any such source, keeping its entries
-    # in the zoo's listing; the planner then makes each entry a spec (listed_spec), and plans the patch bases at
-    # start-up from planned_specs(). Such a source lists nothing in checkpoints().
+    # in the zoo's listing; the planner then makes each entry a spec (listed_spec) and plans the patch bases of the
+    # listed checkpoints in the same run (Snakemake asks again once the listing is written). Such a source lists
+    # nothing in checkpoints().
     listed_by_job: ClassVar[bool] = False
+    # Its listing's entries pin each checkpoint's bytes (a Hub commit), so a shard's job depends on its members'
+    # entries (its specs), not on the listing file: a new listing reruns only the shards whose members changed.
+    # Otherwise (an archive unpacked again) every shard of the zoo depends on the listing.
+    pinned_listing: ClassVar[bool] = False
     # Its config keys that name a dataset of the config (the planner checks each one it is given).
     dataset_options: ClassVar[tuple[str, ...]] = ("dataset",)
 
@@ -120,7 +125,7 @@ class ZooSource:
         return sorted({path for spec in specs for path in (spec.locator, spec.init_locator)
                        if path and Path(path).is_file()})
 
-    # Sources listed by a job (listed_by_job) implement these three.
+    # Sources listed by a job (listed_by_job) implement the first two; planned_specs is optional.
 
     def list_checkpoints(self) -> list[dict]:
         """Rule list_zoo's work: fetch whatever says which checkpoints there are (keeping the files they are read
@@ -132,10 +137,17 @@ class ZooSource:
         raise NotImplementedError
 
     def planned_specs(self) -> list[CheckpointSpec]:
-        """What the config says of the checkpoints before they are listed: a spec per patch basis they need, so
-        that the bases are planned at start-up. A listed checkpoint whose basis none of them plans is profiled
-        without one in that run (its row says to run snakemake again, which plans it from the listing)."""
-        raise NotImplementedError
+        """What the config says of the checkpoints before they are listed, where it says their stems' geometry: a
+        spec per patch basis they need. Those bases are planned at start-up, so they are computed while the listing
+        job runs, and a config whose stems cannot fit the data is refused before any job. None by default: the
+        bases are then planned from the listing once it is written, in the same run."""
+        return []
+
+    @property
+    def lists_every_run(self) -> bool:
+        """Whether its listing job runs again on every run (the Hub source's `refresh: true`), not only when the
+        zoo's config changes."""
+        return False
 
     @property
     def listing_path(self) -> str:
