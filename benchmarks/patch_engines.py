@@ -47,7 +47,8 @@ wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 children = resource.getrusage(resource.RUSAGE_CHILDREN)
 basis.save({output!r})
 print(json.dumps({{"wall": wall, "cpu": cpu + children.ru_utime + children.ru_stime,
-                  "engines": basis.meta.get("engines"), "images": basis.n_images}}))
+                  "engines": basis.meta.get("engines"), "images": basis.n_images,
+                  "package": sys.modules["firstlayer_zoo"].__file__}}))
 """
 
 CIFAR_JOB = """
@@ -56,9 +57,12 @@ sys.path.insert(0, {scripts!r})
 sys.path.insert(0, {benchmarks!r})
 import numpy as np, torch
 torch.set_num_threads(1)
-from patch_stats import smooth_images
+import firstlayer_zoo
 from firstlayer_zoo.patchstats import PatchMoments, basis_from_moments
 from firstlayer_zoo.preprocessing import Preprocessing
+# After the package: patch_stats puts this checkout's scripts/ first on sys.path, which must not decide which
+# package a baseline measures.
+from patch_stats import smooth_images
 images = np.concatenate([smooth_images(5000, 32, 32, seed) for seed in range({images} // 5000)])
 tensor = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 wall, cpu = time.perf_counter(), time.process_time()
@@ -69,7 +73,7 @@ basis = basis_from_moments(moments, Preprocessing().mean, Preprocessing().std)
 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
 basis.save({output!r})
 print(json.dumps({{"wall": wall, "cpu": cpu, "engines": getattr(moments, "engine_use", None),
-                  "images": basis.n_images}}))
+                  "images": basis.n_images, "package": firstlayer_zoo.__file__}}))
 """
 
 
@@ -79,7 +83,10 @@ def measure(job: str, checkout: Path, output: Path, **values) -> dict:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{checkout}: {result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    if not Path(found["package"]).resolve().is_relative_to(checkout.resolve()):
+        raise SystemExit(f"measuring {checkout}, the job imported the package at {found['package']}")
+    return found
 
 
 def identical(first: Path, second: Path) -> bool:

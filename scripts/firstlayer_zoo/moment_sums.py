@@ -70,7 +70,9 @@ def centred(images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def pixel_prefix_sums(images: torch.Tensor) -> torch.Tensor:
     """(c, H + 1, W + 1) int64: Q[c, y, x] = sum over the batch and over rows < y, columns < x of v - 128."""
     n = images.shape[0]
-    total = images.sum(0, dtype=torch.int64) - PIXEL_OFFSET * n
+    # Over a flat view into int32 where it cannot overflow: four times faster than torch's strided sum into int64.
+    exact = torch.int32 if n * 255 < 2**31 else torch.int64
+    total = images.reshape(n, -1).sum(0, dtype=exact).reshape(images.shape[1:]).to(torch.int64) - PIXEL_OFFSET * n
     return torch.nn.functional.pad(total.cumsum(1).cumsum(2), (1, 0, 1, 0))
 
 
