@@ -12,11 +12,29 @@ from firstlayer_zoo.records import CheckpointSpec
 from firstlayer_zoo.registry import Registry
 from firstlayer_zoo.zoo_sources.base import GeometryCache
 from firstlayer_zoo.zoo_sources import ZOO_SOURCES
+from firstlayer_zoo.zoo_sources.local_files import FolderSource
 from import_graph import import_graph, module_name
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "scripts" / "firstlayer_zoo"
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ListedFolder(FolderSource):
+    """A folder whose files are found by its listing job, not at planning (as a Hub listing finds repositories);
+    nothing is known of their stems before the listing (ZooSource.planned_specs' default)."""
+
+    source = "listed_folder"
+    listed_by_job = True
+
+    def checkpoints(self):
+        return []
+
+    def list_checkpoints(self):
+        return [spec.to_dict() for spec in super().checkpoints()]
+
+    def listed_spec(self, entry):
+        return CheckpointSpec.from_dict(entry)
 
 
 def schema_sources(definition: str) -> set[str]:
@@ -183,22 +201,7 @@ def test_a_basis_keeps_its_file_when_a_listing_adds_a_kernel_size_of_its_preproc
     from safetensors.torch import save_file
 
     from firstlayer_zoo.plan import Study
-    from firstlayer_zoo.records import CheckpointSpec
-    from firstlayer_zoo.zoo_sources.local_files import FolderSource
     from hostile_corpus import STEM_KEY, stem_weights
-
-    class ListedFolder(FolderSource):
-        source = "listed_folder_k3"
-        listed_by_job = True
-
-        def checkpoints(self):
-            return []
-
-        def list_checkpoints(self):
-            return [spec.to_dict() for spec in super().checkpoints()]
-
-        def listed_spec(self, entry):
-            return CheckpointSpec.from_dict(entry)
 
     monkeypatch.setitem(ZOO_SOURCES, ListedFolder.source, ListedFolder)
     for folder, shape in (("k5", (8, 3, 5, 5)), ("k3", (8, 3, 3, 3))):
@@ -278,26 +281,6 @@ def test_any_source_listed_by_a_job_is_planned_from_its_listing_with_no_rule_of_
 
     from firstlayer_zoo.limits import Limits
     from firstlayer_zoo.plan import Study
-    from firstlayer_zoo.records import CheckpointSpec
-    from firstlayer_zoo.zoo_sources.local_files import FolderSource
-
-    class ListedFolder(FolderSource):
-        """Files found by the job, not at planning (as a Hub listing would find repositories)."""
-
-        source = "listed_folder"
-        listed_by_job = True
-
-        def checkpoints(self):
-            return []
-
-        def list_checkpoints(self):
-            return [spec.to_dict() for spec in super().checkpoints()]
-
-        def listed_spec(self, entry):
-            return CheckpointSpec.from_dict(entry)
-
-        def planned_specs(self):
-            return []  # nothing is known of their stems before the listing
 
     monkeypatch.setitem(ZOO_SOURCES, ListedFolder.source, ListedFolder)
     options = {**folder_zoo_of_one_file(tmp_path).options, "source": ListedFolder.source}
