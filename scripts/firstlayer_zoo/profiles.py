@@ -132,13 +132,8 @@ def output_autocorrelation(filters: np.ndarray, covariance: np.ndarray, cross_co
         return np.zeros(0)  # a basis measured at no offset (analysis.autocorrelation_offsets: [])
     filters = np.asarray(filters, dtype=np.float64)
     # Quadratic forms through matrix products: a three-operand einsum runs unblocked, 50x slower at p = 3,072.
-    variance = _quadratic_forms(filters, covariance)
-    live = variance > RELATIVE_EIGENVALUE_FLOOR * variance.max(initial=0.0)
-    if not np.any(live):
-        return np.full(len(cross_covariances), np.nan)
-    live_filters = filters[live]
-    at_offsets = np.stack([_quadratic_forms(live_filters, cross) for cross in cross_covariances])
-    return np.mean(at_offsets / variance[live], axis=1)
+    return _mean_autocorrelation(_quadratic_forms(filters, covariance), cross_covariances,
+                                 lambda live, cross: _quadratic_forms(filters[live], cross))
 
 
 def data_autocorrelation(covariance: np.ndarray, cross_covariances: np.ndarray) -> np.ndarray:
@@ -146,12 +141,16 @@ def data_autocorrelation(covariance: np.ndarray, cross_covariances: np.ndarray) 
     the diagonals alone, equal to it bit for bit: an identity row's quadratic form is one term."""
     if len(cross_covariances) == 0:
         return np.zeros(0)
-    variance = np.diagonal(covariance)
+    return _mean_autocorrelation(np.diagonal(covariance), cross_covariances,
+                                 lambda live, cross: np.diagonal(cross)[live])
+
+
+def _mean_autocorrelation(variance: np.ndarray, cross_covariances: np.ndarray, at_offset) -> np.ndarray:
+    """The mean over filters whose output variance is not negligible of at_offset(live, C(d)) / variance."""
     live = variance > RELATIVE_EIGENVALUE_FLOOR * variance.max(initial=0.0)
     if not np.any(live):
         return np.full(len(cross_covariances), np.nan)
-    at_offsets = np.stack([np.diagonal(cross)[live] for cross in cross_covariances])
-    return np.mean(at_offsets / variance[live], axis=1)
+    return np.mean(np.stack([at_offset(live, cross) for cross in cross_covariances]) / variance[live], axis=1)
 
 
 def _quadratic_forms(filters: np.ndarray, matrix: np.ndarray) -> np.ndarray:
