@@ -1,7 +1,10 @@
 """Bases of one (dataset, preprocessing) come from one reading of its images into one file; a kernel size added
 later gets a file of its own, and nothing already computed is computed again."""
 
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -96,3 +99,15 @@ def test_adding_a_kernel_size_to_a_known_preprocessing_computes_only_its_basis(t
     assert basis.kernel_size == 7 and basis.n_images == 3
     log = (tmp_path / "results" / "logs" / "patch_statistics" / "photos" / done.parent.name / "k7_c3.log").read_text()
     assert re.search(r"k=7: engine \w+ on \d images: 48x\d+ images, k=7: about", log)
+
+
+def test_a_basis_does_not_depend_on_its_jobs_blas_threads():
+    """A job's BLAS threads are its Snakemake threads, which follow its bases' cost: the eigenvectors must not."""
+    program = ("import hashlib, numpy as np; from firstlayer_zoo.basis import eigendecomposition; "
+               "a = np.random.default_rng(0).standard_normal((768, 800)); "
+               "values, vectors = eigendecomposition(a @ a.T); "
+               "print(hashlib.sha256(values.tobytes() + vectors.tobytes()).hexdigest())")
+    digests = {threads: subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True,
+                                       env={**os.environ, "OPENBLAS_NUM_THREADS": threads}).stdout
+               for threads in ("1", "2")}
+    assert digests["1"] == digests["2"] and len(digests["1"]) == 65

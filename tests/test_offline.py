@@ -5,7 +5,6 @@ import socket
 
 import numpy as np
 import pytest
-import torch
 
 from firstlayer_zoo.downloads import DownloadError, RetryPolicy, download
 from firstlayer_zoo.records import CheckpointSpec

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from firstlayer_zoo.moment_sums import DIRECTIONS
-from firstlayer_zoo.patchstats import ENGINES, PatchMoments, choose_engine, exact_centred
+from firstlayer_zoo.patchstats import ENGINES, PatchMoments, choose_engine, exact_centred, statistics_threads
+from firstlayer_zoo.preprocessing import Preprocessing
 
 # Offsets up to 40: wider than some of the images below, so some pairs exist along one direction only,
 # and some not at all.
@@ -71,6 +72,19 @@ def test_auto_takes_patches_for_small_kernels_on_small_images_and_lags_for_large
     moments = PatchMoments(16, 3, offsets=(2,))
     moments.update(torch.zeros((2, 3, 40, 40), dtype=torch.uint8))
     assert set(moments.engine_use) == {"lags"} and "engine lags on 2 images" in moments.describe_engines()
+
+
+def test_a_cheap_basis_takes_one_thread_and_a_costly_one_every_thread_it_may():
+    timm_224 = Preprocessing(resize=256, crop=224)
+    offsets = (2, 5, 10)
+    # The photos at 3x3 (a timm zoo plans a hundred such bases): start-up dominates, one thread.
+    assert statistics_threads(timm_224, [3], 7, offsets, most=4) == 1
+    assert statistics_threads(timm_224, [3, 4, 7], 7, offsets, most=4) == 1
+    # The same photos at 32x32, or 50,000 CIFAR images at 3x3: work worth every thread.
+    assert statistics_threads(timm_224, [3, 32], 7, offsets, most=4) == 4
+    assert statistics_threads(Preprocessing(crop=32), [3], 50_000, offsets, most=4) == 4
+    # Images of no fixed size: the work is unknown, so every thread.
+    assert statistics_threads(Preprocessing(resize=256), [3], 7, offsets, most=4) == 4
 
 
 def test_an_unknown_engine_is_refused_naming_the_choices():

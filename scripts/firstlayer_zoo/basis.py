@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .atomic import write_npz
 
@@ -112,8 +113,13 @@ def save_bases(path: str | Path, bases: list[PatchBasis]) -> None:
 
 
 def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues descending (rounding negatives clipped to 0), each vector's largest entry positive."""
-    values, vectors = np.linalg.eigh(covariance)
+    """Eigenvalues descending (rounding negatives clipped to 0), each vector's largest entry positive.
+
+    LAPACK on one thread: with two its eigenvectors differ in the last bits, and a job's BLAS threads are its
+    Snakemake threads, so a basis would depend on how many threads its job was given.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
     pivot = np.argmax(np.abs(vectors), axis=0)

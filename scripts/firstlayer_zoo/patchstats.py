@@ -45,6 +45,10 @@ ENGINES = {engine.name: engine for engine in (PatchGram, LagProducts)}
 LAGS_ADVANTAGE = 2.0
 # Integers up to 2^53 are exact in float64; every accumulated sum must stay below.
 EXACT_FLOAT64 = 2**53
+# Work below which a patch_statistics job takes one thread, in multiply-adds (about 2 s at the engines' 1e10 a
+# second): its few seconds of start-up then dominate, and two such jobs side by side finish sooner than one at a
+# time with two threads each (a zoo plans a hundred such bases).
+ONE_THREAD_WORK = 2e10
 # v - 128 lies in -128..127: a sum over n patches is at most 128 n, a sum of products at most 128^2 n.
 LARGEST_CENTRED_PIXEL = 128
 FAULTS = {1: "non-finite values (NaN or Inf)", 2: "non-integral values",
@@ -67,6 +71,19 @@ def choose_engine(height: int, width: int, kernel_size: int, in_chans: int, offs
     name = "lags" if patches > LAGS_ADVANTAGE * lags else "patches"
     return name, (f"{height}x{width} images, k={kernel_size}: about {patches:.2g} multiply-adds an image for "
                   f"patches, {lags:.2g} for lags")
+
+
+def statistics_threads(preprocessing: Preprocessing, kernel_sizes: Sequence[int], n_images: int,
+                       offsets: tuple[int, ...], most: int) -> int:
+    """Threads for a job computing these bases: one where their work (by the cheaper engine's cost, at the crop's
+    size) is below ONE_THREAD_WORK, else `most`; `most` where the images' size is not fixed by a crop."""
+    if preprocessing.crop is None:
+        return most
+    side = preprocessing.crop
+    work = n_images * sum(min(PatchGram.cost(side, side, k, preprocessing.in_chans, offsets),
+                              LagProducts.cost(side, side, k, preprocessing.in_chans, offsets))
+                          for k in kernel_sizes)
+    return 1 if work < ONE_THREAD_WORK else most
 
 
 def exact_centred(outer: torch.Tensor, first: torch.Tensor, second: torch.Tensor, count: int) -> np.ndarray:

@@ -119,6 +119,20 @@ def basis_kernel_sizes(wildcards):
     return list(kernel_sizes(wildcards.kernels))
 
 
+def basis_threads(wildcards, input):
+    """A real run calls this once the dataset's manifest exists; a dry run may call it before, and is then told
+    the configured threads."""
+    if not Path(input[0]).exists():
+        return STUDY.analysis.statistics_threads
+    # Imports torch: here only when a patch_statistics job is about to run, never when planning.
+    from firstlayer_zoo.dataset_sources.base import prepared_indices
+    from firstlayer_zoo.patchstats import statistics_threads
+
+    return statistics_threads(STUDY.preprocessing[wildcards.prep], kernel_sizes(wildcards.kernels),
+                              len(prepared_indices(input[0])), tuple(STUDY.analysis.autocorrelation_offsets),
+                              STUDY.analysis.statistics_threads)
+
+
 def all_listed():
     """Wait for every zoo listed by a job: the bases its checkpoints need are planned from its listing."""
     for zoo in STUDY.listed_by_job:

@@ -17,7 +17,7 @@ rule patch_statistics:
         "../../envs/torch.yaml"
     # Every shard waits for its bases: compute them while checkpoints are still being trained or fetched.
     priority: 10
-    threads: STUDY.analysis.statistics_threads
+    threads: basis_threads
     resources:
         mem_mb=8000,
         runtime=240,

@@ -191,7 +191,6 @@ class TorchHubSource(ZooSource):
 
     @classmethod
     def load_stem(cls, spec: CheckpointSpec) -> Stem:
-        extra = spec.extra
         model = cls._model(spec)
         first_conv, conv = ((spec.first_conv, model.get_submodule(spec.first_conv)) if spec.first_conv
                             else torch_stem(model))
