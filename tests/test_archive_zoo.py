@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from firstlayer_zoo.zoo_sources.archive import ArchiveSource
-from firstlayer_zoo.downloads import DownloadError
+from firstlayer_zoo.downloads import DownloadError, RetryPolicy
 from firstlayer_zoo.zoo_sources import extract_stem
 from loopback import LoopbackServer
 
@@ -67,8 +67,10 @@ def test_archive_is_indexed_with_seeds_epochs_and_hyperparameters(tmp_path, serv
     np.testing.assert_allclose(stem.init, stems[(2, 0)], rtol=1e-6)
 
 
-def test_archive_with_a_wrong_checksum_is_never_unpacked(tmp_path, served_archive):
+def test_archive_with_a_wrong_checksum_is_never_unpacked(tmp_path, served_archive, monkeypatch):
     _, url, _, _ = served_archive
+    # A mismatch is retried as a corrupted transfer would be; the backoff between attempts is not under test.
+    monkeypatch.setattr(RetryPolicy, "delay", lambda policy, attempt: 0.01)
     source = ArchiveSource("mz", archive_options(url, "0" * 64), str(tmp_path / "results"), cache=None)
     with pytest.raises(DownloadError, match="sha256"):
         source.list_checkpoints(log=lambda _: None)

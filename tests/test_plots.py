@@ -7,6 +7,7 @@ from matplotlib.collections import PathCollection, QuadMesh
 from firstlayer_zoo import plots
 from firstlayer_zoo.settings import ConsistencySettings
 from firstlayer_zoo.tables import consistency_tables
+from plot_checks import overlapping_texts
 from synthetic_tables import synthetic_tables
 
 
@@ -98,3 +99,29 @@ def test_a_whole_zoo_is_drawn_in_few_panels_and_few_arch_groups(drawn):
     labels = [text.get_text() for text in axis.get_legend().get_texts()]
     assert len(labels) == plots.MOST_ARCHS and f"{30 - plots.MOST_ARCHS + 1} other archs" in labels
     assert sum(patch.get_height() for patch in axis.patches) == 30
+
+
+def test_a_whole_zoos_paper_comparison_has_one_row_per_quantity_with_every_setting_a_dot(drawn):
+    """A zoo's table has a row per arch and quantity; the figure one per quantity and paper setting."""
+    rng = np.random.default_rng(3)
+    quantities = {"fit r of the analytic profile": 0.94, "other seed": 0.9}
+    table = pd.DataFrame([
+        {"quantity": quantity, "paper_setting": "VGG-11, true labels, W - W0; cifar10; Chowers & Weiss (2023)",
+         "setting": f"arch_{index:02d}, labels unknown, W; photos", "paper_value": value, "paper_std": 0.01,
+         "measured": rng.uniform(-1, 1), "measured_std": np.nan, "n": 1}
+        for quantity, value in quantities.items() for index in range(plots.MOST_COMPARISON_ROWS)])
+    plots.plot_paper_comparison(table, "paper_comparison")
+    figure = drawn["paper_comparison"]
+    (axis,) = figure.axes
+    labels = [label.get_text() for label in axis.get_yticklabels()]  # row 0 at the top
+    assert [label.split("\n")[0] for label in labels] == list(quantities)
+    assert all(label.endswith(f"here: {plots.MOST_COMPARISON_ROWS} settings (each a row of the table)")
+               for label in labels)
+    (paper,) = axis.containers
+    np.testing.assert_allclose(np.asarray(paper.lines[0].get_xdata(), dtype=float), list(quantities.values()))
+    *dots, medians = [collection for collection in axis.collections if isinstance(collection, PathCollection)]
+    for row, (dot, (_, group)) in enumerate(zip(dots, table.groupby("quantity", sort=False))):
+        np.testing.assert_allclose(dot.get_offsets()[:, 0], group["measured"])
+        np.testing.assert_allclose(dot.get_offsets()[:, 1], len(quantities) - 1 - row - 0.15)
+    np.testing.assert_allclose(medians.get_offsets()[:, 0], table.groupby("quantity", sort=False)["measured"].median())
+    assert figure.get_size_inches()[1] < 3 and overlapping_texts(figure) == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +31,9 @@ LEGEND_VALUES = 12  # values of each group named in the consistency legend; the 
 # dataset, kernel size and channel count.
 MOST_ARCHS = 10
 MOST_PANELS = 12
+# Rows of the paper comparison (one per quantity and setting of ours: a whole zoo has one per arch, 1,300); past
+# these, one row per quantity and paper setting.
+MOST_COMPARISON_ROWS = 24
 # Filter pictures' spacing along a row of the filters figure, in pictures: a gap of a fifth of one between two.
 PICTURE_PITCH = 1.2
 
@@ -529,22 +534,26 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
 
 def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
     """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n), each
-    row naming both settings: the paper's checkpoints and dataset, and the study's own."""
+    row naming both settings: the paper's checkpoints and dataset, and the study's own; past MOST_COMPARISON_ROWS
+    rows, one row per quantity and paper setting (_paper_comparison_by_quantity)."""
     if table.empty:
         draw_nothing_to_show(path, "none of the paper's quantities in this study\n(seeds of one architecture, true "
                                    "and random labels,\ntwo architectures, a known initialisation, fits)")
         return
-    figure, axis = plt.subplots(figsize=(8, 0.6 * len(table) + 1.2))
-    rows = np.arange(len(table))[::-1]
-    axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
-                  capsize=3, label="paper, in its setting")
-    axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s", color="tab:blue",
-                  capsize=3, label="this study, in its own")
-    labels = [f"{quantity}\npaper: {paper.rsplit('; ', 1)[0]}\nhere: {ours.rsplit('; ', 1)[0]}; n = {n}"
-              for quantity, paper, ours, n in zip(table["quantity"], table["paper_setting"], table["setting"],
-                                                  table["n"])]
-    axis.set_yticks(rows, labels, fontsize=6)
-    axis.set_ylim(-0.6, len(table) - 0.4)
+    if len(table) > MOST_COMPARISON_ROWS:
+        figure, axis = _paper_comparison_by_quantity(table)
+    else:
+        figure, axis = plt.subplots(figsize=(8, 0.6 * len(table) + 1.2))
+        rows = np.arange(len(table))[::-1]
+        axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
+                      capsize=3, label="paper, in its setting")
+        axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s",
+                      color="tab:blue", capsize=3, label="this study, in its own")
+        labels = [f"{quantity}\npaper: {paper.rsplit('; ', 1)[0]}\nhere: {ours.rsplit('; ', 1)[0]}; n = {n}"
+                  for quantity, paper, ours, n in zip(table["quantity"], table["paper_setting"], table["setting"],
+                                                      table["n"])]
+        axis.set_yticks(rows, labels, fontsize=6)
+    axis.set_ylim(-0.6, len(axis.get_yticks()) - 0.4)
     axis.axvline(0, color="grey", linewidth=0.5)
     axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
     axis.legend(loc="best", fontsize=7)
@@ -553,17 +562,37 @@ def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
     save(figure, path)
 
 
+def _paper_comparison_by_quantity(table: pd.DataFrame):
+    """One row per quantity and paper setting: the paper's number (black) beside each of our settings' values
+    (dots) and their median (square); the table keeps every setting's row."""
+    groups = [group for _, group in table.groupby(["quantity", "paper_setting"], sort=False)]
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(groups) + 1.2))
+    rows = np.arange(len(groups))[::-1]
+    firsts = pd.DataFrame([group.iloc[0] for group in groups])
+    axis.errorbar(firsts["paper_value"], rows + 0.15, xerr=firsts["paper_std"].fillna(0), fmt="o", color="black",
+                  capsize=3, label="paper, in its setting")
+    for row, group in zip(rows, groups):
+        axis.scatter(group["measured"], np.full(len(group), row - 0.15), s=6, color="tab:blue", alpha=0.3,
+                     linewidths=0)
+    axis.scatter([group["measured"].median() for group in groups], rows - 0.15, marker="s", color="tab:blue",
+                 label="this study: the median of its settings (dots: each)")
+    labels = [f"{group['quantity'].iloc[0]}\npaper: {group['paper_setting'].iloc[0].rsplit('; ', 1)[0]}\n"
+              f"here: {len(group)} settings (each a row of the table)" for group in groups]
+    axis.set_yticks(rows, labels, fontsize=6)
+    return figure, axis
+
+
 def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
                bases: dict[str, tuple[str, int]], outputs: dict[str, tuple[str, str]], heatmap_checkpoints: int,
-               filter_checkpoints: int) -> dict[str, tuple[int, int]]:
+               filter_checkpoints: int, workers: int = 1) -> dict[str, tuple[int, int]]:
     """Per basis (slug: its file and kernel size), the consistency heatmap and the filters as pictures, to
     outputs[slug] = (heatmap, filters); `analyses` are the shard files. Returns {slug: (checkpoints, drawn as filters)}.
 
     Filters are chosen from every analysis read without its filter arrays; only the chosen few's shards are
-    read again, with them.
+    read again, with them. Up to `workers` processes draw the bases side by side (a whole timm zoo has 170
+    bases, about a second each).
     """
     from .analysis import FILTER_ARRAYS
-    from .basis import PatchBasis
     from .shards import load_analyses
 
     by_basis: dict[str, dict] = {slug: {} for slug in bases}
@@ -572,20 +601,33 @@ def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.
             basis = analysis.checkpoint.basis
             if basis is not None and basis.slug in by_basis:
                 by_basis[basis.slug][analysis.checkpoint.id] = (path, analysis)
-    counts = {}
-    for slug, (basis_path, kernel_size) in bases.items():
-        heatmap, pictures = outputs[slug]
-        plot_consistency(checkpoints, consistency, groups, slug, heatmap, heatmap_checkpoints)
-        members = by_basis[slug]
-        chosen = {analysis.checkpoint.id for analysis in choose_for_pictures(
-            [analysis for _, analysis in members.values()], filter_checkpoints)}
-        with_filters = [analysis for path in sorted({members[name][0] for name in chosen})
-                        for analysis in load_analyses(path) if analysis.checkpoint.id in chosen]
-        basis = PatchBasis.load(basis_path, kernel_size)
-        plot_filters(with_filters, basis.eigenvectors, basis.kernel_size, basis.in_chans, slug, filter_checkpoints,
-                     pictures)
-        counts[slug] = (len(members), len(with_filters))
-    return counts
+    tasks = [(checkpoints[checkpoints["basis"] == slug], consistency[consistency["basis"] == slug],
+              groups[groups["basis"] == slug], slug, *bases[slug], outputs[slug], by_basis[slug],
+              heatmap_checkpoints, filter_checkpoints) for slug in bases]
+    workers = min(workers, len(tasks))
+    if workers < 2:
+        return dict(_plot_basis(*task) for task in tasks)
+    # Spawned, not forked: the parent's pyarrow and BLAS threads do not survive a fork.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return dict(pool.map(_plot_basis, *zip(*tasks)))
+
+
+def _plot_basis(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, slug: str,
+                basis_path: str, kernel_size: int, paths: tuple[str, str], members: dict, heatmap_checkpoints: int,
+                filter_checkpoints: int) -> tuple[str, tuple[int, int]]:
+    from .basis import PatchBasis
+    from .shards import load_analyses
+
+    heatmap, pictures = paths
+    plot_consistency(checkpoints, consistency, groups, slug, heatmap, heatmap_checkpoints)
+    chosen = {analysis.checkpoint.id for analysis in choose_for_pictures(
+        [analysis for _, analysis in members.values()], filter_checkpoints)}
+    with_filters = [analysis for path in sorted({members[name][0] for name in chosen})
+                    for analysis in load_analyses(path) if analysis.checkpoint.id in chosen]
+    basis = PatchBasis.load(basis_path, kernel_size)
+    plot_filters(with_filters, basis.eigenvectors, basis.kernel_size, basis.in_chans, slug, filter_checkpoints,
+                 pictures)
+    return slug, (len(members), len(with_filters))
 
 
 def plot_study(tables: dict[str, pd.DataFrame], outputs: dict[str, str], fit_examples: int) -> None:

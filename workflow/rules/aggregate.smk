@@ -109,7 +109,9 @@ rule plot_bases:
         filter_checkpoints=STUDY.plots.filter_checkpoints,
     conda:
         "../../envs/analysis.yaml"
-    threads: 1
+    # Processes drawing bases side by side (a whole timm zoo has 170 bases, about a second each); Snakemake
+    # gives no more than --cores.
+    threads: 4
     resources:
         mem_mb=8000,
         runtime=60,
