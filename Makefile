@@ -20,5 +20,9 @@ run: $(VENV)/.installed
 report: $(VENV)/.installed
 	$(VENV)/bin/snakemake --report results/report.html
 
+# Two pytest workers, each taking whole test files (their module fixtures run once): most tests wait on
+# subprocesses and start-up rather than on the CPU.
+TEST_WORKERS ?= 2
+
 test: $(VENV)/.installed
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile

@@ -12,7 +12,7 @@ import yaml
 
 from firstlayer_zoo.paths import StudyPaths
 from test_envs import RULES, pinned
-from workflow_helpers import ROOT, snakemake, write_config
+from workflow_helpers import ROOT, planned_job, snakemake, write_config
 
 PROFILE = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())
 
@@ -86,7 +86,7 @@ def dry_run_dir(tmp_path_factory) -> Path:
 def test_patch_statistics_asks_for_a_gpu_when_the_config_wants_cuda(dry_run_dir: Path, device, gpus):
     config = write_config(dry_run_dir / f"{device}.yaml", {"analysis": {"statistics_device": device}})
     result = snakemake(dry_run_dir, "--dry-run", "--cores", "2", config=config)
-    job = (result.stdout + result.stderr).split("rule patch_statistics:")[1].split("\n\n")[0]
+    job = planned_job(result.stdout + result.stderr, "patch_statistics")
     assert re.search(r"resources: .*\bgpu=(\d+)", job).group(1) == gpus
 
 

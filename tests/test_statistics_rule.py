@@ -1,21 +1,11 @@
-"""The patch_statistics rule declares a GPU to the scheduler exactly when the config asks for cuda, and as many
-threads as its bases' work is worth."""
+"""The patch_statistics rule asks for as many threads as its bases' work is worth (its GPU request:
+test_cluster_profile.py)."""
 
 import re
 
-import pytest
 import yaml
 
-from workflow_helpers import TINY_CONFIG, snakemake, write_config
-
-
-@pytest.mark.parametrize("device,gpus", [("cuda", 1), ("auto", 0), ("cpu", 0)])
-def test_statistics_rule_declares_a_gpu_only_for_cuda(tmp_path, device, gpus):
-    config = write_config(tmp_path / "config.yaml", {"analysis": {"statistics_device": device}})
-    result = snakemake(tmp_path, "--dry-run", config=config)
-    job = result.stdout[result.stdout.index("rule patch_statistics:"):]
-    resources = re.search(r"resources: (.*)", job).group(1)
-    assert f"gpu={gpus}," in resources
+from workflow_helpers import TINY_CONFIG, planned_job, snakemake, write_config
 
 
 def test_statistics_rule_gives_a_cheap_basis_one_thread_once_the_dataset_is_counted(tmp_path):
@@ -25,8 +15,7 @@ def test_statistics_rule_gives_a_cheap_basis_one_thread_once_the_dataset_is_coun
 
     def planned_threads():
         plan = snakemake(tmp_path, "--dry-run", "--cores", "2", config=config).stdout
-        job = plan[plan.index("rule patch_statistics:"):].split("\n\n")[0]
-        found = re.search(r"threads: (\d+)", job)
+        found = re.search(r"threads: (\d+)", planned_job(plan, "patch_statistics"))
         return int(found.group(1)) if found else 1  # Snakemake leaves out a job's single thread
 
     # Until the manifest exists the work is unknown: a dry run shows the configured threads.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -39,3 +40,10 @@ def write_config(path: Path, changes: dict, base: Path = TINY_CONFIG) -> Path:
     config.update(changes)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def planned_job(output: str, rule: str) -> str:
+    """A dry run's lines for the first job of `rule`: those indented under its header (jobs follow each other
+    without a blank line)."""
+    _, *lines = output[output.index(f"rule {rule}:"):].splitlines()
+    return "\n".join(itertools.takewhile(lambda line: line.startswith("    "), lines))
