@@ -535,51 +535,40 @@ def plot_filters(analyses: list, eigenvectors: np.ndarray, kernel_size: int, in_
 def plot_paper_comparison(table: pd.DataFrame, path: str | Path) -> None:
     """Each of the paper's numbers (black, +- its std where it gives one) beside ours (blue, +- std over n), each
     row naming both settings: the paper's checkpoints and dataset, and the study's own; past MOST_COMPARISON_ROWS
-    rows, one row per quantity and paper setting (_paper_comparison_by_quantity)."""
+    rows, one row per quantity and paper setting, with each of the study's settings a dot and their median."""
     if table.empty:
         draw_nothing_to_show(path, "none of the paper's quantities in this study\n(seeds of one architecture, true "
                                    "and random labels,\ntwo architectures, a known initialisation, fits)")
         return
-    if len(table) > MOST_COMPARISON_ROWS:
-        figure, axis = _paper_comparison_by_quantity(table)
-    else:
-        figure, axis = plt.subplots(figsize=(8, 0.6 * len(table) + 1.2))
-        rows = np.arange(len(table))[::-1]
-        axis.errorbar(table["paper_value"], rows + 0.15, xerr=table["paper_std"].fillna(0), fmt="o", color="black",
-                      capsize=3, label="paper, in its setting")
+    # Past MOST_COMPARISON_ROWS, one row per quantity and paper setting, each of ours a dot.
+    groups = ([group for _, group in table.groupby(["quantity", "paper_setting"], sort=False)]
+              if len(table) > MOST_COMPARISON_ROWS else None)
+    paper = table if groups is None else pd.DataFrame([group.iloc[0] for group in groups])
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(paper) + 1.2))
+    rows = np.arange(len(paper))[::-1]
+    axis.errorbar(paper["paper_value"], rows + 0.15, xerr=paper["paper_std"].fillna(0), fmt="o", color="black",
+                  capsize=3, label="paper, in its setting")
+    if groups is None:
         axis.errorbar(table["measured"], rows - 0.15, xerr=table["measured_std"].fillna(0), fmt="s",
                       color="tab:blue", capsize=3, label="this study, in its own")
-        labels = [f"{quantity}\npaper: {paper.rsplit('; ', 1)[0]}\nhere: {ours.rsplit('; ', 1)[0]}; n = {n}"
-                  for quantity, paper, ours, n in zip(table["quantity"], table["paper_setting"], table["setting"],
-                                                      table["n"])]
-        axis.set_yticks(rows, labels, fontsize=6)
-    axis.set_ylim(-0.6, len(axis.get_yticks()) - 0.4)
+        heres = [f"{ours.rsplit('; ', 1)[0]}; n = {n}" for ours, n in zip(table["setting"], table["n"])]
+    else:
+        for row, group in zip(rows, groups):
+            axis.scatter(group["measured"], np.full(len(group), row - 0.15), s=6, color="tab:blue", alpha=0.3,
+                         linewidths=0)
+        axis.scatter([group["measured"].median() for group in groups], rows - 0.15, marker="s", color="tab:blue",
+                     label="this study: the median of its settings (dots: each)")
+        heres = [f"{len(group)} settings (each a row of the table)" for group in groups]
+    labels = [f"{quantity}\npaper: {setting.rsplit('; ', 1)[0]}\nhere: {here}"
+              for quantity, setting, here in zip(paper["quantity"], paper["paper_setting"], heres)]
+    axis.set_yticks(rows, labels, fontsize=6)
+    axis.set_ylim(-0.6, len(rows) - 0.4)
     axis.axvline(0, color="grey", linewidth=0.5)
     axis.set(xlim=(-1.05, 1.05), xlabel="Pearson r")
     axis.legend(loc="best", fontsize=7)
     axis.set_title("The paper's numbers beside this study's (each row: the paper's setting, then this study's)",
                    fontsize=9)
     save(figure, path)
-
-
-def _paper_comparison_by_quantity(table: pd.DataFrame):
-    """One row per quantity and paper setting: the paper's number (black) beside each of our settings' values
-    (dots) and their median (square); the table keeps every setting's row."""
-    groups = [group for _, group in table.groupby(["quantity", "paper_setting"], sort=False)]
-    figure, axis = plt.subplots(figsize=(8, 0.6 * len(groups) + 1.2))
-    rows = np.arange(len(groups))[::-1]
-    firsts = pd.DataFrame([group.iloc[0] for group in groups])
-    axis.errorbar(firsts["paper_value"], rows + 0.15, xerr=firsts["paper_std"].fillna(0), fmt="o", color="black",
-                  capsize=3, label="paper, in its setting")
-    for row, group in zip(rows, groups):
-        axis.scatter(group["measured"], np.full(len(group), row - 0.15), s=6, color="tab:blue", alpha=0.3,
-                     linewidths=0)
-    axis.scatter([group["measured"].median() for group in groups], rows - 0.15, marker="s", color="tab:blue",
-                 label="this study: the median of its settings (dots: each)")
-    labels = [f"{group['quantity'].iloc[0]}\npaper: {group['paper_setting'].iloc[0].rsplit('; ', 1)[0]}\n"
-              f"here: {len(group)} settings (each a row of the table)" for group in groups]
-    axis.set_yticks(rows, labels, fontsize=6)
-    return figure, axis
 
 
 def plot_bases(checkpoints: pd.DataFrame, consistency: pd.DataFrame, groups: pd.DataFrame, analyses: list,
