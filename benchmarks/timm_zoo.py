@@ -285,14 +285,14 @@ def report(workdir: Path, rows: list[dict], hub: HubImitation, run: dict, slowes
             engines = set()
             for job in group:
                 wild = job["wildcards"]
-                log = paths.log("patch_statistics", wild["dataset"], wild["prep"], f"k{wild['kernels']}_c{wild['c']}")
+                log = paths.log("patch_statistics", wild["dataset"], wild["pixels"], f"k{wild['kernels']}_c{wild['c']}")
                 engines |= engines_of(Path(log)).get(kernel, set())
             sets = sorted({job["wildcards"]["kernels"] for job in group}, key=lambda s: (len(s), s))
             seconds = [job["seconds"] for job in group]
             print(f"  {kernel:>3} {len(group):>5} {sum(seconds):>7.0f} {statistics.median(seconds):>9.0f} "
                   f"{max(seconds):>6.0f}  {','.join(sorted(engines)) or '?':<14} {' '.join(sets)}")
         print(f"  all {len(stats):>4} {sum(job['seconds'] for job in stats):>7.0f}")
-        print("  bases per kernel size: " + ", ".join(
+        print("  statistics per kernel size (one a pixel pipeline): " + ", ".join(
             f"k{size} {count}" for size, count in sorted(
                 {size: sum(size in job["sizes"] for job in stats) for job in stats for size in job["sizes"]}.items())))
 

@@ -1,14 +1,14 @@
-"""Rule patch_statistics: the exact patch bases of one (dataset, preprocessing) at its kernel sizes, from one
-reading of its images."""
+"""Rule patch_statistics: the exact pixel statistics of one (dataset, pixel pipeline) at its kernel sizes, from
+one reading of its images."""
 
 from pathlib import Path
 
 import torch
 
-from firstlayer_zoo.basis import save_bases
+from firstlayer_zoo.basis import save_pixel_statistics
 from firstlayer_zoo.dataset_sources.base import prepared_indices
 from firstlayer_zoo.dataset_sources import dataset_source
-from firstlayer_zoo.patchstats import source_bases
+from firstlayer_zoo.patchstats import source_pixel_statistics
 from firstlayer_zoo.preprocessing import Preprocessing
 from firstlayer_zoo.rule_io import logged
 
@@ -16,14 +16,14 @@ with logged(snakemake):
     # Parallel over pieces of work in the engines' threads, not within each small op.
     torch.set_num_threads(1)
     wildcards = snakemake.wildcards
-    preprocessing = Preprocessing.from_dict(snakemake.params.preprocessing)
-    if preprocessing.in_chans != int(wildcards.c):
-        raise ValueError(f"preprocessing {wildcards.prep} has {preprocessing.in_chans} channels, not {wildcards.c}")
+    pixels = Preprocessing.from_dict(snakemake.params.preprocessing)
+    if pixels.in_chans != int(wildcards.c):
+        raise ValueError(f"pixel pipeline {wildcards.pixels} has {pixels.in_chans} channels, not {wildcards.c}")
     source = dataset_source(wildcards.dataset, snakemake.params.options)
-    bases = source_bases(
+    statistics = source_pixel_statistics(
         source,
         Path(snakemake.params.root),
-        preprocessing,
+        pixels,
         snakemake.params.kernel_sizes,
         device=snakemake.params.device,
         # Decoding workers feed the engines' threads; on a GPU the threads matter little.
@@ -31,12 +31,11 @@ with logged(snakemake):
         threads=snakemake.threads,
         meta={"dataset": wildcards.dataset},
         offsets=snakemake.params.autocorrelation_offsets,
-        second_moment=snakemake.params.moments,
         indices=prepared_indices(snakemake.input[0]),
     )
-    save_bases(snakemake.output[0], bases)
-    for basis in bases:
-        for name, use in basis.meta["engines"].items():
-            print(f"k={basis.kernel_size}: engine {name} on {use['images']} images: " + "; ".join(use["why"]))
-        print(f"k={basis.kernel_size}: {basis.n_patches} patches from {basis.n_images} images; "
-              f"eigenvalues {basis.eigenvalues[0]:.4g} .. {basis.eigenvalues[-1]:.4g}")
+    save_pixel_statistics(snakemake.output[0], statistics)
+    print(f"{snakemake.threads} thread(s)")
+    for entry in statistics:
+        for name, use in entry.meta["engines"].items():
+            print(f"k={entry.kernel_size}: engine {name} on {use['images']} images: " + "; ".join(use["why"]))
+        print(f"k={entry.kernel_size}: {entry.n_patches} patches from {entry.n_images} images")

@@ -1,5 +1,6 @@
 """Bases of one (dataset, preprocessing) come from one reading of its images into one file; a kernel size added
-later gets a file of its own, and nothing already computed is computed again."""
+later gets a file of its own, a normalisation added later only a basis made from the pixel statistics already
+measured, and nothing already computed is computed again."""
 
 import os
 import re
@@ -38,18 +39,19 @@ def test_one_reading_gives_each_kernel_size_the_basis_it_gets_alone(tmp_path):
         PatchBasis.load(tmp_path / "k3-7_c3.npz", 5)
 
 
-def _folder_config(workdir, stems):
-    """A folder zoo of {file name: kernel size} stems, all on one preprocessing of the photos, two files a shard."""
-    zoo = workdir / "zoo"
+def _folder_config(workdir, stems, zoo_name="local", preprocessing=None):
+    """A folder zoo of {file name: kernel size} stems, all on one preprocessing of the photos, two files a shard
+    (added to the config already in `workdir`, if any)."""
+    zoo = workdir / zoo_name
     zoo.mkdir(exist_ok=True)
     for name, k in stems.items():
         weights = torch.from_numpy(np.random.default_rng(k).normal(size=(8, 3, k, k)).astype(np.float32))
         save_file({"stem.weight": weights}, str(zoo / f"{name}.safetensors"))
-    config = {"datasets": {"photos": PHOTOS},
-              "zoos": {"local": {"source": "folder", "dataset": "photos", "root": str(zoo),
-                                 "stem_key": "stem.weight", "preprocessing": {"resize": 48}}},
-              "analysis": {"shard_size": 2}}
     path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.exists() else {
+        "datasets": {"photos": PHOTOS}, "zoos": {}, "analysis": {"shard_size": 2}}
+    config["zoos"][zoo_name] = {"source": "folder", "dataset": "photos", "root": str(zoo), "stem_key": "stem.weight",
+                                "preprocessing": preprocessing or {"resize": 48}}
     path.write_text(yaml.safe_dump(config))
     return path, config
 
@@ -69,12 +71,28 @@ def test_a_kernel_size_already_in_a_file_is_read_from_it_and_the_rest_share_a_ne
         {3: "k3-7_c3.npz", 5: "k5-9_c3.npz", 7: "k3-7_c3.npz"}
 
 
+def test_preprocessings_that_differ_only_in_normalisation_share_one_pixel_statistics_job(tmp_path):
+    _folder_config(tmp_path, {"a": 3})
+    _, config = _folder_config(tmp_path, {"b": 7}, zoo_name="other",
+                               preprocessing={"resize": 48, "mean": [0.5] * 3, "std": [0.2] * 3})
+    study = Study(config | {"outdir": str(tmp_path / "results")}, cache_path=tmp_path / "geometry.json")
+    pixels = Preprocessing(resize=48).pixels.key
+    assert {path.split("/results/")[1] for path in study.basis_files.values()} == {
+        f"bases/photos/{Preprocessing(resize=48).key}/k3_c3.npz",
+        f"bases/photos/{Preprocessing(resize=48, mean=[0.5] * 3, std=[0.2] * 3).key}/k7_c3.npz"}
+    (measured,) = study.pixel_statistics_jobs
+    assert measured.split("/results/")[1] == f"patch_statistics/photos/{pixels}/k3-7_c3.npz"
+    assert study.pixel_statistics_jobs[measured] == ("photos", pixels, (3, 7), 3)
+    assert {path for key in study.bases
+            for path in study.basis_inputs(key.dataset, key.preprocessing, (key.kernel_size,), 3)} == {measured}
+
+
 def _planned(output):
     table = output.split("Job stats:")[1].split("total")[0]
     jobs = {name: int(count) for name, count in re.findall(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
     blocks = re.findall(r"rule patch_statistics:\n(.*?)(?:\n\n|\n\[|\Z)", output, re.DOTALL)
-    bases = sorted(re.search(r"output: \S+/(k[\d-]+_c3\.npz)", block).group(1) for block in blocks)
-    return jobs, bases
+    statistics = sorted(re.search(r"output: \S+/(k[\d-]+_c3\.npz)", block).group(1) for block in blocks)
+    return jobs, statistics
 
 
 @pytest.mark.slow
@@ -84,21 +102,48 @@ def test_adding_a_kernel_size_to_a_known_preprocessing_computes_only_its_basis(t
     jobs, bases = _planned(snakemake(tmp_path, "--dry-run", config=config).stdout)
     assert jobs["patch_statistics"] == 1 and bases == ["k3-5_c3.npz"]
     snakemake(tmp_path, "--cores", "2", config=config)
-    first = tmp_path / "results" / "bases" / "photos"
-    (done,) = first.glob("*/k3-5_c3.npz")
-    stamp = done.stat().st_mtime_ns
+    pixels = Preprocessing(resize=48).pixels.key
+    (done,) = (tmp_path / "results" / "bases" / "photos").glob("*/k3-5_c3.npz")
+    measured = tmp_path / "results" / "patch_statistics" / "photos" / pixels / "k3-5_c3.npz"
+    stamps = {path: path.stat().st_mtime_ns for path in (done, measured)}
 
     _folder_config(tmp_path, {"d": 7})
-    jobs, bases = _planned(snakemake(tmp_path, "--dry-run", config=config).stdout)
-    assert jobs == {"patch_statistics": 1, "analyse_checkpoints": 1, "build_tables": 1, "plot_study": 1,
-                    "plot_bases": 1, "all": 1}
-    assert bases == ["k7_c3.npz"]
+    jobs, statistics = _planned(snakemake(tmp_path, "--dry-run", config=config).stdout)
+    assert jobs == {"patch_statistics": 1, "patch_basis": 1, "analyse_checkpoints": 1, "build_tables": 1,
+                    "plot_study": 1, "plot_bases": 1, "all": 1}
+    assert statistics == ["k7_c3.npz"]
     snakemake(tmp_path, "--cores", "2", config=config)
-    assert done.stat().st_mtime_ns == stamp
+    assert {path: path.stat().st_mtime_ns for path in stamps} == stamps
     basis = PatchBasis.load(done.parent / "k7_c3.npz", 7)
     assert basis.kernel_size == 7 and basis.n_images == 3
-    log = (tmp_path / "results" / "logs" / "patch_statistics" / "photos" / done.parent.name / "k7_c3.log").read_text()
+    log = (tmp_path / "results" / "logs" / "patch_statistics" / "photos" / pixels / "k7_c3.log").read_text()
     assert re.search(r"k=7: engine \w+ on \d images: 48x\d+ images, k=7: about", log)
+
+
+@pytest.mark.slow
+def test_a_new_normalisation_of_known_pixels_computes_only_its_basis_from_the_statistics_measured(tmp_path):
+    """timm has hundreds of preprocessings that differ only in mean and std: their images are read once."""
+    config, _ = _folder_config(tmp_path, {"a": 3, "b": 5})
+    snakemake(tmp_path, "--cores", "2", config=config)
+    measured = tmp_path / "results" / "patch_statistics" / "photos" / Preprocessing(resize=48).pixels.key
+    stamps = {path: path.stat().st_mtime_ns for path in measured.iterdir()}
+    assert [path.name for path in stamps] == ["k3-5_c3.npz"]
+
+    normalised = {"resize": 48, "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.3, 0.25]}
+    _folder_config(tmp_path, {"c": 5}, zoo_name="other", preprocessing=normalised)
+    jobs, statistics = _planned(snakemake(tmp_path, "--dry-run", config=config).stdout)
+    assert jobs == {"patch_basis": 1, "analyse_checkpoints": 1, "build_tables": 1, "plot_study": 1,
+                    "plot_bases": 1, "all": 1}
+    assert statistics == []
+    snakemake(tmp_path, "--cores", "2", config=config)
+    assert {path: path.stat().st_mtime_ns for path in measured.iterdir()} == stamps
+    preprocessing = Preprocessing(**normalised)
+    made = PatchBasis.load(tmp_path / "results" / "bases" / "photos" / preprocessing.key / "k5_c3.npz", 5)
+    alone = source_basis(dataset_source("photos", PHOTOS), None, preprocessing, 5, device="cpu", progress=False,
+                         offsets=(2, 5, 10))
+    for name in ARRAYS:
+        np.testing.assert_array_equal(getattr(made, name), getattr(alone, name))
+    assert Preprocessing.from_dict(made.meta["preprocessing"]) == preprocessing
 
 
 def test_a_basis_does_not_depend_on_its_jobs_blas_threads():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from firstlayer_zoo.moment_sums import DIRECTIONS
-from firstlayer_zoo.patchstats import ENGINES, PatchMoments, choose_engine, exact_centred, statistics_threads
+from firstlayer_zoo.patchstats import (ENGINES, PatchMoments, choose_engine, exact_centred, statistics_threads,
+                                      statistics_work)
 from firstlayer_zoo.preprocessing import Preprocessing
 
 # Offsets up to 40: wider than some of the images below, so some pairs exist along one direction only,
@@ -74,17 +75,27 @@ def test_auto_takes_patches_for_small_kernels_on_small_images_and_lags_for_large
     assert set(moments.engine_use) == {"lags"} and "engine lags on 2 images" in moments.describe_engines()
 
 
-def test_a_cheap_basis_takes_one_thread_and_a_costly_one_every_thread_it_may():
+def test_a_job_takes_threads_by_its_share_of_its_datasets_work_and_a_cheap_one_takes_one():
     timm_224 = Preprocessing(resize=256, crop=224)
     offsets = (2, 5, 10)
-    # The photos at 3x3 (a timm zoo plans a hundred such bases): start-up dominates, one thread.
-    assert statistics_threads(timm_224, [3], 7, offsets, most=4) == 1
-    assert statistics_threads(timm_224, [3, 4, 7], 7, offsets, most=4) == 1
-    # The same photos at 32x32, or 50,000 CIFAR images at 3x3: work worth every thread.
-    assert statistics_threads(timm_224, [3, 32], 7, offsets, most=4) == 4
-    assert statistics_threads(Preprocessing(crop=32), [3], 50_000, offsets, most=4) == 4
+
+    def threads(kernel_sizes, others=(), preprocessing=timm_224, n_images=7, most=4):
+        work = statistics_work(preprocessing, kernel_sizes, n_images, offsets)
+        everything = [work, *(statistics_work(timm_224, sizes, n_images, offsets) for sizes in others)]
+        return statistics_threads(work, None if None in everything else sum(everything), most)
+
+    # The photos at 3x3 (a timm zoo plans a hundred such jobs): start-up dominates, one thread.
+    assert threads([3]) == 1 and threads([3, 4, 7]) == 1
+    # The same photos at 32x32, or 50,000 CIFAR images at 3x3, alone: work worth every thread.
+    assert threads([3, 32]) == 4
+    assert threads([3], preprocessing=Preprocessing(crop=32), n_images=50_000) == 4
+    # Two such jobs share the threads; among a zoo's sixty costly jobs each takes one, and they run side by side.
+    assert threads([3, 32], others=[[3, 32]]) == 2
+    assert threads([3, 32], others=[[3, 32]], most=2) == 1
+    assert threads([16, 32], others=[[14, 16]] * 60) == 1
     # Images of no fixed size: the work is unknown, so every thread.
-    assert statistics_threads(Preprocessing(resize=256), [3], 7, offsets, most=4) == 4
+    assert threads([3], preprocessing=Preprocessing(resize=256)) == 4
+    assert threads([3, 32], others=[[3]], preprocessing=Preprocessing(resize=256)) == 4
 
 
 def test_an_unknown_engine_is_refused_naming_the_choices():

@@ -367,7 +367,7 @@ localrule prepare_dataset:
 rule patch_statistics:
     input: results/datasets/photos/manifest.json
     jobid: 5
-    wildcards: dataset=photos, prep=r224c224-d16de1d4, kernels=7-16, c=3
+    wildcards: dataset=photos, pixels=r224c224-d16de1d4, kernels=7-16, c=3
     priority: 10
     threads: 2
 
@@ -383,4 +383,4 @@ Error in rule patch_statistics:
     jobs = zoo_benchmark.parse_main_log(log)
     assert {jobid: (job["rule"], job["state"], job["seconds"]) for jobid, job in jobs.items()} == {
         3: ("prepare_dataset", "done", 3.0), 5: ("patch_statistics", "failed", 14.0)}
-    assert jobs[5]["wildcards"] == {"dataset": "photos", "prep": "r224c224-d16de1d4", "kernels": "7-16", "c": "3"}
+    assert jobs[5]["wildcards"] == {"dataset": "photos", "pixels": "r224c224-d16de1d4", "kernels": "7-16", "c": "3"}

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .basis import MOMENTS, PatchBasis, affine_normalisation, eigendecomposition
+from .basis import PatchBasis, PixelStatistics
 from .lag_products import LagProducts
 from .loaders import cpu_batches, same_size_batches
 from .moment_sums import DIRECTIONS, PIXEL_OFFSET, BatchSums, PairSums
@@ -73,17 +73,32 @@ def choose_engine(height: int, width: int, kernel_size: int, in_chans: int, offs
                   f"patches, {lags:.2g} for lags")
 
 
-def statistics_threads(preprocessing: Preprocessing, kernel_sizes: Sequence[int], n_images: int,
-                       offsets: tuple[int, ...], most: int) -> int:
-    """Threads for a job computing these bases: one where their work (by the cheaper engine's cost, at the crop's
-    size) is below ONE_THREAD_WORK, else `most`; `most` where the images' size is not fixed by a crop."""
+def statistics_work(preprocessing: Preprocessing, kernel_sizes: Sequence[int], n_images: int,
+                    offsets: tuple[int, ...]) -> float | None:
+    """Multiply-adds of a job computing these statistics, by the cheaper engine's cost at the crop's size; None
+    where the images' size is not fixed by a crop."""
     if preprocessing.crop is None:
-        return most
+        return None
     side = preprocessing.crop
-    work = n_images * sum(min(PatchGram.cost(side, side, k, preprocessing.in_chans, offsets),
+    return n_images * sum(min(PatchGram.cost(side, side, k, preprocessing.in_chans, offsets),
                               LagProducts.cost(side, side, k, preprocessing.in_chans, offsets))
                           for k in kernel_sizes)
-    return 1 if work < ONE_THREAD_WORK else most
+
+
+def statistics_threads(work: float | None, dataset_work: float | None, most: int) -> int:
+    """Threads for a job of this much work among jobs of `dataset_work` in all (on the same images): `most` for a
+    job whose work is not known; 1 below ONE_THREAD_WORK; else its share of `most` threads by its share of the
+    work, at least 1.
+
+    A job's start-up, decoding, saving and eigendecompositions run on one thread, so jobs side by side on one
+    thread each use the cores better than one job at a time with several: only a job that is most of the work
+    (nothing to run beside it) takes them all.
+    """
+    if work is None or not dataset_work:
+        return most
+    if work < ONE_THREAD_WORK:
+        return 1
+    return max(1, min(most, round(most * work / dataset_work)))
 
 
 def exact_centred(outer: torch.Tensor, first: torch.Tensor, second: torch.Tensor, count: int) -> np.ndarray:
@@ -301,55 +316,40 @@ class PatchMoments:
                 result[i] = (mean + mean.T) / 2
         return result
 
+    def pixel_statistics(self, meta: dict | None = None) -> PixelStatistics:
+        """Everything a basis needs from the images, in raw pixel values (PixelStatistics.basis normalises)."""
+        mean, covariance = self.pixel_covariance()
+        p = covariance.shape[0]
+        return PixelStatistics(
+            kernel_size=self.kernel_size, in_chans=self.in_chans, mean=mean, covariance=covariance,
+            offsets=np.array(self.offsets, dtype=np.int64),
+            cross_covariances=self.pixel_cross_covariances() if self.offsets else np.zeros((0, p, p)),
+            n_patches=self.n_patches, n_images=self.n_images, meta=dict(meta or {}))
+
 
 def basis_from_moments(moments: PatchMoments, mean: Iterable[float], std: Iterable[float],
                        meta: dict | None = None, second_moment: str = "centred") -> PatchBasis:
     """The basis of the normalised patches' covariance, or of their uncentred second moment (same sums)."""
-    if second_moment not in MOMENTS:
-        raise ValueError(f"second_moment must be one of {MOMENTS}, got {second_moment!r}")
-    pixel_mean, pixel_covariance = moments.pixel_covariance()
-    scale, offset = affine_normalisation(moments.kernel_size, mean, std)
-    scales = np.outer(scale, scale)
-    covariance = pixel_covariance * scales
-    normalised_mean = pixel_mean * scale + offset
-    decomposed = covariance if second_moment == "centred" else covariance + np.outer(normalised_mean, normalised_mean)
-    eigenvalues, eigenvectors = eigendecomposition(decomposed)
-    p = covariance.shape[0]
-    return PatchBasis(
-        kernel_size=moments.kernel_size,
-        in_chans=moments.in_chans,
-        mean=normalised_mean,
-        covariance=covariance,
-        eigenvalues=eigenvalues,
-        eigenvectors=eigenvectors,
-        n_patches=moments.n_patches,
-        n_images=moments.n_images,
-        meta=dict(meta or {}),
-        moments=second_moment,
-        offsets=np.array(moments.offsets, dtype=np.int64),
-        cross_covariances=(moments.pixel_cross_covariances() * scales if moments.offsets
-                           else np.zeros((0, p, p))),
-    )
+    return moments.pixel_statistics(meta).basis(mean, std, second_moment=second_moment)
 
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def bases_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_sizes: Sequence[int],
-                       device: str | None = None, total: int | None = None, progress: bool = True,
-                       meta: dict | None = None, threads: int = 1, name: str = "images",
-                       offsets: Iterable[int] = (), second_moment: str = "centred",
-                       engine: str = "auto") -> list[PatchBasis]:
-    """Exact patch bases at several kernel sizes from one pass over a stream of preprocessed uint8
+def pixel_statistics_from_batches(batches: Iterable[torch.Tensor], in_chans: int, kernel_sizes: Sequence[int],
+                                  device: str | None = None, total: int | None = None, progress: bool = True,
+                                  meta: dict | None = None, threads: int = 1, name: str = "images",
+                                  offsets: Iterable[int] = (), engine: str = "auto") -> list[PixelStatistics]:
+    """Exact pixel statistics at several kernel sizes from one pass over a stream of preprocessed uint8
     (N, c, H, W) batches (`name`: what they are); each batch feeds every kernel size in turn.
 
     offsets: pixel distances at which patch cross-covariances C(d) are measured in the same pass.
-    Each basis' meta says which engine ran on how many images, and why (`engines`).
+    Each one's meta says which engine ran on how many images, and why (`engines`).
     """
     device = device or default_device()
-    every = [PatchMoments(k, preprocessing.in_chans, device, threads=threads, name=name, offsets=offsets,
-                          engine=engine) for k in kernel_sizes]
+    every = [PatchMoments(k, in_chans, device, threads=threads, name=name, offsets=offsets, engine=engine)
+             for k in kernel_sizes]
     label = ", ".join(str(k) for k in kernel_sizes)
     with tqdm(total=total, desc=f"patch statistics k={label}", unit="img",
               disable=not progress, mininterval=2) as bar:
@@ -357,11 +357,18 @@ def bases_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preproces
             for moments in every:
                 moments.update(batch)
             bar.update(batch.shape[0])
-    return [basis_from_moments(moments, preprocessing.mean, preprocessing.std,
-                               meta={**(meta or {}), "device": str(moments.device),
-                                     "preprocessing": preprocessing.to_dict(), "engines": moments.engine_use},
-                               second_moment=second_moment)
+    return [moments.pixel_statistics({**(meta or {}), "device": str(moments.device), "engines": moments.engine_use})
             for moments in every]
+
+
+def bases_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_sizes: Sequence[int],
+                       second_moment: str = "centred", meta: dict | None = None, **options) -> list[PatchBasis]:
+    """Exact patch bases at several kernel sizes from one pass over a stream of preprocessed uint8 batches,
+    normalised as `preprocessing` says (options: pixel_statistics_from_batches')."""
+    statistics = pixel_statistics_from_batches(batches, preprocessing.in_chans, kernel_sizes, meta=meta, **options)
+    return [entry.basis(preprocessing.mean, preprocessing.std, meta={"preprocessing": preprocessing.to_dict()},
+                        second_moment=second_moment)
+            for entry in statistics]
 
 
 def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
@@ -377,21 +384,30 @@ def dataset_basis(images: Iterable[np.ndarray], preprocessing: Preprocessing, ke
     return basis_from_batches((torch.from_numpy(batch) for batch in prepared), preprocessing, kernel_size, **options)
 
 
-def source_bases(source, root: Path | None, preprocessing: Preprocessing, kernel_sizes: Sequence[int],
-                 device: str | None = None, workers: int = 0, meta: dict | None = None,
-                 indices: np.ndarray | None = None, **options) -> list[PatchBasis]:
-    """Exact patch bases of a dataset source's images `indices` (None: its selection; see prepared_indices),
-    at every kernel size from one reading of the images.
+def source_pixel_statistics(source, root: Path | None, preprocessing: Preprocessing, kernel_sizes: Sequence[int],
+                            device: str | None = None, workers: int = 0, meta: dict | None = None,
+                            indices: np.ndarray | None = None, **options) -> list[PixelStatistics]:
+    """Exact pixel statistics of a dataset source's images `indices` (None: its selection; see prepared_indices)
+    under `preprocessing`'s pixel pipeline, at every kernel size from one reading of the images.
 
     Images are loaded and preprocessed with PIL in `workers` DataLoader
-    processes: timm's exact pixels. options: bases_from_batches'.
+    processes: timm's exact pixels. options: pixel_statistics_from_batches'.
     """
     indices = source.indices(root) if indices is None else indices
     batches = cpu_batches(source, root, preprocessing, workers=workers, indices=indices,
                           kernel_size=max(kernel_sizes))
-    meta = {**(meta or {}), "subsample": source.subsample}
-    return bases_from_batches(batches, preprocessing, kernel_sizes, device=device, total=len(indices), meta=meta,
-                              name=f"dataset {source.name!r}", **options)
+    meta = {**(meta or {}), "subsample": source.subsample, "preprocessing": preprocessing.to_dict()}
+    return pixel_statistics_from_batches(batches, preprocessing.in_chans, kernel_sizes, device=device,
+                                         total=len(indices), meta=meta, name=f"dataset {source.name!r}", **options)
+
+
+def source_bases(source, root: Path | None, preprocessing: Preprocessing, kernel_sizes: Sequence[int],
+                 second_moment: str = "centred", **options) -> list[PatchBasis]:
+    """Exact patch bases of a dataset source's images under `preprocessing`, at every kernel size from one
+    reading of the images (options: source_pixel_statistics')."""
+    return [entry.basis(preprocessing.mean, preprocessing.std, meta={"preprocessing": preprocessing.to_dict()},
+                        second_moment=second_moment)
+            for entry in source_pixel_statistics(source, root, preprocessing, kernel_sizes, **options)]
 
 
 def source_basis(source, root: Path | None, preprocessing: Preprocessing, kernel_size: int,

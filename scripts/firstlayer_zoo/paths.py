@@ -87,14 +87,27 @@ class StudyPaths:
         """Patch bases of one (dataset, preprocessing), one per kernel size of `kernel_sizes` (kernel_label)."""
         return f"{self.outdir}/bases/{dataset}/{preprocessing}/k{kernel_sizes}_c{in_chans}.npz"
 
+    def pixel_statistics(self, dataset: str = "{dataset}", pixels: str = "{pixels}", kernel_sizes="{kernels}",
+                         in_chans="{c}") -> str:
+        """Pixel statistics of one (dataset, pixel pipeline: Preprocessing.pixels' key), one per kernel size of
+        `kernel_sizes` (kernel_label)."""
+        return f"{self.outdir}/patch_statistics/{dataset}/{pixels}/k{kernel_sizes}_c{in_chans}.npz"
+
     def existing_bases(self, dataset: str, preprocessing: str, in_chans: int) -> dict[str, tuple[int, ...]]:
         """The basis files of one (dataset, preprocessing) already on disk, with the kernel sizes each holds."""
+        return self._existing(self.basis, dataset, preprocessing, in_chans)
+
+    def existing_pixel_statistics(self, dataset: str, pixels: str, in_chans: int) -> dict[str, tuple[int, ...]]:
+        """The pixel statistics files of one (dataset, pixel pipeline) already on disk, with their kernel sizes."""
+        return self._existing(self.pixel_statistics, dataset, pixels, in_chans)
+
+    @staticmethod
+    def _existing(path_of, dataset: str, key: str, in_chans: int) -> dict[str, tuple[int, ...]]:
         found = {}
-        for path in sorted(Path(self.outdir, "bases", dataset, preprocessing).glob(f"k*_c{in_chans}.npz")):
+        for path in sorted(Path(path_of(dataset, key, "0", in_chans)).parent.glob(f"k*_c{in_chans}.npz")):
             match = BASIS_NAME.fullmatch(path.name)
             if match:
-                found[str(Path(self.basis(dataset, preprocessing, match["kernels"], in_chans)))] = \
-                    kernel_sizes(match["kernels"])
+                found[str(Path(path_of(dataset, key, match["kernels"], in_chans)))] = kernel_sizes(match["kernels"])
         return found
 
     def cached_basis(self, key: str) -> str:

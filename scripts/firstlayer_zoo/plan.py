@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .dataset_sources import DATASET_SOURCES
 from .limits import Limits, applied
-from .paths import NAME_LIMIT, StudyPaths, kernel_label
+from .paths import BASIS_NAME, NAME_LIMIT, StudyPaths, kernel_label, kernel_sizes
 from .records import BasisKey, CheckpointSpec
 from .settings import AnalysisSettings, ConsistencySettings, PlotSettings
 from .shards import assign_shards
@@ -148,6 +148,9 @@ class Study:
         self._bases: list[BasisKey] = []
         self._preprocessing: dict = {}
         self._basis_files: dict[BasisKey, str] = {}
+        # The same for the pixel statistics the bases are made from, keyed by BasisKey with the key of a pixel
+        # pipeline (Preprocessing.pixels) for the preprocessing.
+        self._pixel_files: dict[BasisKey, str] = {}
         self._replan()
 
     def _plan(self, zoos: dict, cache: GeometryCache) -> None:
@@ -260,7 +263,13 @@ class Study:
         self._preprocessing = {**self._preprocessing,
                                **{spec.preprocessing.key: spec.preprocessing for spec in planned}}
         self._bases = sorted({spec.basis for spec in planned if spec.basis is not None}, key=lambda key: key.slug)
-        self._basis_files.update(self._files_of([key for key in self._bases if key not in self._basis_files]))
+        self._basis_files.update(self._files_of([key for key in self._bases if key not in self._basis_files],
+                                                self.paths.existing_bases, self.paths.basis))
+        pixel_keys = {self.pixel_key(key) for key in self._bases}
+        self._preprocessing.update({self._preprocessing[key.preprocessing].pixels.key:
+                                    self._preprocessing[key.preprocessing].pixels for key in self._bases})
+        self._pixel_files.update(self._files_of(sorted(pixel_keys - self._pixel_files.keys(), key=lambda k: k.slug),
+                                                self.paths.existing_pixel_statistics, self.paths.pixel_statistics))
         self._listing_stamps = stamps
 
     @property
@@ -277,24 +286,48 @@ class Study:
 
     @property
     def preprocessing(self) -> dict:
-        """Every preprocessing a basis is computed with, by its key."""
+        """Every preprocessing a basis is computed with, and every pixel pipeline (Preprocessing.pixels) its
+        statistics are measured under, by its key."""
         self._replan()
         return self._preprocessing
 
-    def _files_of(self, keys: list[BasisKey]) -> dict[BasisKey, str]:
-        """The file each of these bases is read from.
+    def pixel_key(self, basis: BasisKey) -> BasisKey:
+        """The pixel statistics a basis is made from: its key with its preprocessing's pixel pipeline."""
+        return replace(basis, preprocessing=self._preprocessing[basis.preprocessing].pixels.key)
 
-        The bases of one (dataset, preprocessing) are computed together, in one reading of its images, into
-        one file named by their kernel sizes. A kernel size that a file on disk already holds is read from
-        that file: adding a kernel size to a known preprocessing computes only the new one (Snakemake keeps
-        every such file up to date like any output, so reading it is always right).
+    def basis_inputs(self, dataset: str, preprocessing: str, kernel_sizes: tuple[int, ...], in_chans: int) -> list[str]:
+        """The pixel statistics files one basis file is made from (one a kernel size, most often one in all)."""
+        self._replan()
+        return sorted({self._pixel_files[self.pixel_key(BasisKey(dataset, preprocessing, size, in_chans))]
+                       for size in kernel_sizes})
+
+    @property
+    def pixel_statistics_jobs(self) -> dict[str, tuple[str, str, tuple[int, ...], int]]:
+        """Every pixel statistics file the study's bases read (one patch_statistics job each), as (dataset, pixel
+        pipeline, the kernel sizes it holds, channels)."""
+        self._replan()
+        jobs = {}
+        for basis in self._bases:
+            key = self.pixel_key(basis)
+            file = self._pixel_files[key]
+            sizes = kernel_sizes(BASIS_NAME.fullmatch(Path(file).name)["kernels"])
+            jobs[file] = (key.dataset, key.preprocessing, sizes, key.in_chans)
+        return jobs
+
+    def _files_of(self, keys: list[BasisKey], existing_of, path_of) -> dict[BasisKey, str]:
+        """The file each of these bases (or pixel statistics) is read from.
+
+        Those of one (dataset, preprocessing) are computed together, in one reading of its images, into
+        one file named by their kernel sizes (path_of). A kernel size that a file on disk already holds
+        (existing_of) is read from that file: adding a kernel size to a known preprocessing computes only the
+        new one (Snakemake keeps every such file up to date like any output, so reading it is always right).
         """
         by_preprocessing: dict[tuple[str, str, int], list[BasisKey]] = {}
         for key in keys:
             by_preprocessing.setdefault((key.dataset, key.preprocessing, key.in_chans), []).append(key)
         files = {}
         for (dataset, preprocessing, in_chans), keys in by_preprocessing.items():
-            existing = self.paths.existing_bases(dataset, preprocessing, in_chans)
+            existing = existing_of(dataset, preprocessing, in_chans)
             missing = []
             for key in keys:
                 found = [path for path, sizes in existing.items() if key.kernel_size in sizes]
@@ -303,5 +336,5 @@ class Study:
                 else:
                     missing.append(key)
             label = kernel_label(key.kernel_size for key in missing)
-            files.update({key: self.paths.basis(dataset, preprocessing, label, in_chans) for key in missing})
+            files.update({key: path_of(dataset, preprocessing, label, in_chans) for key in missing})
         return files

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import cached_property
 
 import numpy as np
@@ -75,6 +75,12 @@ class Preprocessing:
         text = json.dumps(values, sort_keys=True)
         size = f"r{self.resize or 0}c{self.crop or 0}"
         return f"{size}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+
+    @cached_property
+    def pixels(self) -> "Preprocessing":
+        """Its pixel pipeline alone (resize, crop, interpolation, channels), normalised as v/255: what its patch
+        statistics are measured under. Preprocessings that differ only in mean and std share it."""
+        return replace(self, mean=(0.0,) * self.in_chans, std=(1.0,) * self.in_chans)
 
     @classmethod
     def from_timm_cfg(cls, pretrained_cfg) -> "Preprocessing":

@@ -33,6 +33,7 @@ wildcard_constraints:
     shard=r"\d{4}-of-\d{4}",
     run=r"[^/]+",
     prep=r"[^/]+",
+    pixels=r"[^/]+",
     kernels=r"\d+(-\d+)*",
     c=r"\d+",
 
@@ -115,22 +116,38 @@ def basis_preprocessing(wildcards):
     return STUDY.preprocessing[wildcards.prep].to_dict()
 
 
+def pixel_preprocessing(wildcards):
+    return STUDY.preprocessing[wildcards.pixels].to_dict()
+
+
 def basis_kernel_sizes(wildcards):
     return list(kernel_sizes(wildcards.kernels))
 
 
-def basis_threads(wildcards, input):
-    """A real run calls this once the dataset's manifest exists; a dry run may call it before, and is then told
-    the configured threads."""
+def basis_pixel_statistics(wildcards):
+    """The pixel statistics files a basis file is made from."""
+    return STUDY.basis_inputs(wildcards.dataset, wildcards.prep, kernel_sizes(wildcards.kernels), int(wildcards.c))
+
+
+def statistics_threads(wildcards, input):
+    """A job's share of the configured threads by its share of its dataset's patch statistics work
+    (firstlayer_zoo.patchstats.statistics_threads). A real run calls this once the dataset's manifest exists; a
+    dry run may call it before, and is then told the configured threads."""
+    most = STUDY.analysis.statistics_threads
     if not Path(input[0]).exists():
-        return STUDY.analysis.statistics_threads
+        return most
     # Imports torch: here only when a patch_statistics job is about to run, never when planning.
     from firstlayer_zoo.dataset_sources.base import prepared_indices
-    from firstlayer_zoo.patchstats import statistics_threads
+    from firstlayer_zoo.patchstats import statistics_threads, statistics_work
 
-    return statistics_threads(STUDY.preprocessing[wildcards.prep], kernel_sizes(wildcards.kernels),
-                              len(prepared_indices(input[0])), tuple(STUDY.analysis.autocorrelation_offsets),
-                              STUDY.analysis.statistics_threads)
+    n_images = len(prepared_indices(input[0]))
+    offsets = tuple(STUDY.analysis.autocorrelation_offsets)
+    work = {file: statistics_work(STUDY.preprocessing[pixels], sizes, n_images, offsets)
+            for file, (dataset, pixels, sizes, _) in STUDY.pixel_statistics_jobs.items()
+            if dataset == wildcards.dataset}
+    this = statistics_work(STUDY.preprocessing[wildcards.pixels], kernel_sizes(wildcards.kernels), n_images, offsets)
+    dataset_work = None if None in work.values() else sum(work.values())
+    return statistics_threads(this, dataset_work, most)
 
 
 def all_listed():
