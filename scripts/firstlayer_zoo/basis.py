@@ -23,6 +23,12 @@ from threadpoolctl import threadpool_limits
 from .atomic import write_npz
 
 
+# BLAS threads of every eigendecomposition (see eigendecomposition); two, not one: a 32x32 colour basis' 3,072
+# dimensions take 3.3 s on two and 5 s on one (docs/benchmarks.md). Below THREADED_EIGH_DIMENSION, LAPACK's
+# work is too small to split, and a job computing such bases alone takes one thread.
+EIGH_THREADS = 2
+THREADED_EIGH_DIMENSION = 1024
+
 # The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
 MOMENTS = ("centred", "uncentred")
 
@@ -200,16 +206,22 @@ def load_pixel_statistics(path: str | Path, kernel_size: int) -> PixelStatistics
 def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues descending (rounding negatives clipped to 0), each vector's largest entry positive.
 
-    LAPACK on one thread: with two its eigenvectors differ in the last bits, and a job's BLAS threads are its
-    Snakemake threads, so a basis would depend on how many threads its job was given.
+    LAPACK on EIGH_THREADS threads, whatever the job was given: its eigenvectors' last bits depend on its
+    thread count, and a job's BLAS threads are its Snakemake threads, so a basis would otherwise depend on how
+    many threads its job had.
     """
-    with threadpool_limits(limits=1, user_api="blas"):
+    with threadpool_limits(limits=EIGH_THREADS, user_api="blas"):
         values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
     pivot = np.argmax(np.abs(vectors), axis=0)
     signs = np.sign(vectors[pivot, np.arange(vectors.shape[1])])
     return values, vectors * signs
+
+
+def basis_threads(dimensions: Iterable[int]) -> int:
+    """Threads of a job decomposing bases of these dimensions."""
+    return EIGH_THREADS if max(dimensions, default=0) >= THREADED_EIGH_DIMENSION else 1
 
 
 def affine_normalisation(kernel_size: int, mean: Iterable[float], std: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -21,6 +21,7 @@ are the transposes of positive ones.
 
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -36,8 +37,9 @@ from .moment_sums import (
     window_sums,
 )
 
-# Bytes of row segments formed at once; a batch of larger images is taken a few images at a time.
-SEGMENT_BYTES = 256 << 20
+# Bytes of row segments formed at once (in both layouts, see _Geometry.segments); a batch of larger images is
+# taken a few images at a time.
+SEGMENT_BYTES = 512 << 20
 # What one small GEMM of an edge row costs beyond its multiply-adds (call and float64 bookkeeping),
 # in multiply-adds: about 8 us at 1e10 multiply-adds a second on the development machine.
 ITEM_COST = 80_000
@@ -81,7 +83,7 @@ class LagProducts:
     def add(self, images: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Add a batch of same-sized uint8 images; returns its sums with the products each entry summed."""
         n, c, height, width = images.shape
-        step = max(1, SEGMENT_BYTES // (height * width * c * (self.kernel_size + max(self.offsets, default=0)) * 4))
+        step = max(1, SEGMENT_BYTES // (2 * height * width * c * (self.kernel_size + max(self.offsets, default=0)) * 4))
         found = []
         for part in images.split(step):
             found += self._add_part(part)
@@ -89,20 +91,15 @@ class LagProducts:
 
     def _add_part(self, images: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         geometry = _Geometry(images.shape, self.kernel_size, self.offsets)
-        main, tail = geometry.segments(centred(images, self.dtype))
+        segments = geometry.segments(centred(images, self.dtype))
         found = []
-        # A few row lags at a time (one per thread): each holds its row prefix sums until added.
-        for first in range(0, geometry.lag_count, self.threads):
-            lags = range(first, min(geometry.lag_count, first + self.threads))
-            prefixes = (self._pool.map(lambda lag: geometry.row_prefixes(main, tail, lag), lags) if self._pool
-                        else [geometry.row_prefixes(main, tail, lag) for lag in lags])
-            for lag, prefix in zip(lags, prefixes):
-                for key, block, count in geometry.blocks(lag, prefix):
-                    if key in self._blocks:
-                        self._blocks[key] += block
-                    else:
-                        self._blocks[key] = block.clone()
-                    found.append((block, count))
+        for lag, prefix in self._row_prefixes(geometry, segments):
+            for key, block, count in geometry.blocks(lag, prefix):
+                if key in self._blocks:
+                    self._blocks[key] += block
+                else:
+                    self._blocks[key] = block.clone()
+                found.append((block, count))
         k, ny, nx, n = self.kernel_size, geometry.ny, geometry.nx, geometry.n
         pixels = pixel_prefix_sums(images)
         first_sums = window_sums(pixels, k, ny, nx)
@@ -114,6 +111,23 @@ class LagProducts:
             found += self._add_pair_firsts("columns", d, pixels, ny - d, nx, (d, 0), n)
         self._n_patches += n * ny * nx
         return found
+
+    def _row_prefixes(self, geometry: "_Geometry", segments: "_Segments"):
+        """(lag, its row prefix sums) for every row lag in order; with threads, one lag a thread in flight while
+        the caller reads the blocks of the last, so that at most threads + 1 lags' prefix sums are held."""
+        if self._pool is None:
+            for lag in range(geometry.lag_count):
+                yield lag, geometry.row_prefixes(segments, lag)
+            return
+        pending = deque()
+        for lag in range(geometry.lag_count):
+            pending.append((lag, self._pool.submit(geometry.row_prefixes, segments, lag)))
+            if len(pending) == self.threads:
+                lag_done, future = pending.popleft()
+                yield lag_done, future.result()
+        while pending:
+            lag_done, future = pending.popleft()
+            yield lag_done, future.result()
 
     def _add_pair_firsts(self, direction: str, offset: int, pixels: torch.Tensor, rows: int, columns: int,
                          shift: tuple[int, int], n: int) -> list[tuple[torch.Tensor, int]]:
@@ -172,18 +186,21 @@ class _Geometry:
         # Row lags b_y - a_y within a patch, and up to d + k - 1 for pairs along a column.
         self.lag_count = min(self.height, k + self.column_reach)
 
-    def segments(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def segments(self, pixels: torch.Tensor) -> "_Segments":
         """(N, w*c, H, columns): row i's segment starting at each column, coordinates ordered (s, c).
 
         Split at `main` into the columns every range shares and the tail. Zero-padded on the right:
         the tail columns' far positions fall outside the image, and no range that reads them is used.
+        Each part also laid out rows first, (N, H, w*c, columns), where a run of rows of one image is a
+        batch of matrices as it lies: the edge rows' Gram matrices read it without a copy.
         """
         padded = torch.nn.functional.pad(pixels, (0, self.row_reach))
         windows = padded.unfold(3, self.w, 1)  # (N, c, H, nx, w)
         segments = windows.permute(0, 4, 1, 2, 3).reshape(self.n, self.w * self.c, self.height, self.nx)
-        return segments[..., :self.main].contiguous(), segments[..., self.main:].contiguous()
+        main, tail = segments[..., :self.main].contiguous(), segments[..., self.main:].contiguous()
+        return _Segments(main, tail, main.permute(0, 2, 1, 3).contiguous(), tail.permute(0, 2, 1, 3).contiguous())
 
-    def row_prefixes(self, main: torch.Tensor, tail: torch.Tensor, lag: int) -> "_RowPrefixes":
+    def row_prefixes(self, segments: "_Segments", lag: int) -> "_RowPrefixes":
         """Prefix sums over rows of T_lag(i) = sum_x h(i, x) h(i + lag, x)^T, one per column range end.
 
         Every row window a sum reads starts in the first k - 1 rows and ends in the last k - 1 + d rows
@@ -193,14 +210,16 @@ class _Geometry:
         """
         q = (self.w if lag < self.k else self.k) * self.c
         head, core_end, count = self._row_split(lag)
-        edge = torch.cat([torch.arange(head), torch.arange(core_end, count)]).to(main.device)
         # One prefix for the columns every range shares, one per stretch of tail columns up to the next end.
-        segments = [(self.main, self._prefix(main[:, :q], lag, edge, head, core_end))]
+        prefixes = [(self.main, self._prefix(segments.main[:, :q], segments.main_rows[:, :, :q],
+                                             lag, head, core_end, count))]
         ends = self.range_ends if lag < self.k else sorted({self.main, self.nx})
         for start, end in zip(ends, ends[1:]):
-            segments.append((end, self._prefix(tail[:, :q, :, start - self.main:end - self.main],
-                                               lag, edge, head, core_end)))
-        return _RowPrefixes(segments, head, core_end)
+            columns = slice(start - self.main, end - self.main)
+            prefixes.append((end, self._prefix(segments.tail[:, :q, :, columns],
+                                               segments.tail_rows[:, :, :q, columns],
+                                               lag, head, core_end, count)))
+        return _RowPrefixes(prefixes, head, core_end)
 
     def _row_split(self, lag: int) -> tuple[int, int, int]:
         """(head, core end, rows) for a lag: every window it feeds starts at or before `head` and ends at or
@@ -217,22 +236,27 @@ class _Geometry:
         head, core_end, count = self._row_split(lag)
         return head + count - core_end
 
-    def _prefix(self, segments: torch.Tensor, lag: int, edge: torch.Tensor, head: int,
-                core_end: int) -> torch.Tensor:
-        """P[r] = sum of T_lag over the first r steps (the head rows, the core as one step, the tail rows), float64."""
+    def _prefix(self, segments: torch.Tensor, rows_first: torch.Tensor, lag: int, head: int, core_end: int,
+                count: int) -> torch.Tensor:
+        """P[r] = sum of T_lag over the first r steps (the head rows, the core as one step, the tail rows), float64.
+
+        `segments` (N, q, H, columns) and `rows_first` (N, H, q, columns) are the same segments in two layouts.
+        """
         n, q, _, columns = segments.shape
-        first = segments[:, :, edge].permute(0, 2, 1, 3).reshape(-1, q, columns)
-        second = segments[:, :, edge + lag].permute(0, 2, 1, 3).reshape(-1, q, columns)
         has_core = core_end > head
-        prefix = torch.empty(len(edge) + has_core + 1, q, q, dtype=torch.float64, device=segments.device)
+        prefix = torch.empty(head + count - core_end + has_core + 1, q, q, dtype=torch.float64,
+                             device=segments.device)
         prefix[0] = 0
-        rows = row_grams(first, second).view(n, len(edge), q, q)
-        # copy_ converts to float64 in the same pass; a sum over one image would take a slow reduction path.
-        prefix[1:head + 1].copy_(rows[0, :head])
-        prefix[head + 1 + has_core:].copy_(rows[0, head:])
-        for image in range(1, n):
-            prefix[1:head + 1] += rows[image, :head]
-            prefix[head + 1 + has_core:] += rows[image, head:]
+        # The head rows [0, head) and the tail rows [core_end, count): one Gram matrix a row, added over images
+        # (copy_ converts the first image's to float64 in the same pass).
+        for start, stop, slot in ((0, head, 1), (core_end, count, head + 1 + has_core)):
+            if stop > start:
+                for image in range(n):
+                    grams = row_grams(rows_first[image, start:stop], rows_first[image, start + lag:stop + lag])
+                    if image:
+                        prefix[slot:slot + stop - start] += grams
+                    else:
+                        prefix[slot:slot + stop - start].copy_(grams)
         if has_core:
             prefix[head + 1] = band_gram(segments[:, :, head:core_end], segments[:, :, head + lag:core_end + lag])
         # Row by row: torch.cumsum along the first of three dimensions is several times slower.
@@ -286,6 +310,13 @@ class _Geometry:
         sums = prefixes.window(end, first_start, last_start, length)
         width = sums.shape[1] // self.c
         return sums.view(len(sums), width, self.c, width, self.c)
+
+
+class _Segments:
+    """A batch's row segments (_Geometry.segments): the shared columns and the tail, each in two layouts."""
+
+    def __init__(self, main: torch.Tensor, tail: torch.Tensor, main_rows: torch.Tensor, tail_rows: torch.Tensor):
+        self.main, self.tail, self.main_rows, self.tail_rows = main, tail, main_rows, tail_rows
 
 
 class _RowPrefixes:

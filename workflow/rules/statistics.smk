@@ -44,8 +44,9 @@ rule patch_basis:
     conda:
         "../../envs/analysis.yaml"
     priority: 10
-    # The eigendecomposition runs on one thread whatever it is given (firstlayer_zoo.basis.eigendecomposition).
-    threads: 1
+    # The eigendecomposition runs on two BLAS threads whatever it is given (firstlayer_zoo.basis.eigendecomposition):
+    # a job of large bases asks for them.
+    threads: patch_basis_threads
     resources:
         mem_mb=4000,
         runtime=30,
