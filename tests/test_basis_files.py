@@ -13,7 +13,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from firstlayer_zoo.basis import EIGH_THREADS, PatchBasis, basis_threads, save_bases
+from firstlayer_zoo.basis import PatchBasis, save_bases
 from firstlayer_zoo.dataset_sources import dataset_source
 from firstlayer_zoo.patchstats import source_basis, source_bases
 from firstlayer_zoo.plan import Study
@@ -144,11 +144,6 @@ def test_a_new_normalisation_of_known_pixels_computes_only_its_basis_from_the_st
     for name in ARRAYS:
         np.testing.assert_array_equal(getattr(made, name), getattr(alone, name))
     assert Preprocessing.from_dict(made.meta["preprocessing"]) == preprocessing
-
-
-def test_a_basis_job_asks_for_the_threads_its_eigendecomposition_uses():
-    assert basis_threads([3 * 3 * 3, 3 * 16 * 16]) == 1
-    assert basis_threads([3 * 3 * 3, 3 * 32 * 32]) == EIGH_THREADS == 2
 
 
 def test_a_basis_does_not_depend_on_its_jobs_blas_threads():

@@ -24,10 +24,8 @@ from .atomic import write_npz
 
 
 # BLAS threads of every eigendecomposition (see eigendecomposition); two, not one: a 32x32 colour basis' 3,072
-# dimensions take 3.3 s on two and 5 s on one (docs/benchmarks.md). Below THREADED_EIGH_DIMENSION, LAPACK's
-# work is too small to split, and a job computing such bases alone takes one thread.
+# dimensions take 3.5 s on two and 5 s on one (docs/benchmarks.md).
 EIGH_THREADS = 2
-THREADED_EIGH_DIMENSION = 1024
 
 # The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
 MOMENTS = ("centred", "uncentred")
@@ -217,11 +215,6 @@ def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pivot = np.argmax(np.abs(vectors), axis=0)
     signs = np.sign(vectors[pivot, np.arange(vectors.shape[1])])
     return values, vectors * signs
-
-
-def basis_threads(dimensions: Iterable[int]) -> int:
-    """Threads of a job decomposing bases of these dimensions."""
-    return EIGH_THREADS if max(dimensions, default=0) >= THREADED_EIGH_DIMENSION else 1
 
 
 def affine_normalisation(kernel_size: int, mean: Iterable[float], std: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:

@@ -129,14 +129,6 @@ def basis_pixel_statistics(wildcards):
     return STUDY.basis_inputs(wildcards.dataset, wildcards.prep, kernel_sizes(wildcards.kernels), int(wildcards.c))
 
 
-def patch_basis_threads(wildcards):
-    """firstlayer_zoo.basis.basis_threads of the job's bases (two for a 32x32 colour basis, one for most)."""
-    from firstlayer_zoo.basis import basis_threads
-
-    in_chans = STUDY.preprocessing[wildcards.prep].in_chans
-    return basis_threads(in_chans * size * size for size in kernel_sizes(wildcards.kernels))
-
-
 def statistics_threads(wildcards, input):
     """A job's share of the configured threads by its share of its dataset's patch statistics work
     (firstlayer_zoo.patchstats.statistics_threads). A real run calls this once the dataset's manifest exists; a
