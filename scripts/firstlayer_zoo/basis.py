@@ -23,10 +23,6 @@ from threadpoolctl import threadpool_limits
 from .atomic import write_npz
 
 
-# BLAS threads of every eigendecomposition (see eigendecomposition); two, not one: a 32x32 colour basis' 3,072
-# dimensions take 3.5 s on two and 5 s on one (docs/benchmarks.md).
-EIGH_THREADS = 2
-
 # The second moment a basis decomposes: the covariance E[(x - mu)(x - mu)^T], or E[x x^T] as the paper's theory.
 MOMENTS = ("centred", "uncentred")
 
@@ -204,11 +200,12 @@ def load_pixel_statistics(path: str | Path, kernel_size: int) -> PixelStatistics
 def eigendecomposition(covariance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues descending (rounding negatives clipped to 0), each vector's largest entry positive.
 
-    LAPACK on EIGH_THREADS threads, whatever the job was given: its eigenvectors' last bits depend on its
-    thread count, and a job's BLAS threads are its Snakemake threads, so a basis would otherwise depend on how
-    many threads its job had.
+    LAPACK on one thread: with two its eigenvectors differ in the last bits, and a job's BLAS threads are its
+    Snakemake threads, so a basis would depend on how many threads its job was given. (Two threads, fixed in
+    every job, were tried: in a job declaring one they fought the job beside it, and a whole timm zoo's nine
+    32x32 bases took 11 to 20 s each instead of 5; docs/benchmarks.md.)
     """
-    with threadpool_limits(limits=EIGH_THREADS, user_api="blas"):
+    with threadpool_limits(limits=1, user_api="blas"):
         values, vectors = np.linalg.eigh(covariance)
     order = np.argsort(values)[::-1]
     values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]

@@ -24,6 +24,7 @@ float64's exact range, or nothing is derived from them (`InvalidMomentsError`).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -53,6 +54,12 @@ ONE_THREAD_WORK = 2e10
 LARGEST_CENTRED_PIXEL = 128
 FAULTS = {1: "non-finite values (NaN or Inf)", 2: "non-integral values",
           4: "values larger than its patches' uint8 pixels can sum to"}
+
+
+def _size_and_integral(values: torch.Tensor) -> tuple[float, bool]:
+    """The largest magnitude among a tensor of sums, and whether every one is an integer (NaN and Inf are not)."""
+    size = float(values.abs().amax()) if values.numel() else 0.0
+    return size, bool(np.isfinite(size)) and not bool((torch.frac(values) != 0).any())
 
 
 class InvalidMomentsError(ValueError):
@@ -266,9 +273,9 @@ class PatchMoments:
         if self.n_patches <= 0 or self.n_images <= 0 or self.n_patches < self.n_images:
             raise InvalidMomentsError(f"{self.name}: inconsistent counts: {self.n_patches} patches "
                                       f"from {self.n_images} images")
-        for label, values in self._labelled_totals():
-            size = float(values.abs().amax()) if values.numel() else 0.0
-            if not np.isfinite(size) or bool((torch.frac(values) != 0).any()):
+        totals = self._labelled_totals()
+        for (label, _), (size, integral) in zip(totals, self._map(_size_and_integral, [values for _, values in totals])):
+            if not np.isfinite(size) or not integral:
                 raise InvalidMomentsError(f"{self.name}: accumulated {label} are not finite integers")
             if size >= EXACT_FLOAT64:
                 raise InvalidMomentsError(
@@ -310,17 +317,25 @@ class PatchMoments:
         self.check_sums()
         p = self._sum.shape[0]
         result = np.full((len(self.offsets), p, p), np.nan)
-        for i in range(len(self.offsets)):
-            found = []
-            for direction in DIRECTIONS:
-                pair = self._pairs[direction][i]
-                if pair.count:
-                    found.append(exact_centred(pair.outer, pair.first, pair.second, pair.count))
+
+        def fill(i: int) -> None:
+            found = [exact_centred(pair.outer, pair.first, pair.second, pair.count)
+                     for pair in (self._pairs[direction][i] for direction in DIRECTIONS) if pair.count]
             if found:
                 mean = sum(found) / len(found)
                 np.add(mean, mean.T, out=result[i])
                 result[i] /= 2
+
+        self._map(fill, range(len(self.offsets)))
         return result
+
+    def _map(self, function, items) -> list:
+        """function over items, in the job's threads on a CPU (NumPy and torch work outside the GIL): the checks
+        and cross-covariances of a 32x32 basis are a dozen passes over 75 MB matrices."""
+        if self.threads < 2 or self.device.type != "cpu":
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(function, items))
 
     def pixel_statistics(self, meta: dict | None = None) -> PixelStatistics:
         """Everything a basis needs from the images, in raw pixel values (PixelStatistics.basis normalises)."""

@@ -44,10 +44,7 @@ rule patch_basis:
     conda:
         "../../envs/analysis.yaml"
     priority: 10
-    # One, though the eigendecomposition runs on two BLAS threads in every job (firstlayer_zoo.basis.EIGH_THREADS,
-    # fixed so that a basis does not depend on its job): the second works a few seconds, in a job of a 32x32
-    # basis only. Declared, it held those jobs back until nothing else could run (Snakemake fills a free core with
-    # one-thread jobs first): a whole timm zoo's nine ran one after another at the end, a minute.
+    # The eigendecomposition runs on one thread whatever it is given (firstlayer_zoo.basis.eigendecomposition).
     threads: 1
     resources:
         mem_mb=4000,
