@@ -14,11 +14,8 @@ with logged(snakemake):
             for size in kernel_sizes(BASIS_NAME.fullmatch(Path(path).name)["kernels"])}
     bases = []
     for size in snakemake.params.kernel_sizes:
-        statistics = load_pixel_statistics(held[size], size)
-        bases.append(statistics.basis(preprocessing.mean, preprocessing.std,
-                                      meta={"preprocessing": preprocessing.to_dict()},
-                                      second_moment=snakemake.params.moments))
-        basis = bases[-1]
+        basis = load_pixel_statistics(held[size], size).basis_under(preprocessing, snakemake.params.moments)
+        bases.append(basis)
         print(f"k={size}: from {held[size]}; {basis.n_patches} patches from {basis.n_images} images; "
               f"eigenvalues {basis.eigenvalues[0]:.4g} .. {basis.eigenvalues[-1]:.4g}")
     save_bases(snakemake.output[0], bases)

@@ -114,8 +114,7 @@ def _set_prefix(kernel_size: int) -> str:
 
 def save_bases(path: str | Path, bases: list[PatchBasis]) -> None:
     """Bases of one (dataset, preprocessing) at several kernel sizes in one file, written atomically."""
-    arrays = {_set_prefix(basis.kernel_size) + name: getattr(basis, name) for basis in bases for name in basis.ARRAYS}
-    write_npz(path, {"bases": [basis.header() for basis in bases]}, **arrays)
+    _save_sets(path, "bases", bases)
 
 
 @dataclass
@@ -176,11 +175,22 @@ class PixelStatistics:
         )
 
 
+    def basis_under(self, preprocessing, second_moment: str = "centred") -> PatchBasis:
+        """The basis under a Preprocessing's normalisation, recorded in its meta."""
+        return self.basis(preprocessing.mean, preprocessing.std, meta={"preprocessing": preprocessing.to_dict()},
+                          second_moment=second_moment)
+
+
 def save_pixel_statistics(path: str | Path, statistics: list[PixelStatistics]) -> None:
     """The statistics of one (dataset, pixel preprocessing) at several kernel sizes in one file, written atomically."""
-    arrays = {_set_prefix(entry.kernel_size) + name: getattr(entry, name)
-              for entry in statistics for name in entry.ARRAYS}
-    write_npz(path, {"pixel_statistics": [entry.header() for entry in statistics]}, **arrays)
+    _save_sets(path, "pixel_statistics", statistics)
+
+
+def _save_sets(path: str | Path, kind: str, entries: list) -> None:
+    """Entries (bases or pixel statistics) at several kernel sizes in one file, each array under its kernel
+    size's prefix, the headers under `kind`."""
+    arrays = {_set_prefix(entry.kernel_size) + name: getattr(entry, name) for entry in entries for name in entry.ARRAYS}
+    write_npz(path, {kind: [entry.header() for entry in entries]}, **arrays)
 
 
 def load_pixel_statistics(path: str | Path, kernel_size: int) -> PixelStatistics:

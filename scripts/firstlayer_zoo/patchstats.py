@@ -387,9 +387,7 @@ def bases_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preproces
     """Exact patch bases at several kernel sizes from one pass over a stream of preprocessed uint8 batches,
     normalised as `preprocessing` says (options: pixel_statistics_from_batches')."""
     statistics = pixel_statistics_from_batches(batches, preprocessing.in_chans, kernel_sizes, meta=meta, **options)
-    return [entry.basis(preprocessing.mean, preprocessing.std, meta={"preprocessing": preprocessing.to_dict()},
-                        second_moment=second_moment)
-            for entry in statistics]
+    return [entry.basis_under(preprocessing, second_moment) for entry in statistics]
 
 
 def basis_from_batches(batches: Iterable[torch.Tensor], preprocessing: Preprocessing, kernel_size: int,
@@ -426,8 +424,7 @@ def source_bases(source, root: Path | None, preprocessing: Preprocessing, kernel
                  second_moment: str = "centred", **options) -> list[PatchBasis]:
     """Exact patch bases of a dataset source's images under `preprocessing`, at every kernel size from one
     reading of the images (options: source_pixel_statistics')."""
-    return [entry.basis(preprocessing.mean, preprocessing.std, meta={"preprocessing": preprocessing.to_dict()},
-                        second_moment=second_moment)
+    return [entry.basis_under(preprocessing, second_moment)
             for entry in source_pixel_statistics(source, root, preprocessing, kernel_sizes, **options)]
 
 

@@ -1,5 +1,6 @@
 # Config -> paths and parameters. The study (checkpoints, runs, bases) is resolved
 # once here by the package; the other .smk files hold rules only.
+import functools
 import os
 import sys
 import time
@@ -142,12 +143,20 @@ def statistics_threads(wildcards, input):
 
     n_images = len(prepared_indices(input[0]))
     offsets = tuple(STUDY.analysis.autocorrelation_offsets)
-    work = {file: statistics_work(STUDY.preprocessing[pixels], sizes, n_images, offsets)
-            for file, (dataset, pixels, sizes, _) in STUDY.pixel_statistics_jobs.items()
-            if dataset == wildcards.dataset}
+    jobs = tuple((pixels, sizes) for dataset, pixels, sizes, _ in STUDY.pixel_statistics_jobs.values()
+                 if dataset == wildcards.dataset)
     this = statistics_work(STUDY.preprocessing[wildcards.pixels], kernel_sizes(wildcards.kernels), n_images, offsets)
-    dataset_work = None if None in work.values() else sum(work.values())
-    return statistics_threads(this, dataset_work, most)
+    return statistics_threads(this, dataset_statistics_work(jobs, n_images, offsets), most)
+
+
+@functools.cache
+def dataset_statistics_work(jobs, n_images, offsets):
+    """The work of these (pixel pipeline, kernel sizes) jobs on one dataset, None where one's is unknown: once per
+    dataset, not once per job (a whole timm zoo has 113)."""
+    from firstlayer_zoo.patchstats import statistics_work
+
+    work = [statistics_work(STUDY.preprocessing[pixels], sizes, n_images, offsets) for pixels, sizes in jobs]
+    return None if None in work else sum(work)
 
 
 def all_listed():
